@@ -1,0 +1,85 @@
+import type net from "node:net";
+import { AGENT_DEFAULT_PORT } from "@tether/protocol";
+import { UserDirectory } from "./auth/users.js";
+import type { AgentContext } from "./context.js";
+import { createFilesystemService } from "./files/service.js";
+import { createLogger, type Logger } from "./logger.js";
+import { createProcessService } from "./process/service.js";
+import { createRequestHandler } from "./server/handler.js";
+import { createDualServer, listenTcp, listenUnix } from "./server/listen.js";
+import { AgentState } from "./state.js";
+
+export interface AgentOptions {
+  /** TCP host; default 127.0.0.1. Nothing listens beyond loopback unless asked. */
+  host?: string;
+  /** TCP port; default 49983, 0 picks a free one. `false` disables TCP. */
+  port?: number | false;
+  /** Unix socket path (mode 0600); may be given alongside TCP. */
+  socket?: string;
+  accessToken?: string;
+  defaultUser?: string;
+  defaultWorkdir?: string;
+  logger?: Logger;
+  logLevel?: string;
+}
+
+export interface RunningAgent {
+  /** The TCP address, when listening on TCP. */
+  tcp?: net.AddressInfo;
+  socket?: string;
+  /** Base URL for HTTP clients, when listening on TCP. */
+  url?: string;
+  context: AgentContext;
+  close(): Promise<void>;
+}
+
+/** Starts tetherd's servers and returns once every listener is bound. */
+export async function startAgent(options: AgentOptions = {}): Promise<RunningAgent> {
+  const log = options.logger ?? createLogger(options.logLevel);
+  const context: AgentContext = {
+    log,
+    state: new AgentState(options),
+    users: new UserDirectory(),
+  };
+  const services = [createProcessService(context), createFilesystemService(context)];
+  const handler = createRequestHandler(context, services);
+
+  const listeners: { server: net.Server; sockets: Set<net.Socket> }[] = [];
+  const result: RunningAgent = { context, close };
+  try {
+    if (options.port !== false) {
+      const tcp = createDualServer(handler);
+      listeners.push(tcp);
+      result.tcp = await listenTcp(tcp.server, options.host ?? "127.0.0.1", options.port ?? AGENT_DEFAULT_PORT);
+      const host = result.tcp.family === "IPv6" ? `[${result.tcp.address}]` : result.tcp.address;
+      result.url = `http://${host}:${result.tcp.port}`;
+    }
+    if (options.socket) {
+      const unix = createDualServer(handler);
+      listeners.push(unix);
+      await listenUnix(unix.server, options.socket);
+      result.socket = options.socket;
+    }
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  log.info(
+    { tcp: result.url, socket: result.socket, auth: context.state.accessToken !== undefined },
+    "tetherd listening",
+  );
+  return result;
+
+  async function close(): Promise<void> {
+    await Promise.all(services.map((s) => s.close()));
+    await Promise.all(
+      listeners.map(
+        ({ server, sockets }) =>
+          new Promise<void>((resolve) => {
+            server.close(() => resolve());
+            for (const socket of sockets) socket.destroy();
+          }),
+      ),
+    );
+  }
+}

@@ -1,0 +1,107 @@
+import { readFileSync } from "node:fs";
+import os from "node:os";
+import { type HeaderSource, headerValue } from "./access.js";
+
+/** A Unix account a process runs as or a path is resolved for. */
+export interface UnixUser {
+  name: string;
+  uid: number;
+  gid: number;
+  /** Supplementary group ids, primary gid included. */
+  groups: number[];
+  home: string;
+  shell: string;
+}
+
+/** The requested user does not exist, or the agent cannot act as it. */
+export class UnknownUserError extends Error {
+  constructor(
+    readonly username: string,
+    reason: string,
+  ) {
+    super(`user "${username}": ${reason}`);
+    this.name = "UnknownUserError";
+  }
+}
+
+/**
+ * Looks accounts up in /etc/passwd and /etc/group, the only user database every image
+ * has (no NSS: the agent runs in images without glibc).
+ */
+export class UserDirectory {
+  private readonly self: UnixUser;
+
+  constructor(
+    private readonly passwdPath = "/etc/passwd",
+    private readonly groupPath = "/etc/group",
+  ) {
+    this.self = this.currentUser();
+  }
+
+  /** The account the agent itself runs as. */
+  get current(): UnixUser {
+    return this.self;
+  }
+
+  get isRoot(): boolean {
+    return this.self.uid === 0;
+  }
+
+  /** Resolves a username; the agent's own account when the name is empty. */
+  resolve(username: string | undefined): UnixUser {
+    if (!username || username === this.self.name) return this.self;
+    const user = this.lookup(username);
+    if (!user) throw new UnknownUserError(username, "no such user in /etc/passwd");
+    if (!this.isRoot && user.uid !== this.self.uid) {
+      throw new UnknownUserError(username, `the agent runs as "${this.self.name}" (not root) and cannot switch users`);
+    }
+    return user;
+  }
+
+  private lookup(username: string): UnixUser | undefined {
+    const line = readLines(this.passwdPath).find((l) => l.split(":")[0] === username);
+    if (!line) return undefined;
+    const [name, , uid, gid, , home, shell] = line.split(":");
+    return this.toUser(name, Number(uid), Number(gid), home || "/", shell || "/bin/sh");
+  }
+
+  private currentUser(): UnixUser {
+    const uid = process.getuid?.() ?? 0;
+    const gid = process.getgid?.() ?? 0;
+    const line = readLines(this.passwdPath).find((l) => Number(l.split(":")[2]) === uid);
+    if (line) {
+      const [name, , , , , home, shell] = line.split(":");
+      return this.toUser(name, uid, gid, home || os.homedir(), shell || "/bin/sh");
+    }
+    // Images may lack a passwd entry for the uid we run as (docker --user 1234).
+    return { name: String(uid), uid, gid, groups: [gid], home: process.env.HOME || "/", shell: "/bin/sh" };
+  }
+
+  private toUser(name: string, uid: number, gid: number, home: string, shell: string): UnixUser {
+    const groups = new Set([gid]);
+    for (const line of readLines(this.groupPath)) {
+      const [, , id, members] = line.split(":");
+      if (members?.split(",").includes(name)) groups.add(Number(id));
+    }
+    return { name, uid, gid, groups: [...groups], home, shell };
+  }
+}
+
+function readLines(path: string): string[] {
+  try {
+    return readFileSync(path, "utf8")
+      .split("\n")
+      .filter((l) => l && !l.startsWith("#"));
+  } catch {
+    return [];
+  }
+}
+
+/** The username envd clients send: HTTP Basic auth with the name and an empty password. */
+export function usernameFromHeaders(headers: HeaderSource): string | undefined {
+  const auth = headerValue(headers, "authorization");
+  if (!auth?.toLowerCase().startsWith("basic ")) return undefined;
+  const decoded = Buffer.from(auth.slice(6).trim(), "base64").toString("utf8");
+  const name = decoded.split(":")[0];
+  return name || undefined;
+}

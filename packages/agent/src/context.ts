@@ -1,0 +1,22 @@
+import { type HeaderSource, headerValue } from "./auth/access.js";
+import { type UnixUser, type UserDirectory, usernameFromHeaders } from "./auth/users.js";
+import type { Logger } from "./logger.js";
+import type { AgentState } from "./state.js";
+
+/** What every service of the agent shares. One per agent. */
+export interface AgentContext {
+  log: Logger;
+  state: AgentState;
+  users: UserDirectory;
+}
+
+/**
+ * The Unix user a request acts as: the Basic-auth username (envd's convention), else
+ * the `username` query parameter of the HTTP file endpoints, else the default user.
+ */
+export function requestUser(ctx: AgentContext, headers: HeaderSource, queryUsername?: string | null): UnixUser {
+  const name = usernameFromHeaders(headers) ?? (queryUsername || undefined) ?? ctx.state.defaultUser;
+  return ctx.users.resolve(name);
+}
+
+export { headerValue };

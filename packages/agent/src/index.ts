@@ -1,0 +1,3 @@
+/** tetherd: the agent inside every sandbox. */
+export { type AgentOptions, type RunningAgent, startAgent } from "./agent.js";
+export { type UnixUser, UnknownUserError, UserDirectory } from "./auth/users.js";

@@ -1,0 +1,79 @@
+import { chmod, lstat, unlink } from "node:fs/promises";
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { HttpRequest, HttpResponse } from "../http/respond.js";
+
+/**
+ * HTTP/2 flow-control windows. Node's defaults (64 KiB) cap a stream at a few hundred
+ * MB/s on loopback; large windows let output and uploads run at memory speed.
+ */
+const STREAM_WINDOW = 16 << 20;
+const SESSION_WINDOW = 64 << 20;
+
+/** The first bytes of every prior-knowledge HTTP/2 connection ("PRI * HTTP/2.0"). */
+const H2_PREFACE_START = Buffer.from("PRI ");
+
+export interface Endpoint {
+  close(): Promise<void>;
+}
+
+/**
+ * One listener that speaks HTTP/1.1 and h2c on the same socket: it peeks at the first
+ * bytes of each connection and hands it to the matching Node server.
+ */
+export function createDualServer(handler: (req: HttpRequest, res: HttpResponse) => void) {
+  const h1 = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, handler);
+  const h2 = http2.createServer(
+    { settings: { initialWindowSize: STREAM_WINDOW, maxFrameSize: 1 << 20 }, maxSessionMemory: 64 },
+    handler,
+  );
+  h2.on("session", (session) => {
+    session.on("connect", () => session.setLocalWindowSize(SESSION_WINDOW));
+  });
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.setNoDelay(true);
+    socket.once("readable", () => {
+      const head: Buffer | null = socket.read();
+      if (!head) return;
+      socket.unshift(head);
+      const isH2 = head.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START);
+      (isH2 ? h2 : h1).emit("connection", socket);
+    });
+  });
+  return { server, sockets };
+}
+
+export async function listenTcp(server: net.Server, host: string, port: number): Promise<net.AddressInfo> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return server.address() as net.AddressInfo;
+}
+
+/** Listens on a unix socket readable by the agent's user only (mode 0600). */
+export async function listenUnix(server: net.Server, path: string): Promise<void> {
+  await removeStaleSocket(path);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(path, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  await chmod(path, 0o600);
+}
+
+async function removeStaleSocket(path: string): Promise<void> {
+  const info = await lstat(path).catch(() => undefined);
+  if (!info) return;
+  if (!info.isSocket()) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
+  await unlink(path);
+}

@@ -1,0 +1,19 @@
+/**
+ * What `POST /init` (or the command line) sets for the whole agent: default env vars,
+ * default user and workdir, and the access token. One instance per agent.
+ */
+export class AgentState {
+  /** Env vars every process gets, under what the request itself sets. */
+  envVars: Record<string, string> = {};
+  defaultUser: string | undefined;
+  defaultWorkdir: string | undefined;
+  accessToken: string | undefined;
+  /** Last time a client did anything; hosts use it for idle timeouts. */
+  lastActivity = Date.now();
+
+  constructor(init: { accessToken?: string; defaultUser?: string; defaultWorkdir?: string } = {}) {
+    this.accessToken = init.accessToken || undefined;
+    this.defaultUser = init.defaultUser;
+    this.defaultWorkdir = init.defaultWorkdir;
+  }
+}

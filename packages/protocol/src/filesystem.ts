@@ -1,0 +1,1 @@
+export * from "./gen/filesystem/filesystem_pb.js";

@@ -1,0 +1,9 @@
+/**
+ * Wire definitions shared by the agent, the SDK and the CLI.
+ * Generated code lives in ./gen (regenerate with `npm run generate`); this file holds
+ * the handwritten wire constants.
+ */
+
+export * from "./constants.js";
+export * as filesystem from "./gen/filesystem/filesystem_pb.js";
+export * as process from "./gen/process/process_pb.js";

@@ -1,0 +1,1 @@
+export * from "./gen/process/process_pb.js";

@@ -43,7 +43,10 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
   return (req: HttpRequest, res: HttpResponse): void => {
     ctx.state.lastActivity = Date.now();
     const url = new URL(req.url ?? "/", "http://agent");
-    if (url.pathname === "/health") return handleHealth(req, res);
+    if (url.pathname === "/health") {
+      handleHealth(req, res);
+      return;
+    }
     const route = httpRoutes[`${req.method} ${url.pathname}`];
     if (!route) {
       rpc(req, res);

@@ -1,0 +1,135 @@
+import type { ProcessEvent } from "@tether/protocol/process";
+import { type ProcessExit, signalFromStatus } from "./status.js";
+
+export type OutputKind = "stdout" | "stderr" | "pty";
+
+/** One piece of a process's output, in the order the agent sent it. */
+export interface OutputChunk {
+  kind: OutputKind;
+  data: Uint8Array;
+}
+
+/**
+ * Reads one process's event stream (Start or Connect): the start event, output, then
+ * exactly one end event. Output goes to `onOutput`, whose promise is awaited, so a
+ * slow consumer slows the stream down (HTTP/2 flow control) instead of buffering.
+ */
+export class ProcessEvents {
+  readonly pid: Promise<number>;
+  readonly exit: Promise<ProcessExit>;
+  private resolvePid!: (pid: number) => void;
+  private rejectPid!: (err: unknown) => void;
+  private ended = false;
+
+  constructor(
+    events: AsyncIterable<{ event?: ProcessEvent }>,
+    private readonly onOutput: (chunk: OutputChunk) => void | Promise<void>,
+    mapError: (err: unknown) => Error,
+    knownPid?: number,
+  ) {
+    this.pid = new Promise<number>((resolve, reject) => {
+      this.resolvePid = resolve;
+      this.rejectPid = reject;
+    });
+    if (knownPid !== undefined) this.resolvePid(knownPid);
+    this.exit = this.pump(events).catch((err: unknown) => {
+      const mapped = mapError(err);
+      this.rejectPid(mapped);
+      throw mapped;
+    });
+    // Callers may await only one of the two; neither should become an unhandled rejection.
+    this.pid.catch(() => {});
+    this.exit.catch(() => {});
+  }
+
+  /** True once the end event arrived. */
+  get hasEnded(): boolean {
+    return this.ended;
+  }
+
+  private async pump(events: AsyncIterable<{ event?: ProcessEvent }>): Promise<ProcessExit> {
+    for await (const { event } of events) {
+      const e = event?.event;
+      switch (e?.case) {
+        case "start":
+          this.resolvePid(e.value.pid);
+          break;
+        case "data": {
+          const output = e.value.output;
+          if (output.case !== undefined && output.value.length > 0) {
+            await this.onOutput({ kind: output.case, data: output.value });
+          }
+          break;
+        }
+        case "end": {
+          this.ended = true;
+          const status = e.value.status;
+          const signal = e.value.exited ? undefined : signalFromStatus(status);
+          return {
+            exitCode: e.value.exitCode,
+            status,
+            ...(signal ? { signal } : {}),
+            ...(e.value.error ? { error: e.value.error } : {}),
+          };
+        }
+        default:
+          break; // keepalive
+      }
+    }
+    throw new Error("the agent closed the process stream without an end event");
+  }
+}
+
+/**
+ * Output of one process for async iteration: each iterator gets its own queue, filled
+ * from the start when the output is kept, else from the moment it attaches.
+ */
+export class OutputLog {
+  private readonly kept: OutputChunk[] | undefined;
+  private readonly readers = new Set<{ queue: OutputChunk[]; wake?: () => void }>();
+  private closed = false;
+
+  constructor(keep: boolean) {
+    this.kept = keep ? [] : undefined;
+  }
+
+  push(chunk: OutputChunk): void {
+    this.kept?.push(chunk);
+    for (const reader of this.readers) {
+      reader.queue.push(chunk);
+      reader.wake?.();
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const reader of this.readers) reader.wake?.();
+  }
+
+  /** Everything kept so far of one kind, decoded as UTF-8. */
+  text(kind: OutputKind): string {
+    if (!this.kept) return "";
+    return Buffer.concat(this.kept.filter((c) => c.kind === kind).map((c) => c.data)).toString("utf8");
+  }
+
+  async *iterate(): AsyncGenerator<OutputChunk> {
+    const reader: { queue: OutputChunk[]; wake?: () => void } = { queue: [...(this.kept ?? [])] };
+    this.readers.add(reader);
+    try {
+      for (;;) {
+        const chunk = reader.queue.shift();
+        if (chunk) {
+          yield chunk;
+          continue;
+        }
+        if (this.closed) return;
+        await new Promise<void>((resolve) => {
+          reader.wake = resolve;
+        });
+        reader.wake = undefined;
+      }
+    } finally {
+      this.readers.delete(reader);
+    }
+  }
+}

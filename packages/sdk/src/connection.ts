@@ -1,0 +1,140 @@
+import { Buffer } from "node:buffer";
+import type http2 from "node:http2";
+import net from "node:net";
+import type { Interceptor, Transport } from "@connectrpc/connect";
+import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { ACCESS_TOKEN_HEADER } from "@tether/protocol";
+
+/** Where an agent listens: a URL (TCP) or a unix socket path. */
+export type AgentTarget = { url: string; socket?: never } | { socket: string; url?: never };
+
+/** How to reach one agent, and who to act as there. */
+export type ConnectionOptions = AgentTarget & {
+  /** The agent's access token (sent as X-Access-Token). */
+  accessToken?: string;
+  /** Default Unix user for every call; the agent's own user when unset. */
+  user?: string;
+  /** Give up connecting after this long; default 10 s. */
+  connectTimeoutMs?: number;
+};
+
+/**
+ * HTTP/2 flow-control windows. Node's defaults (64 KiB per stream and session) stall a
+ * stream every 64 KiB waiting for a WINDOW_UPDATE, capping output at a few hundred MB/s.
+ */
+const STREAM_WINDOW = 16 << 20;
+const SESSION_WINDOW = 64 << 20;
+
+/** An Http2SessionManager that widens each new session's connection-level window. */
+class WideWindowSessionManager extends Http2SessionManager {
+  private readonly widened = new WeakSet<http2.Http2Session>();
+
+  override async request(
+    method: string,
+    path: string,
+    headers: http2.OutgoingHttpHeaders,
+    options: Omit<http2.ClientSessionRequestOptions, "signal">,
+  ): Promise<http2.ClientHttp2Stream> {
+    const stream = await super.request(method, path, headers, options);
+    const session = stream.session;
+    if (session && !this.widened.has(session)) {
+      this.widened.add(session);
+      session.setLocalWindowSize(SESSION_WINDOW);
+    }
+    return stream;
+  }
+}
+
+/**
+ * One persistent HTTP/2 connection to an agent, shared by the RPC services and the
+ * plain HTTP endpoints (/health, /files).
+ */
+export class Connection {
+  readonly transport: Transport;
+  /** Human-readable address, for error messages. */
+  readonly address: string;
+  readonly user: string | undefined;
+  private readonly session: WideWindowSessionManager;
+  private readonly accessToken: string | undefined;
+
+  constructor(readonly options: ConnectionOptions) {
+    this.accessToken = options.accessToken;
+    this.user = options.user;
+    const socket = options.socket;
+    // Over a unix socket the authority is nominal: every stream goes to createConnection.
+    const baseUrl = socket !== undefined ? "http://localhost" : trimSlash(options.url);
+    this.address = socket !== undefined ? `unix:${socket}` : baseUrl;
+    const nodeOptions: http2.ClientSessionOptions = {
+      settings: { initialWindowSize: STREAM_WINDOW, maxFrameSize: 1 << 20 },
+      maxSessionMemory: 64,
+      ...(socket !== undefined ? { createConnection: () => net.connect(socket) } : {}),
+    };
+    this.session = new WideWindowSessionManager(
+      baseUrl,
+      { connectTimeoutMs: options.connectTimeoutMs ?? 10_000 },
+      nodeOptions,
+    );
+    const auth: Interceptor = (next) => (req) => {
+      for (const [name, value] of Object.entries(this.headers())) {
+        if (!req.header.has(name)) req.header.set(name, value);
+      }
+      return next(req);
+    };
+    this.transport = createConnectTransport({
+      baseUrl,
+      httpVersion: "2",
+      sessionManager: this.session,
+      useBinaryFormat: true,
+      interceptors: [auth],
+    });
+  }
+
+  /** Headers for a call: the access token, and the user as Basic auth (envd's convention). */
+  headers(user: string | undefined = this.user): Record<string, string> {
+    const headers: Record<string, string> = {};
+    if (this.accessToken) headers[ACCESS_TOKEN_HEADER] = this.accessToken;
+    if (user) headers.authorization = basicAuth(user);
+    return headers;
+  }
+
+  /** Opens a raw HTTP/2 stream on the shared session, for the plain HTTP endpoints. */
+  async request(method: string, path: string, headers: http2.OutgoingHttpHeaders): Promise<http2.ClientHttp2Stream> {
+    // No keep-alive PINGs are configured, so reads need not be reported to the manager.
+    return this.session.request(method, path, headers, { endStream: method === "GET" || method === "HEAD" });
+  }
+
+  /** Closes the connection and every stream on it. */
+  close(): void {
+    this.session.abort();
+  }
+}
+
+export function basicAuth(user: string): string {
+  return `Basic ${Buffer.from(`${user}:`).toString("base64")}`;
+}
+
+function trimSlash(url: string): string {
+  return url.endsWith("/") ? url.slice(0, -1) : url;
+}
+
+/** The status and headers of an HTTP/2 response, once they arrive. */
+export function responseOf(
+  stream: http2.ClientHttp2Stream,
+): Promise<http2.IncomingHttpHeaders & { ":status"?: number }> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    stream.once("error", onError);
+    stream.once("close", () => reject(new Error(`stream closed before a response (code ${stream.rstCode})`)));
+    stream.once("response", (headers) => {
+      stream.off("error", onError);
+      resolve(headers);
+    });
+  });
+}
+
+/** Reads a (small) response body to the end. */
+export async function readAll(stream: AsyncIterable<Buffer>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}

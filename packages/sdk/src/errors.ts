@@ -1,0 +1,170 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** Base class of every error the SDK throws on purpose. */
+export class TetherError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The agent could not be reached: nothing listens there, or the connection dropped. */
+export class AgentUnavailableError extends TetherError {}
+
+/** The agent refused the access token (missing or wrong). */
+export class AuthenticationError extends TetherError {}
+
+/** A path, process or other named thing does not exist in the agent. */
+export class NotFoundError extends TetherError {}
+
+/** The request was malformed or named something of the wrong kind (a directory for a file). */
+export class InvalidArgumentError extends TetherError {}
+
+/** The agent's user (or the requested one) may not do this. */
+export class PermissionDeniedError extends TetherError {}
+
+/** The thing to create exists already. */
+export class AlreadyExistsError extends TetherError {}
+
+/** The agent ran out of disk or another resource. */
+export class ResourceExhaustedError extends TetherError {}
+
+/** A call did not finish within its deadline. */
+export class TimeoutError extends TetherError {}
+
+/** What a finished command left behind, for `CommandExitError`. */
+export interface CommandExitDetails {
+  argv: string[];
+  /** Exit code; -1 when the process died from a signal. */
+  exitCode: number;
+  /** Signal name (`SIGKILL`) when the process died from a signal. */
+  signal?: string;
+  /** The agent's status text, like `exit status 3` or `signal: killed`. */
+  status: string;
+  stdout: string;
+  stderr: string;
+  /** Set when the SDK killed the command because its `timeoutMs` passed. */
+  timedOut?: boolean;
+  /** The agent's own error text, when it could not run the command at all. */
+  error?: string;
+}
+
+/** A command exited non-zero, died from a signal, or timed out. */
+export class CommandExitError extends TetherError implements CommandExitDetails {
+  readonly argv: string[];
+  readonly exitCode: number;
+  readonly signal?: string;
+  readonly status: string;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly timedOut: boolean;
+  readonly error?: string;
+
+  constructor(details: CommandExitDetails) {
+    super(commandExitMessage(details));
+    this.argv = details.argv;
+    this.exitCode = details.exitCode;
+    this.signal = details.signal;
+    this.status = details.status;
+    this.stdout = details.stdout;
+    this.stderr = details.stderr;
+    this.timedOut = details.timedOut ?? false;
+    this.error = details.error;
+  }
+}
+
+/** execa-style: what ran, why it failed, then what it printed. */
+function commandExitMessage(d: CommandExitDetails): string {
+  const command = d.argv.map(quoteArg).join(" ");
+  let reason: string;
+  if (d.timedOut) reason = `timed out and was killed${d.signal ? ` with ${d.signal}` : ""}`;
+  else if (d.signal) reason = `was killed with ${d.signal}`;
+  else if (d.error) reason = `could not run: ${d.error}`;
+  else reason = `failed with exit code ${d.exitCode}`;
+  const lines = [`Command ${reason}: ${command}`];
+  for (const text of [d.stderr, d.stdout]) {
+    const trimmed = text.trimEnd();
+    if (trimmed) lines.push("", trimmed);
+  }
+  return lines.join("\n");
+}
+
+/** Quotes an argument the way a POSIX shell would need it, only when needed. */
+export function quoteArg(arg: string): string {
+  if (/^[\w@%+=:,./-]+$/.test(arg)) return arg;
+  return `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
+const UNREACHABLE_ERRNOS = new Set(["ECONNREFUSED", "ENOENT", "ECONNRESET", "EPIPE", "EHOSTUNREACH", "ENOTFOUND"]);
+
+/**
+ * Turns what a call threw into a typed error. `what` names the operation and its
+ * subject (`stat /tmp/x`), so the message says what failed and where.
+ */
+export function toTetherError(err: unknown, what: string, address?: string): Error {
+  if (err instanceof TetherError) return err;
+  if (!(err instanceof ConnectError)) {
+    const errno = (err as NodeJS.ErrnoException | undefined)?.code;
+    if (errno && UNREACHABLE_ERRNOS.has(errno)) {
+      return new AgentUnavailableError(`${what}: agent unreachable at ${address ?? "?"} (${errno})`, { cause: err });
+    }
+    return err instanceof Error ? err : new TetherError(`${what}: ${String(err)}`);
+  }
+  const message = `${what}: ${err.rawMessage}`;
+  const options = { cause: err };
+  switch (err.code) {
+    case Code.Unavailable:
+      return new AgentUnavailableError(`${what}: agent unreachable at ${address ?? "?"} (${err.rawMessage})`, options);
+    case Code.Unauthenticated:
+      return new AuthenticationError(message, options);
+    case Code.NotFound:
+      return new NotFoundError(message, options);
+    case Code.InvalidArgument:
+    case Code.FailedPrecondition:
+      return new InvalidArgumentError(message, options);
+    case Code.PermissionDenied:
+      return new PermissionDeniedError(message, options);
+    case Code.AlreadyExists:
+      return new AlreadyExistsError(message, options);
+    case Code.ResourceExhausted:
+      return new ResourceExhaustedError(message, options);
+    case Code.DeadlineExceeded:
+      return new TimeoutError(message, options);
+    default: {
+      // Transport failures (socket gone, refused) surface as Internal/Unknown with an errno cause.
+      const errno = (err.cause as NodeJS.ErrnoException | undefined)?.code;
+      if (errno && UNREACHABLE_ERRNOS.has(errno)) {
+        return new AgentUnavailableError(`${what}: agent unreachable at ${address ?? "?"} (${errno})`, options);
+      }
+      return new TetherError(`${message} [${Code[err.code]}]`, options);
+    }
+  }
+}
+
+/** The same mapping for the plain HTTP endpoints, from a status and envd's JSON error body. */
+export function httpError(status: number, body: string, what: string): TetherError {
+  let detail = body.trim();
+  try {
+    const parsed = JSON.parse(body) as { message?: unknown };
+    if (typeof parsed.message === "string") detail = parsed.message;
+  } catch {
+    // Not JSON: keep the raw text.
+  }
+  const message = `${what}: ${detail || `HTTP ${status}`}`;
+  switch (status) {
+    case 400:
+      return new InvalidArgumentError(message);
+    case 401:
+      return new AuthenticationError(message);
+    case 403:
+      return new PermissionDeniedError(message);
+    case 404:
+      return new NotFoundError(message);
+    case 409:
+      return new AlreadyExistsError(message);
+    case 507:
+      return new ResourceExhaustedError(message);
+    default:
+      return new TetherError(`${message} [HTTP ${status}]`);
+  }
+}

@@ -1,0 +1,222 @@
+import type http2 from "node:http2";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { type Client, createClient } from "@connectrpc/connect";
+import { Filesystem, FileType, type EntryInfo as WireEntryInfo } from "@tether/protocol/filesystem";
+import { type Connection, readAll, responseOf } from "../connection.js";
+import { AlreadyExistsError, httpError, NotFoundError, toTetherError } from "../errors.js";
+
+export type FileKind = "file" | "dir" | "symlink" | "unknown";
+
+/** What the agent knows about a file or directory. */
+export interface EntryInfo {
+  name: string;
+  type: FileKind;
+  path: string;
+  size: number;
+  /** Unix mode bits (permissions and type). */
+  mode: number;
+  /** `rwxr-xr-x` style. */
+  permissions: string;
+  owner: string;
+  group: string;
+  modifiedTime?: Date;
+  symlinkTarget?: string;
+  metadata: Record<string, string>;
+}
+
+/** What `write` reports for the file it wrote. */
+export interface WriteInfo {
+  name: string;
+  type: string;
+  path: string;
+}
+
+/** Anything `write` can upload; streams are sent as they are read, never held whole. */
+export type WriteData = string | Uint8Array | Readable | AsyncIterable<Uint8Array> | WebReadableStream<Uint8Array>;
+
+export interface FileOptions {
+  /** Unix user to act as; relative paths resolve against that user's home. */
+  user?: string;
+}
+
+/** Files in the agent: `agent.files`. */
+export class Files {
+  private readonly client: Client<typeof Filesystem>;
+
+  constructor(private readonly connection: Connection) {
+    this.client = createClient(Filesystem, connection.transport);
+  }
+
+  /** Reads a file as text (default), bytes, or a stream. */
+  read(path: string, options?: FileOptions & { format?: "text" }): Promise<string>;
+  read(path: string, options: FileOptions & { format: "bytes" }): Promise<Uint8Array>;
+  read(path: string, options: FileOptions & { format: "stream" }): Promise<Readable>;
+  async read(
+    path: string,
+    options: FileOptions & { format?: "text" | "bytes" | "stream" } = {},
+  ): Promise<string | Uint8Array | Readable> {
+    const what = `read ${path}`;
+    const stream = await this.open("GET", path, options.user, what, {});
+    try {
+      const headers = await responseOf(stream);
+      const status = Number(headers[":status"]);
+      if (status !== 200) throw httpError(status, (await readAll(stream)).toString("utf8"), what);
+      if (options.format === "stream") return stream;
+      const body = await readAll(stream);
+      return options.format === "bytes"
+        ? new Uint8Array(body.buffer, body.byteOffset, body.length)
+        : body.toString("utf8");
+    } catch (err) {
+      stream.destroy();
+      throw toTetherError(err, what, this.connection.address);
+    }
+  }
+
+  /** Writes a file (creating parent directories), streaming the data as it comes. */
+  async write(path: string, data: WriteData, options: FileOptions = {}): Promise<WriteInfo> {
+    const what = `write ${path}`;
+    const stream = await this.open("POST", path, options.user, what, {
+      "content-type": "application/octet-stream",
+    });
+    const response = responseOf(stream).then(async (headers) => ({
+      status: Number(headers[":status"]),
+      body: (await readAll(stream)).toString("utf8"),
+    }));
+    const upload =
+      typeof data === "string" || data instanceof Uint8Array
+        ? new Promise<void>((resolve, reject) => stream.end(data, () => resolve()).once("error", reject))
+        : pipeline(toReadable(data), stream);
+    const [sent, received] = await Promise.allSettled([upload, response]);
+    // The agent's answer says more than a broken upload pipe (it may refuse early).
+    if (received.status === "rejected") {
+      throw toTetherError(sent.status === "rejected" ? sent.reason : received.reason, what, this.connection.address);
+    }
+    const { status, body } = received.value;
+    if (status !== 200) throw httpError(status, body, what);
+    if (sent.status === "rejected") throw toTetherError(sent.reason, what, this.connection.address);
+    const entries = JSON.parse(body) as WriteInfo[];
+    return entries[0] ?? { name: path.split("/").pop() ?? path, type: "file", path };
+  }
+
+  /** Lists a directory; `depth` > 1 descends into subdirectories. */
+  async list(path: string, options: FileOptions & { depth?: number } = {}): Promise<EntryInfo[]> {
+    try {
+      const res = await this.client.listDir({ path, depth: options.depth ?? 1 }, this.callOptions(options));
+      return res.entries.map(toEntryInfo);
+    } catch (err) {
+      throw toTetherError(err, `list ${path}`, this.connection.address);
+    }
+  }
+
+  /** Facts about one path (symlinks are not followed). */
+  async stat(path: string, options: FileOptions = {}): Promise<EntryInfo> {
+    try {
+      const res = await this.client.stat({ path }, this.callOptions(options));
+      return toEntryInfo(required(res.entry, path));
+    } catch (err) {
+      throw toTetherError(err, `stat ${path}`, this.connection.address);
+    }
+  }
+
+  /** True when the path exists. */
+  async exists(path: string, options: FileOptions = {}): Promise<boolean> {
+    try {
+      await this.stat(path, options);
+      return true;
+    } catch (err) {
+      if (err instanceof NotFoundError) return false;
+      throw err;
+    }
+  }
+
+  /** Creates a directory and its parents; false when it existed already. */
+  async makeDir(path: string, options: FileOptions = {}): Promise<boolean> {
+    try {
+      await this.client.makeDir({ path }, this.callOptions(options));
+      return true;
+    } catch (err) {
+      const mapped = toTetherError(err, `make directory ${path}`, this.connection.address);
+      if (mapped instanceof AlreadyExistsError) return false;
+      throw mapped;
+    }
+  }
+
+  /** Removes a file or a directory tree. */
+  async remove(path: string, options: FileOptions = {}): Promise<void> {
+    try {
+      await this.client.remove({ path }, this.callOptions(options));
+    } catch (err) {
+      throw toTetherError(err, `remove ${path}`, this.connection.address);
+    }
+  }
+
+  /** Moves or renames a path; returns what is now at the destination. */
+  async rename(source: string, destination: string, options: FileOptions = {}): Promise<EntryInfo> {
+    try {
+      const res = await this.client.move({ source, destination }, this.callOptions(options));
+      return toEntryInfo(required(res.entry, destination));
+    } catch (err) {
+      throw toTetherError(err, `rename ${source} to ${destination}`, this.connection.address);
+    }
+  }
+
+  private callOptions(options: FileOptions) {
+    return { headers: this.connection.headers(options.user) };
+  }
+
+  /** Opens a /files stream on the shared connection. */
+  private async open(
+    method: "GET" | "POST",
+    path: string,
+    user: string | undefined,
+    what: string,
+    extra: http2.OutgoingHttpHeaders,
+  ): Promise<http2.ClientHttp2Stream> {
+    const query = new URLSearchParams({ path });
+    try {
+      return await this.connection.request(method, `/files?${query}`, { ...this.connection.headers(user), ...extra });
+    } catch (err) {
+      throw toTetherError(err, what, this.connection.address);
+    }
+  }
+}
+
+function toReadable(data: Readable | AsyncIterable<Uint8Array> | WebReadableStream<Uint8Array>): Readable {
+  if (data instanceof Readable) return data;
+  if (isWebStream(data)) return Readable.fromWeb(data);
+  return Readable.from(data, { objectMode: false });
+}
+
+function isWebStream(data: unknown): data is WebReadableStream<Uint8Array> {
+  return typeof (data as WebReadableStream).getReader === "function";
+}
+
+function required(entry: WireEntryInfo | undefined, path: string): WireEntryInfo {
+  if (!entry) throw new Error(`the agent returned no entry for ${path}`);
+  return entry;
+}
+
+const KINDS: Record<number, FileKind> = {
+  [FileType.FILE]: "file",
+  [FileType.DIRECTORY]: "dir",
+  [FileType.SYMLINK]: "symlink",
+};
+
+function toEntryInfo(e: WireEntryInfo): EntryInfo {
+  return {
+    name: e.name,
+    type: KINDS[e.type] ?? "unknown",
+    path: e.path,
+    size: Number(e.size),
+    mode: e.mode,
+    permissions: e.permissions,
+    owner: e.owner,
+    group: e.group,
+    ...(e.modifiedTime ? { modifiedTime: timestampDate(e.modifiedTime) } : {}),
+    ...(e.symlinkTarget !== undefined ? { symlinkTarget: e.symlinkTarget } : {}),
+    metadata: { ...e.metadata },
+  };
+}

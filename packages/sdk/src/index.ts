@@ -1,0 +1,39 @@
+/** @tether/sdk: a TypeScript client for one Tether agent (tetherd). */
+export { Agent, connect } from "./agent.js";
+export {
+  CommandHandle,
+  type CommandOptions,
+  type CommandResult,
+  type CommandSpec,
+  Commands,
+  type InputSource,
+  type KillSignal,
+  type OutputChunk,
+  type OutputKind,
+  type ProcessExit,
+  type ProcessInfo,
+  shellExitCode,
+} from "./commands/index.js";
+export type { AgentTarget, ConnectionOptions } from "./connection.js";
+export {
+  AgentUnavailableError,
+  AlreadyExistsError,
+  AuthenticationError,
+  type CommandExitDetails,
+  CommandExitError,
+  InvalidArgumentError,
+  NotFoundError,
+  PermissionDeniedError,
+  ResourceExhaustedError,
+  TetherError,
+  TimeoutError,
+} from "./errors.js";
+export {
+  type EntryInfo,
+  type FileKind,
+  type FileOptions,
+  Files,
+  type WriteData,
+  type WriteInfo,
+} from "./files/index.js";
+export { Pty, PtyHandle, type PtyOptions, type PtySize } from "./pty/index.js";

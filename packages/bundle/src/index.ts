@@ -1,0 +1,9 @@
+/** The portable agent bundle: a pinned Node.js, its libraries and loader, and tetherd as one file. */
+export { type BuildBundleOptions, type BuiltBundle, buildBundle, NotABundleDirectoryError } from "./build.js";
+export { bundleCommand } from "./command.js";
+export { type BundleFile, contentHash, describeEntries } from "./hash.js";
+export { AGENT_CONTAINER_PORT, agentCommand, DEFAULT_MOUNT_POINT, LOADER_NAME } from "./layout.js";
+export { MissingLibraryError } from "./libraries.js";
+export { bundleDirFor, defaultBundleRoot } from "./location.js";
+export { type BundleManifest, MANIFEST_FILE, readManifest, VERSION_FILE } from "./manifest.js";
+export { verifyBundle } from "./verify.js";

@@ -45,7 +45,7 @@ export interface CommandExitDetails {
   stderr: string;
   /** Set when the SDK killed the command because its `timeoutMs` passed. */
   timedOut?: boolean;
-  /** The agent's own error text, when it could not run the command at all. */
+  /** The agent's error text (envd sends `exit status 3` for a non-zero exit, too). */
   error?: string;
 }
 
@@ -79,8 +79,8 @@ function commandExitMessage(d: CommandExitDetails): string {
   let reason: string;
   if (d.timedOut) reason = `timed out and was killed${d.signal ? ` with ${d.signal}` : ""}`;
   else if (d.signal) reason = `was killed with ${d.signal}`;
-  else if (d.error) reason = `could not run: ${d.error}`;
-  else reason = `failed with exit code ${d.exitCode}`;
+  else if (d.exitCode !== 0) reason = `failed with exit code ${d.exitCode}`;
+  else reason = `failed: ${d.error ?? d.status}`;
   const lines = [`Command ${reason}: ${command}`];
   for (const text of [d.stderr, d.stdout]) {
     const trimmed = text.trimEnd();

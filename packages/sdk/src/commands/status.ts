@@ -8,7 +8,7 @@ export interface ProcessExit {
   signal?: string;
   /** The agent's status text, like `exit status 3` or `signal: killed`. */
   status: string;
-  /** The agent's error text, when it could not run the command at all. */
+  /** The agent's error text, if any (envd sends `exit status 3` for a non-zero exit). */
   error?: string;
 }
 

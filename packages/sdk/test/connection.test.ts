@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { AgentUnavailableError, AuthenticationError, connect } from "../src/index.js";
+import { startTestAgent, type TestAgent, TRANSPORTS } from "./support/agent.js";
+
+let t: TestAgent;
+before(async () => {
+  t = await startTestAgent({ accessToken: "right-token" });
+});
+after(() => t.close());
+
+for (const transport of TRANSPORTS) {
+  describe(`connection over ${transport}`, () => {
+    test("connect checks health and the client works", async () => {
+      const agent = await connect(t.target(transport));
+      try {
+        const result = await agent.commands.run(["echo", "ok"]);
+        assert.equal(result.stdout, "ok\n");
+      } finally {
+        agent.close();
+      }
+    });
+
+    test("a wrong token gives AuthenticationError, for RPCs and files alike", async () => {
+      const agent = t.client(transport, { accessToken: "wrong-token" });
+      await assert.rejects(agent.commands.run(["true"]), AuthenticationError);
+      await assert.rejects(agent.files.read("/etc/hostname"), AuthenticationError);
+      await assert.rejects(agent.files.write(path.join(t.dir, "x"), "x"), AuthenticationError);
+    });
+  });
+}
+
+describe("unreachable agents", () => {
+  test("a socket path nobody listens on gives AgentUnavailableError", async () => {
+    await assert.rejects(connect({ socket: path.join(t.dir, "absent.sock") }), (err: unknown) => {
+      assert.ok(err instanceof AgentUnavailableError);
+      assert.match(err.message, /absent\.sock/);
+      return true;
+    });
+  });
+
+  test("a closed port gives AgentUnavailableError", async () => {
+    const other = await startTestAgentAndClose();
+    await assert.rejects(connect({ url: other }), AgentUnavailableError);
+  });
+});
+
+async function startTestAgentAndClose(): Promise<string> {
+  const { startAgent } = await import("@tether/agent");
+  const agent = await startAgent({ port: 0, logLevel: "silent" });
+  const url = agent.url as string;
+  await agent.close();
+  return url;
+}

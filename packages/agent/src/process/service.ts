@@ -1,26 +1,144 @@
-import { Code, ConnectError } from "@connectrpc/connect";
-import { Process } from "@tether/protocol/process";
-import type { AgentContext } from "../context.js";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { KEEPALIVE_INTERVAL_HEADER } from "@tether/protocol";
+import { Process, type ProcessInput, Signal } from "@tether/protocol/process";
+import { type AgentContext, requestUser } from "../context.js";
 import type { AgentService } from "../server/service.js";
+import { CredentialSwitch } from "./credentials.js";
+import { planLaunch, ptySize } from "./launch.js";
+import type { EventSubscription } from "./subscription.js";
+import { ProcessTable } from "./table.js";
+import { TrackedProcess } from "./tracked.js";
 
-// PLACEHOLDER: replaced by the real process service.
-export function createProcessService(_ctx: AgentContext): AgentService {
-  const unimplemented = () => {
-    throw new ConnectError("not implemented", Code.Unimplemented);
-  };
+/** envd's `process.Process` service: start, watch, feed and signal the sandbox's processes. */
+export function createProcessService(ctx: AgentContext): AgentService {
+  const table = new ProcessTable();
+  const credentials = new CredentialSwitch(ctx.users);
+
   return {
     register(router) {
       router.service(Process, {
-        list: unimplemented,
-        start: unimplemented,
-        connect: unimplemented,
-        update: unimplemented,
-        streamInput: unimplemented,
-        sendInput: unimplemented,
-        sendSignal: unimplemented,
-        closeStdin: unimplemented,
+        async list() {
+          return {
+            processes: table.running().map((p) => ({ config: p.config, pid: p.pid, tag: p.tag })),
+          };
+        },
+
+        async *start(req, context) {
+          const user = requestUser(ctx, context.requestHeader);
+          await credentials.ready;
+          const spec = planLaunch(req, user, ctx.state, credentials.for(user, req.pty !== undefined));
+          table.checkTagFree(spec.tag);
+          const proc = new TrackedProcess(spec);
+          // Subscribe before spawning so not a byte of output is missed.
+          const sub = proc.subscribe(keepaliveMs(context));
+          try {
+            await proc.spawn();
+          } catch (err) {
+            sub.close();
+            throw err;
+          }
+          table.add(proc);
+          ctx.log.debug({ pid: proc.pid, cmd: spec.config.cmd, tag: spec.tag, user: user.name }, "process started");
+          yield* responses(sub, context);
+        },
+
+        async *connect(req, context) {
+          const proc = table.find(req.process);
+          yield* responses(proc.subscribe(keepaliveMs(context)), context);
+        },
+
+        async sendInput(req) {
+          await writeInput(table.findRunning(req.process), req.input);
+          return {};
+        },
+
+        async streamInput(requests) {
+          let proc: TrackedProcess | undefined;
+          for await (const req of requests) {
+            switch (req.event.case) {
+              case "start":
+                proc = table.findRunning(req.event.value.process);
+                break;
+              case "data":
+                if (!proc) {
+                  throw new ConnectError(
+                    "the first StreamInput message must be start{process}",
+                    Code.FailedPrecondition,
+                  );
+                }
+                await writeInput(proc, req.event.value.input);
+                break;
+              default:
+                // keepalive: nothing to do.
+                break;
+            }
+          }
+          return {};
+        },
+
+        async sendSignal(req) {
+          const proc = table.findRunning(req.process);
+          proc.process.signal(signalName(req.signal));
+          return {};
+        },
+
+        async closeStdin(req) {
+          table.findRunning(req.process).process.closeStdin();
+          return {};
+        },
+
+        async update(req) {
+          const proc = table.findRunning(req.process);
+          if (!req.pty?.size) throw new ConnectError("pty.size is required", Code.InvalidArgument);
+          const { cols, rows } = ptySize(req.pty.size);
+          proc.process.resize(cols, rows);
+          return {};
+        },
       });
     },
-    async close() {},
+
+    async close() {
+      table.killAll();
+    },
   };
+}
+
+/** Wraps a subscription's events in the response message both streaming RPCs share. */
+async function* responses(sub: EventSubscription, context: HandlerContext) {
+  for await (const event of sub.events(context.signal)) yield { event };
+}
+
+/** The keepalive interval the client asked for (in seconds, envd's header), if any. */
+function keepaliveMs(context: HandlerContext): number | undefined {
+  const seconds = Number(context.requestHeader.get(KEEPALIVE_INTERVAL_HEADER));
+  return Number.isFinite(seconds) && seconds > 0 ? Math.max(seconds * 1000, 100) : undefined;
+}
+
+async function writeInput(proc: TrackedProcess, input: ProcessInput | undefined): Promise<void> {
+  const child = proc.process;
+  switch (input?.input.case) {
+    case "stdin":
+      if (child.isPty) {
+        throw new ConnectError(`process ${child.pid} runs in a PTY: send input as pty`, Code.FailedPrecondition);
+      }
+      return child.write(input.input.value);
+    case "pty":
+      if (!child.isPty) {
+        throw new ConnectError(`process ${child.pid} has no PTY: send input as stdin`, Code.FailedPrecondition);
+      }
+      return child.write(input.input.value);
+    default:
+      throw new ConnectError("input (stdin or pty bytes) is required", Code.InvalidArgument);
+  }
+}
+
+function signalName(signal: Signal): NodeJS.Signals {
+  switch (signal) {
+    case Signal.SIGTERM:
+      return "SIGTERM";
+    case Signal.SIGKILL:
+      return "SIGKILL";
+    default:
+      throw new ConnectError(`unsupported signal ${signal}: use SIGTERM or SIGKILL`, Code.InvalidArgument);
+  }
 }

@@ -1,0 +1,244 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import type { Readable } from "node:stream";
+import { Code, ConnectError } from "@connectrpc/connect";
+import * as pty from "node-pty";
+import { type ExitStatus, exitStatus } from "./exit-status.js";
+import { checkLaunchable, explainSpawnFailure, type LaunchSpec } from "./launch.js";
+
+/**
+ * After the direct child exits, how long its pipes may stay open before the end event
+ * goes out anyway: a daemonised grandchild can hold stdout forever.
+ */
+const PIPE_DRAIN_GRACE_MS = 1000;
+
+export type OutputKind = "stdout" | "stderr" | "pty";
+
+/** Where a child reports what it does. Called in order: output*, then end once. */
+export interface ChildSink {
+  onOutput(kind: OutputKind, chunk: Uint8Array): void;
+  onEnd(status: ExitStatus): void;
+}
+
+/** A spawned process: a pipe child or a PTY, in its own process group. */
+export interface Child {
+  readonly pid: number;
+  readonly isPty: boolean;
+  /** Writes to stdin (or the terminal); resolves once the kernel took it or it was queued without backpressure. */
+  write(data: Uint8Array): Promise<void>;
+  /** Sends EOF on stdin. Not possible for a PTY (send 0x04 instead). */
+  closeStdin(): void;
+  resize(cols: number, rows: number): void;
+  /** Signals the child's whole process group. */
+  signal(signal: NodeJS.Signals): void;
+  /** Stops (and restarts) reading output while consumers catch up. */
+  pauseOutput(): void;
+  resumeOutput(): void;
+}
+
+/** Spawns the child a spec describes; rejects with a Connect error saying why it could not. */
+export async function spawnChild(spec: LaunchSpec, sink: ChildSink): Promise<Child> {
+  if (spec.pty) {
+    await checkLaunchable(spec);
+    return new PtyChild(spec, spec.pty, sink);
+  }
+  if (spec.file !== spec.config.cmd) await checkLaunchable(spec);
+  return PipeChild.spawn(spec, sink);
+}
+
+/**
+ * Sends a signal to a process group. While the leader is not yet reaped its pid is ours,
+ * so if it left the group (setsid) it still gets the signal alone; once reaped the pid
+ * may belong to someone else and only the group is tried.
+ */
+function signalGroup(pid: number, signal: NodeJS.Signals, leaderAlive: boolean): void {
+  try {
+    process.kill(-pid, signal);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+    if (!leaderAlive) return;
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // Already gone: nothing left to signal.
+    }
+  }
+}
+
+class PipeChild implements Child {
+  readonly isPty = false;
+  private exit: ExitStatus | undefined;
+  private openStreams = 0;
+  private paused = false;
+  private graceTimer: NodeJS.Timeout | undefined;
+  private ended = false;
+
+  private constructor(
+    private readonly proc: ChildProcess,
+    readonly pid: number,
+    private readonly sink: ChildSink,
+  ) {
+    for (const [kind, stream] of [
+      ["stdout", proc.stdout],
+      ["stderr", proc.stderr],
+    ] as const) {
+      if (!stream) continue;
+      this.openStreams++;
+      stream.on("data", (chunk: Buffer) => sink.onOutput(kind, chunk));
+      stream.once("close", () => {
+        this.openStreams--;
+        this.maybeEnd();
+      });
+    }
+    // EPIPE when writing to a child that stopped reading is reported to the writer.
+    proc.stdin?.on("error", () => {});
+    proc.once("exit", (code, signal) => {
+      this.exit = exitStatus(code, signal);
+      if (this.openStreams > 0) this.armGrace();
+      this.maybeEnd();
+    });
+  }
+
+  static async spawn(spec: LaunchSpec, sink: ChildSink): Promise<Child> {
+    let proc: ChildProcess;
+    try {
+      proc = spawn(spec.file, spec.args, {
+        cwd: spec.cwd,
+        env: spec.env,
+        // A new session, hence a process group of its own that SendSignal can target.
+        detached: true,
+        stdio: [spec.stdin ? "pipe" : "ignore", "pipe", "pipe"],
+        uid: spec.ids?.uid,
+        gid: spec.ids?.gid,
+      });
+    } catch (err) {
+      throw await explainSpawnFailure(spec, err as NodeJS.ErrnoException);
+    }
+    if (proc.pid === undefined) {
+      // libuv reported the failure; Node emits it on the next tick.
+      const [err] = (await once(proc, "error")) as [NodeJS.ErrnoException];
+      throw await explainSpawnFailure(spec, err);
+    }
+    return new PipeChild(proc, proc.pid, sink);
+  }
+
+  async write(data: Uint8Array): Promise<void> {
+    const stdin = this.proc.stdin;
+    if (!stdin) throw new ConnectError(`process ${this.pid} was started without stdin`, Code.FailedPrecondition);
+    if (stdin.writableEnded || stdin.destroyed) {
+      throw new ConnectError(`stdin of process ${this.pid} is closed`, Code.FailedPrecondition);
+    }
+    if (stdin.write(data)) return;
+    // Let a child that reads slowly slow the sender down instead of queueing in memory.
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        stdin.off("drain", done);
+        stdin.off("close", done);
+        resolve();
+      };
+      stdin.on("drain", done);
+      stdin.on("close", done);
+    });
+  }
+
+  closeStdin(): void {
+    this.proc.stdin?.end();
+  }
+
+  resize(): void {
+    throw new ConnectError(`process ${this.pid} has no PTY to resize`, Code.FailedPrecondition);
+  }
+
+  signal(signal: NodeJS.Signals): void {
+    signalGroup(this.pid, signal, this.exit === undefined);
+  }
+
+  pauseOutput(): void {
+    this.paused = true;
+    this.proc.stdout?.pause();
+    this.proc.stderr?.pause();
+  }
+
+  resumeOutput(): void {
+    this.paused = false;
+    this.proc.stdout?.resume();
+    this.proc.stderr?.resume();
+  }
+
+  private armGrace(): void {
+    this.graceTimer = setTimeout(() => {
+      // Output still waiting for a slow consumer is not a stuck grandchild: keep waiting.
+      if (this.paused) return this.armGrace();
+      for (const stream of [this.proc.stdout, this.proc.stderr] as (Readable | null)[]) stream?.destroy();
+    }, PIPE_DRAIN_GRACE_MS);
+    this.graceTimer.unref();
+  }
+
+  private maybeEnd(): void {
+    if (this.ended || !this.exit || this.openStreams > 0) return;
+    this.ended = true;
+    clearTimeout(this.graceTimer);
+    this.proc.stdin?.destroy();
+    this.sink.onEnd(this.exit);
+  }
+}
+
+class PtyChild implements Child {
+  readonly isPty = true;
+  readonly pid: number;
+  private readonly term: pty.IPty;
+  private exited = false;
+
+  constructor(spec: LaunchSpec, size: { cols: number; rows: number }, sink: ChildSink) {
+    try {
+      this.term = pty.spawn(spec.file, spec.args, {
+        name: spec.env.TERM ?? "xterm-256color",
+        cols: size.cols,
+        rows: size.rows,
+        cwd: spec.cwd,
+        env: spec.env,
+        // Raw bytes out, so multi-byte characters split across reads survive.
+        encoding: null,
+        uid: spec.ids?.uid,
+        gid: spec.ids?.gid,
+      });
+    } catch (err) {
+      throw new ConnectError(`cannot start a PTY for ${spec.config.cmd}: ${(err as Error).message}`, Code.Internal);
+    }
+    this.pid = this.term.pid;
+    // With encoding null node-pty hands out Buffers, though its types say string.
+    this.term.onData((chunk) => sink.onOutput("pty", chunk as unknown as Buffer));
+    // node-pty reports exit only after the terminal's output is drained (or 200 ms passed).
+    this.term.onExit(({ exitCode, signal }) => {
+      this.exited = true;
+      sink.onEnd(exitStatus(exitCode, signal));
+    });
+  }
+
+  async write(data: Uint8Array): Promise<void> {
+    this.term.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength) as unknown as string);
+  }
+
+  closeStdin(): void {
+    throw new ConnectError(
+      `process ${this.pid} runs in a PTY: send 0x04 (Ctrl-D) as input instead of closing stdin`,
+      Code.FailedPrecondition,
+    );
+  }
+
+  resize(cols: number, rows: number): void {
+    this.term.resize(cols, rows);
+  }
+
+  signal(signal: NodeJS.Signals): void {
+    signalGroup(this.pid, signal, !this.exited);
+  }
+
+  pauseOutput(): void {
+    this.term.pause();
+  }
+
+  resumeOutput(): void {
+    this.term.resume();
+  }
+}

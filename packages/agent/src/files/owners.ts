@@ -34,13 +34,19 @@ class AccountFile {
   constructor(private readonly path: string) {}
 
   name(id: number): string {
-    this.refresh();
-    return this.names.get(id) ?? String(id);
+    this.refresh(false);
+    let name = this.names.get(id);
+    // An unknown id may belong to an account added since the last look.
+    if (name === undefined) {
+      this.refresh(true);
+      name = this.names.get(id);
+    }
+    return name ?? String(id);
   }
 
-  private refresh(): void {
+  private refresh(force: boolean): void {
     const now = Date.now();
-    if (now - this.checkedAt < RECHECK_MS) return;
+    if (!force && now - this.checkedAt < RECHECK_MS) return;
     this.checkedAt = now;
     const mtimeMs = statSync(this.path, { throwIfNoEntry: false })?.mtimeMs ?? 0;
     if (mtimeMs === this.mtimeMs) return;

@@ -1,0 +1,487 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import {
+  chmodSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { gunzipSync, gzipSync } from "node:zlib";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import {
+  EventType,
+  Filesystem,
+  type FilesystemEvent,
+  FileType,
+  WatchDirRequestSchema,
+  type WatchDirResponse,
+} from "@tether/protocol/filesystem";
+import { setAttribute } from "fs-xattr";
+import { startTestAgent, type TestAgent } from "./support/agent.js";
+
+let t: TestAgent;
+let n = 0;
+const scratch = () => {
+  const dir = path.join(t.dir, `case-${++n}`);
+  mkdirSync(dir);
+  return dir;
+};
+
+before(async () => {
+  t = await startTestAgent();
+});
+after(() => t.close());
+
+const isCode = (code: Code, message?: RegExp) => (err: unknown) => {
+  assert.ok(err instanceof ConnectError, `expected a ConnectError, got ${err}`);
+  assert.equal(Code[err.code], Code[code], err.message);
+  if (message) assert.match(err.rawMessage, message);
+  return true;
+};
+
+const basicAuth = (user: string) => `Basic ${Buffer.from(`${user}:`).toString("base64")}`;
+const filesUrl = (query: Record<string, string>) => `${t.url}/files?${new URLSearchParams(query)}`;
+const tempFilesIn = (dir: string) => readdirSync(dir).filter((name) => name.endsWith(".tether-upload"));
+
+/** Polls `check` until it returns a value (bounded), for effects the agent makes asynchronously. */
+async function eventually<T>(check: () => T | undefined | false, what: string): Promise<T> {
+  for (let i = 0; i < 500; i++) {
+    const value = check();
+    if (value) return value;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
+
+/** Reads a WatchDir stream in the background; `until` resolves when a matching message arrived. */
+function watchStream(stream: AsyncIterable<WatchDirResponse>) {
+  const messages: WatchDirResponse["event"][] = [];
+  const waiters: { match: (m: WatchDirResponse["event"]) => boolean; resolve: () => void }[] = [];
+  const done = (async () => {
+    for await (const message of stream) {
+      messages.push(message.event);
+      for (const w of waiters) if (w.match(message.event)) w.resolve();
+    }
+  })();
+  return {
+    messages,
+    done,
+    events: () => messages.filter((m) => m.case === "filesystem").map((m) => m.value as FilesystemEvent),
+    until(match: (m: WatchDirResponse["event"]) => boolean): Promise<void> {
+      if (messages.some(match)) return Promise.resolve();
+      return new Promise((resolve) => waiters.push({ match, resolve }));
+    },
+  };
+}
+const fsEvent = (name: string, type: EventType) => (m: WatchDirResponse["event"]) =>
+  m.case === "filesystem" && m.value.name === name && m.value.type === type;
+
+describe("filesystem RPC: bad requests", () => {
+  test("an empty path is invalid_argument", async () => {
+    await assert.rejects(t.files.stat({ path: "" }), isCode(Code.InvalidArgument, /path is empty/));
+    await assert.rejects(t.files.listDir({ path: "" }), isCode(Code.InvalidArgument));
+    await assert.rejects(t.files.move({ source: "", destination: "/tmp/x" }), isCode(Code.InvalidArgument, /source/));
+  });
+
+  test("missing paths are not_found and the message names the path", async () => {
+    const missing = path.join(scratch(), "missing");
+    await assert.rejects(t.files.stat({ path: missing }), isCode(Code.NotFound, new RegExp(missing)));
+    await assert.rejects(t.files.listDir({ path: missing }), isCode(Code.NotFound));
+    await assert.rejects(t.files.remove({ path: missing }), isCode(Code.NotFound));
+    await assert.rejects(t.files.move({ source: missing, destination: `${missing}2` }), isCode(Code.NotFound));
+    await assert.rejects(t.files.watchDir({ path: missing })[Symbol.asyncIterator]().next(), isCode(Code.NotFound));
+  });
+
+  test("listing or watching a file, or making a directory over one, is invalid_argument", async () => {
+    const file = path.join(scratch(), "plain");
+    writeFileSync(file, "x");
+    await assert.rejects(t.files.listDir({ path: file }), isCode(Code.InvalidArgument, /not a directory/));
+    await assert.rejects(t.files.makeDir({ path: file }), isCode(Code.InvalidArgument, /not a directory/));
+    await assert.rejects(t.files.createWatcher({ path: file }), isCode(Code.InvalidArgument));
+  });
+
+  test("an unknown watcher id is not_found", async () => {
+    await assert.rejects(t.files.getWatcherEvents({ watcherId: "no-such-watcher" }), isCode(Code.NotFound, /no-such/));
+    await assert.rejects(t.files.removeWatcher({ watcherId: "no-such-watcher" }), isCode(Code.NotFound));
+  });
+
+  test("an unknown user is permission_denied", async () => {
+    const files = createClient(Filesystem, t.transport({ authorization: basicAuth("no-such-user-q") }));
+    await assert.rejects(files.stat({ path: "/" }), isCode(Code.PermissionDenied, /no-such-user-q/));
+  });
+});
+
+describe("filesystem RPC", () => {
+  test("relative paths and ~ resolve against the user's home", async () => {
+    const home = os.userInfo().homedir;
+    assert.equal((await t.files.stat({ path: "~" })).entry?.path, home);
+    assert.equal((await t.files.stat({ path: "." })).entry?.path, home);
+    const rel = path.relative(home, t.dir);
+    assert.equal((await t.files.stat({ path: rel })).entry?.path, t.dir);
+  });
+
+  test("stat of a symlink reports its target; a dangling link stays a symlink", async () => {
+    const dir = scratch();
+    writeFileSync(path.join(dir, "target.txt"), "abc");
+    symlinkSync("target.txt", path.join(dir, "link"));
+    symlinkSync("nowhere", path.join(dir, "dangling"));
+    const link = (await t.files.stat({ path: path.join(dir, "link") })).entry;
+    assert.equal(link?.type, FileType.FILE);
+    assert.equal(link?.symlinkTarget, path.join(dir, "target.txt"));
+    assert.match(link?.permissions ?? "", /^L/);
+    const dangling = (await t.files.stat({ path: path.join(dir, "dangling") })).entry;
+    assert.equal(dangling?.type, FileType.SYMLINK);
+  });
+
+  test("listDir with depth 0 lists one level, like depth 1", async () => {
+    const dir = scratch();
+    mkdirSync(path.join(dir, "a", "b"), { recursive: true });
+    const entries = (await t.files.listDir({ path: dir, depth: 0 })).entries;
+    assert.deepEqual(
+      entries.map((e) => e.path),
+      [path.join(dir, "a")],
+    );
+  });
+
+  test("makeDir answers the new directory's entry", async () => {
+    const dir = path.join(scratch(), "x", "y");
+    const res = await t.files.makeDir({ path: dir });
+    assert.equal(res.entry?.type, FileType.DIRECTORY);
+    assert.equal(res.entry?.path, dir);
+    await assert.rejects(t.files.makeDir({ path: dir }), isCode(Code.AlreadyExists));
+  });
+
+  test("watchDir streams start first, then create, write, chmod, rename and remove", async () => {
+    const dir = scratch();
+    const call = new AbortController();
+    const w = watchStream(t.files.watchDir({ path: dir, includeEntry: true }, { signal: call.signal }));
+    await w.until((m) => m.case === "start");
+    assert.equal(w.messages[0].case, "start");
+
+    const file = path.join(dir, "f.txt");
+    writeFileSync(file, "");
+    await w.until(fsEvent("f.txt", EventType.CREATE));
+    writeFileSync(file, "more", { flag: "a" });
+    await w.until(fsEvent("f.txt", EventType.WRITE));
+    chmodSync(file, 0o600);
+    await w.until(fsEvent("f.txt", EventType.CHMOD));
+    renameSync(file, path.join(dir, "g.txt"));
+    await w.until(fsEvent("g.txt", EventType.CREATE));
+    rmSync(path.join(dir, "g.txt"));
+    await w.until(fsEvent("g.txt", EventType.REMOVE));
+    call.abort();
+    await w.done.catch(() => {});
+
+    assert.deepEqual(
+      w.events().map((e) => [e.name, EventType[e.type]]),
+      [
+        ["f.txt", "CREATE"],
+        ["f.txt", "WRITE"],
+        ["f.txt", "CHMOD"],
+        ["f.txt", "RENAME"],
+        ["g.txt", "CREATE"],
+        ["g.txt", "REMOVE"],
+      ],
+    );
+    const created = w.events()[0];
+    assert.equal(created.entry?.path, file);
+    assert.equal(created.entry?.type, FileType.FILE);
+    assert.equal(w.events()[5].entry, undefined);
+  });
+
+  test("watchDir without recursive ignores subdirectories; with it, reports them", async () => {
+    const dir = scratch();
+    mkdirSync(path.join(dir, "sub"));
+    const call = new AbortController();
+    const flat = watchStream(t.files.watchDir({ path: dir }, { signal: call.signal }));
+    const deep = watchStream(t.files.watchDir({ path: dir, recursive: true }, { signal: call.signal }));
+    await Promise.all([flat.until((m) => m.case === "start"), deep.until((m) => m.case === "start")]);
+    writeFileSync(path.join(dir, "sub", "inner.txt"), "x");
+    writeFileSync(path.join(dir, "top.txt"), "x");
+    await deep.until(fsEvent("top.txt", EventType.CREATE));
+    await flat.until(fsEvent("top.txt", EventType.CREATE));
+    call.abort();
+    await Promise.all([flat.done.catch(() => {}), deep.done.catch(() => {})]);
+    assert.ok(deep.events().some((e) => e.name === "sub/inner.txt" && e.type === EventType.CREATE));
+    assert.ok(!flat.events().some((e) => e.name.startsWith("sub/")));
+  });
+
+  test("watchDir sends keepalives at the interval the client asks for", async () => {
+    const dir = scratch();
+    const call = new AbortController();
+    const files = createClient(Filesystem, t.transport({ "keepalive-ping-interval": "0.2" }));
+    const w = watchStream(files.watchDir(create(WatchDirRequestSchema, { path: dir }), { signal: call.signal }));
+    await w.until((m) => m.case === "keepalive");
+    call.abort();
+    await w.done.catch(() => {});
+    assert.equal(w.messages[0].case, "start");
+  });
+
+  test("createWatcher / getWatcherEvents drains pending events / removeWatcher", async () => {
+    const dir = scratch();
+    const { watcherId } = await t.files.createWatcher({ path: dir, recursive: true });
+    writeFileSync(path.join(dir, "polled.txt"), "p");
+    const events: FilesystemEvent[] = [];
+    await eventually(async () => false, "nothing").catch(() => {});
+    for (let i = 0; i < 500 && !events.some((e) => e.name === "polled.txt"); i++) {
+      events.push(...(await t.files.getWatcherEvents({ watcherId })).events);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(events.some((e) => e.name === "polled.txt" && e.type === EventType.CREATE));
+    // Drained: nothing new happened, so the next poll is empty.
+    assert.deepEqual((await t.files.getWatcherEvents({ watcherId })).events, []);
+    await t.files.removeWatcher({ watcherId });
+    await assert.rejects(t.files.getWatcherEvents({ watcherId }), isCode(Code.NotFound));
+  });
+});
+
+describe("GET /files", () => {
+  test("a missing file is a JSON 404", async () => {
+    const missing = path.join(scratch(), "nope");
+    const res = await fetch(filesUrl({ path: missing }));
+    assert.equal(res.status, 404);
+    const body = (await res.json()) as { message: string; code: number };
+    assert.equal(body.code, 404);
+    assert.match(body.message, new RegExp(missing));
+  });
+
+  test("a directory is a clear 400", async () => {
+    const dir = scratch();
+    const res = await fetch(filesUrl({ path: dir }));
+    assert.equal(res.status, 400);
+    assert.match(((await res.json()) as { message: string }).message, /is a directory/);
+  });
+
+  test("no path is a 400", async () => {
+    const res = await fetch(`${t.url}/files`);
+    assert.equal(res.status, 400);
+    assert.match(((await res.json()) as { message: string }).message, /path is empty/);
+  });
+
+  test("answers octet-stream with a filename, and gzip when accepted", async () => {
+    const file = path.join(scratch(), "report.txt");
+    const data = "compressible ".repeat(10_000);
+    writeFileSync(file, data);
+
+    const plain = await fetch(filesUrl({ path: file }), { headers: { "accept-encoding": "identity" } });
+    assert.equal(plain.headers.get("content-type"), "application/octet-stream");
+    assert.match(plain.headers.get("content-disposition") ?? "", /filename="report.txt"/);
+    assert.equal(plain.headers.get("content-length"), String(data.length));
+    assert.equal(await plain.text(), data);
+
+    // A raw request, so the compressed body is seen as it travels.
+    const raw = await new Promise<{ encoding?: string; body: Buffer }>((resolve, reject) => {
+      http
+        .get(filesUrl({ path: file }), { headers: { "accept-encoding": "gzip" } }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () => resolve({ encoding: res.headers["content-encoding"], body: Buffer.concat(chunks) }));
+        })
+        .on("error", reject);
+    });
+    assert.equal(raw.encoding, "gzip");
+    assert.ok(raw.body.length < data.length / 10, `compressed to ${raw.body.length} bytes`);
+    assert.equal(gunzipSync(raw.body).toString(), data);
+  });
+});
+
+describe("POST /files", () => {
+  test("octet-stream writes the body to path, creating parents", async () => {
+    const file = path.join(scratch(), "new", "dir", "file.bin");
+    const res = await fetch(filesUrl({ path: file }), {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body: Buffer.from("raw bytes"),
+    });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), [{ name: "file.bin", type: "file", path: file }]);
+    assert.equal(readFileSync(file, "utf8"), "raw bytes");
+  });
+
+  test("octet-stream without a path is a 400", async () => {
+    const res = await fetch(`${t.url}/files`, {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body: "x",
+    });
+    assert.equal(res.status, 400);
+    assert.match(((await res.json()) as { message: string }).message, /path/);
+  });
+
+  test("a gzip-encoded body is stored decompressed; a corrupt one is a 400 that writes nothing", async () => {
+    const dir = scratch();
+    const data = "zipped ".repeat(5000);
+    const ok = await fetch(filesUrl({ path: path.join(dir, "unzipped.txt") }), {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream", "content-encoding": "gzip" },
+      body: gzipSync(data),
+    });
+    assert.equal(ok.status, 200);
+    assert.equal(readFileSync(path.join(dir, "unzipped.txt"), "utf8"), data);
+
+    const bad = await fetch(filesUrl({ path: path.join(dir, "bad.txt") }), {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream", "content-encoding": "gzip" },
+      body: Buffer.from("this is not gzip"),
+    });
+    assert.equal(bad.status, 400);
+    assert.match(((await bad.json()) as { message: string }).message, /gzip/);
+    assert.deepEqual(readdirSync(dir), ["unzipped.txt"]);
+  });
+
+  test("multipart with several parts writes each to its filename", async () => {
+    const dir = scratch();
+    const form = new FormData();
+    form.append("file", new Blob(["first"]), path.join(dir, "one.txt"));
+    form.append("file", new Blob(["second"]), path.join(dir, "nested", "two.txt"));
+    const res = await fetch(`${t.url}/files`, { method: "POST", body: form });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), [
+      { name: "one.txt", type: "file", path: path.join(dir, "one.txt") },
+      { name: "two.txt", type: "file", path: path.join(dir, "nested", "two.txt") },
+    ]);
+    assert.equal(readFileSync(path.join(dir, "one.txt"), "utf8"), "first");
+    assert.equal(readFileSync(path.join(dir, "nested", "two.txt"), "utf8"), "second");
+  });
+
+  test("multipart with a path query writes its one part there; two parts to one path write nothing", async () => {
+    const dir = scratch();
+    const form = new FormData();
+    form.append("file", new Blob(["content"]), "ignored-name");
+    const res = await fetch(filesUrl({ path: path.join(dir, "chosen.txt") }), { method: "POST", body: form });
+    assert.equal(res.status, 200);
+    assert.equal(readFileSync(path.join(dir, "chosen.txt"), "utf8"), "content");
+
+    const two = new FormData();
+    two.append("file", new Blob(["a"]), "a");
+    two.append("file", new Blob(["b"]), "b");
+    const clash = await fetch(filesUrl({ path: path.join(dir, "both.txt") }), { method: "POST", body: two });
+    assert.equal(clash.status, 400);
+    assert.match(((await clash.json()) as { message: string }).message, /same path/);
+    assert.deepEqual(readdirSync(dir), ["chosen.txt"]);
+  });
+
+  test("an upload cut off mid-body leaves the old file intact and no temp file behind", async () => {
+    const dir = scratch();
+    const file = path.join(dir, "precious.txt");
+    writeFileSync(file, "old contents");
+    const req = http.request(filesUrl({ path: file }), {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream", "content-length": String(64 << 20) },
+    });
+    req.on("error", () => {});
+    req.write(Buffer.alloc(1 << 20, "n"));
+    // The temp file exists while the body streams in ...
+    await eventually(() => tempFilesIn(dir).length === 1, "the upload's temp file");
+    req.destroy();
+    // ... and is gone once the agent sees the client leave.
+    await eventually(() => tempFilesIn(dir).length === 0, "the temp file to be removed");
+    assert.equal(readFileSync(file, "utf8"), "old contents");
+    assert.deepEqual(readdirSync(dir), ["precious.txt"]);
+  });
+
+  test("X-Metadata headers come back as the file's metadata", async (tc) => {
+    const dir = scratch();
+    const probe = path.join(dir, "probe");
+    writeFileSync(probe, "");
+    try {
+      await setAttribute(probe, "user.tether.probe", "1");
+    } catch (err) {
+      tc.skip(`the test filesystem refuses user xattrs (${(err as Error).message})`);
+      return;
+    }
+    rmSync(probe);
+    const file = path.join(dir, "tagged.txt");
+    const res = await fetch(filesUrl({ path: file }), {
+      method: "POST",
+      headers: {
+        "content-type": "application/octet-stream",
+        "X-Metadata-Author": "tether",
+        "x-metadata-stage": "test",
+      },
+      body: "tagged",
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    const [written] = (await res.json()) as { metadata?: Record<string, string> }[];
+    assert.deepEqual(written.metadata, { author: "tether", stage: "test" });
+    const entry = (await t.files.stat({ path: file })).entry;
+    assert.deepEqual({ ...entry?.metadata }, { author: "tether", stage: "test" });
+  });
+
+  test("ENOSPC answers 507 and leaves nothing behind", async (tc) => {
+    if (process.getuid?.() !== 0) return tc.skip("needs root to mount a small tmpfs");
+    const mnt = scratch();
+    try {
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], { stdio: "ignore" });
+    } catch {
+      return tc.skip("cannot mount tmpfs here (no CAP_SYS_ADMIN)");
+    }
+    try {
+      const res = await fetch(filesUrl({ path: path.join(mnt, "big.bin") }), {
+        method: "POST",
+        headers: { "content-type": "application/octet-stream" },
+        body: Buffer.alloc(4 << 20),
+      });
+      assert.equal(res.status, 507);
+      assert.equal(((await res.json()) as { code: number }).code, 507);
+      assert.deepEqual(readdirSync(mnt), []);
+    } finally {
+      execFileSync("umount", [mnt]);
+    }
+  });
+});
+
+describe("ownership when acting for another user", {
+  skip: process.getuid?.() !== 0 && "needs root to create a user",
+}, () => {
+  const name = `tetherf${process.pid}`;
+  let uid = 0;
+  let home = "";
+  before(() => {
+    execFileSync("useradd", ["-m", "-s", "/bin/sh", name]);
+    uid = Number(execFileSync("id", ["-u", name], { encoding: "utf8" }).trim());
+    home = `/home/${name}`;
+  });
+  after(() => execFileSync("userdel", ["-r", name], { stdio: "ignore" }));
+
+  test("uploaded files and the directories created for them belong to the user", async () => {
+    const dir = scratch();
+    const file = path.join(dir, "made", "for", "user.txt");
+    const res = await fetch(filesUrl({ path: file, username: name }), {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body: "mine",
+    });
+    assert.equal(res.status, 200);
+    assert.equal(statSync(file).uid, uid);
+    assert.equal(statSync(path.join(dir, "made", "for")).uid, uid);
+    assert.equal(statSync(path.join(dir, "made")).uid, uid);
+    assert.equal(statSync(dir).uid, 0, "an existing directory keeps its owner");
+  });
+
+  test("makeDir and relative paths act in the user's home, owned by the user", async () => {
+    const files = createClient(Filesystem, t.transport({ authorization: basicAuth(name) }));
+    const res = await files.makeDir({ path: "projects/app" });
+    assert.equal(res.entry?.path, path.join(home, "projects", "app"));
+    assert.equal(res.entry?.owner, name);
+    assert.equal(statSync(path.join(home, "projects")).uid, uid);
+
+    const upload = await fetch(filesUrl({ path: "notes.txt" }), {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream", authorization: basicAuth(name) },
+      body: "n",
+    });
+    assert.deepEqual(await upload.json(), [{ name: "notes.txt", type: "file", path: path.join(home, "notes.txt") }]);
+    assert.equal(statSync(path.join(home, "notes.txt")).uid, uid);
+  });
+});

@@ -1,0 +1,207 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Agent } from "@tether/sdk";
+import { type AgentProcess, startAgentProcess } from "./agent-process.js";
+import { type DockerContainer, startBusybox } from "./docker.js";
+import { type Row, renderTable, writeResults } from "./report.js";
+import { type Timing, timeRuns } from "./stats.js";
+
+const EXEC_RUNS = Number(process.env.BENCH_EXEC_RUNS ?? 300);
+const EXEC_WARMUP = 30;
+const DOCKER_RUNS = Number(process.env.BENCH_DOCKER_RUNS ?? 30);
+const STREAM_BYTES = Number(process.env.BENCH_STREAM_BYTES ?? 1 << 30);
+// Spelled out: busybox's head does not take "1G".
+const STREAM_ARGV = ["sh", "-c", `head -c ${STREAM_BYTES} /dev/zero`];
+const MB = 1e6;
+const MiB = 1 << 20;
+
+const log = (text: string) => process.stderr.write(`bench: ${text}\n`);
+
+function spawnTrue(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("true", { stdio: "ignore" });
+    child.once("error", reject);
+    child.once("exit", () => resolve());
+  });
+}
+
+/** Streams the 1 GiB through tetherd, counting bytes, sampling the agent's RSS meanwhile. */
+async function tetherThroughput(client: Agent, agent: AgentProcess) {
+  let bytes = 0;
+  let maxRss = agent.rss();
+  const sampler = setInterval(() => {
+    maxRss = Math.max(maxRss, agent.rss());
+  }, 50);
+  const start = process.hrtime.bigint();
+  try {
+    await client.commands.run(STREAM_ARGV, {
+      keepOutput: false,
+      onStdout: (data) => {
+        bytes += data.length;
+      },
+    });
+  } finally {
+    clearInterval(sampler);
+  }
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  if (bytes !== STREAM_BYTES) throw new Error(`tetherd delivered ${bytes} of ${STREAM_BYTES} bytes`);
+  return { bytes, seconds, mbPerSecond: bytes / MB / seconds, maxRss };
+}
+
+async function dockerThroughput(container: DockerContainer) {
+  const start = process.hrtime.bigint();
+  const bytes = await container.execCountingStdout(STREAM_ARGV);
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  if (bytes !== STREAM_BYTES) throw new Error(`docker exec delivered ${bytes} of ${STREAM_BYTES} bytes`);
+  return { bytes, seconds, mbPerSecond: bytes / MB / seconds };
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "tether-bench-"));
+  let agent: AgentProcess | undefined;
+  let container: DockerContainer | undefined;
+  const clients: Agent[] = [];
+  try {
+    log("starting tetherd as a child process");
+    agent = await startAgentProcess(path.join(dir, "agent.sock"));
+    // Let startup garbage settle before calling the agent idle.
+    await new Promise((r) => setTimeout(r, 1500));
+    const idleRss = agent.rss();
+
+    const unix = new Agent({ socket: agent.socket });
+    const tcp = new Agent({ url: agent.url });
+    clients.push(unix, tcp);
+    await Promise.all([unix.health(), tcp.health()]);
+
+    log(`exec round trips: ${EXEC_RUNS} runs each after ${EXEC_WARMUP} warm-up`);
+    const spawnTiming = await timeRuns(spawnTrue, EXEC_RUNS, EXEC_WARMUP);
+    const unixTiming = await timeRuns(() => unix.commands.run(["true"]), EXEC_RUNS, EXEC_WARMUP);
+    const tcpTiming = await timeRuns(() => tcp.commands.run(["true"]), EXEC_RUNS, EXEC_WARMUP);
+
+    const docker = await startBusybox();
+    let dockerTiming: Timing | null = null;
+    let dockerStream: Awaited<ReturnType<typeof dockerThroughput>> | null = null;
+    const dockerSkipped = "skipped" in docker ? docker.skipped : undefined;
+    if ("skipped" in docker) {
+      log(`docker rows skipped: ${docker.skipped}`);
+    } else {
+      container = docker;
+      log(`docker exec: ${DOCKER_RUNS} runs after 3 warm-up`);
+      dockerTiming = await timeRuns(() => docker.exec(["true"]), DOCKER_RUNS, 3);
+    }
+
+    log(`stdout throughput: ${STREAM_BYTES} bytes of /dev/zero`);
+    const tetherStream = await tetherThroughput(unix, agent);
+    if (container) dockerStream = await dockerThroughput(container);
+    await new Promise((r) => setTimeout(r, 1500));
+    const rssAfterLoad = agent.rss();
+    const peakRss = agent.peakRss();
+
+    const ms = "ms";
+    const execRow = (metric: string, t: number, base: number, target: boolean): Row => ({
+      metric,
+      unit: ms,
+      tether: t,
+      baseline: base,
+      baselineName: "spawn",
+      ratio: t / base,
+      target: target ? "<= spawn + 1 ms" : "",
+      met: target ? t <= base + 1 : null,
+    });
+    const rows: Row[] = [
+      execRow("exec true p50 (unix)", unixTiming.p50, spawnTiming.p50, true),
+      execRow("exec true p99 (unix)", unixTiming.p99, spawnTiming.p99, false),
+      execRow("exec true p50 (tcp)", tcpTiming.p50, spawnTiming.p50, true),
+      execRow("exec true p99 (tcp)", tcpTiming.p99, spawnTiming.p99, false),
+      {
+        metric: "exec true p50 vs docker exec",
+        unit: ms,
+        tether: unixTiming.p50,
+        baseline: dockerTiming?.p50 ?? null,
+        baselineName: "docker",
+        ratio: dockerTiming ? unixTiming.p50 / dockerTiming.p50 : null,
+        target: "",
+        met: null,
+        ...(dockerSkipped ? { note: dockerSkipped } : {}),
+      },
+      {
+        metric: "exec true p99 vs docker exec",
+        unit: ms,
+        tether: unixTiming.p99,
+        baseline: dockerTiming?.p99 ?? null,
+        baselineName: "docker",
+        ratio: dockerTiming ? unixTiming.p99 / dockerTiming.p99 : null,
+        target: "",
+        met: null,
+      },
+      {
+        metric: "stdout throughput (unix)",
+        unit: "MB/s",
+        tether: tetherStream.mbPerSecond,
+        baseline: dockerStream?.mbPerSecond ?? null,
+        baselineName: "docker",
+        ratio: dockerStream ? tetherStream.mbPerSecond / dockerStream.mbPerSecond : null,
+        target: ">= 2.5x docker exec",
+        met: dockerStream ? tetherStream.mbPerSecond >= 2.5 * dockerStream.mbPerSecond : null,
+        ...(dockerSkipped ? { note: dockerSkipped } : {}),
+      },
+      {
+        metric: "agent RSS idle",
+        unit: "MiB",
+        tether: idleRss / MiB,
+        baseline: null,
+        baselineName: "",
+        ratio: null,
+        target: "< 50 MiB",
+        met: idleRss < 50 * MiB,
+      },
+      {
+        metric: "agent RSS max under load",
+        unit: "MiB",
+        tether: tetherStream.maxRss / MiB,
+        baseline: null,
+        baselineName: "",
+        ratio: null,
+        target: "",
+        met: null,
+      },
+      {
+        metric: "agent RSS idle after load",
+        unit: "MiB",
+        tether: rssAfterLoad / MiB,
+        baseline: null,
+        baselineName: "",
+        ratio: null,
+        target: "",
+        met: null,
+      },
+    ];
+
+    process.stdout.write(`${renderTable(rows)}\n`);
+    if (dockerSkipped) process.stdout.write(`\ndocker rows not measured: ${dockerSkipped}\n`);
+    const file = writeResults(path.resolve(fileURLToPath(import.meta.url), "../../../results"), {
+      date: new Date().toISOString(),
+      host: { node: process.version, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, kernel: os.release() },
+      settings: { execRuns: EXEC_RUNS, execWarmup: EXEC_WARMUP, dockerRuns: DOCKER_RUNS, streamBytes: STREAM_BYTES },
+      exec: { spawn: spawnTiming, tetherUnix: unixTiming, tetherTcp: tcpTiming, dockerExec: dockerTiming },
+      throughput: { tetherUnix: tetherStream, dockerExec: dockerStream },
+      rss: { idle: idleRss, maxUnderLoad: tetherStream.maxRss, afterLoad: rssAfterLoad, peak: peakRss },
+      dockerSkipped: dockerSkipped ?? null,
+      rows,
+    });
+    process.stdout.write(`\nresults written to ${path.relative(process.cwd(), file)}\n`);
+  } finally {
+    for (const c of clients) c.close();
+    await container?.remove();
+    await agent?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(`bench: ${err instanceof Error ? err.stack : err}`);
+  process.exit(1);
+});

@@ -95,6 +95,14 @@ describe("Start", () => {
     assert.equal(seen.end?.status, "exit status 0");
   });
 
+  test("large output arrives complete and in order", async () => {
+    const seen = await collect(t.process.start({ process: { cmd: "seq", args: ["1", "300000"] } }));
+    const expected = `${Array.from({ length: 300000 }, (_, i) => i + 1).join("\n")}\n`;
+    assert.equal(seen.stdout.length, expected.length);
+    assert.ok(seen.stdout === expected, "stdout matches seq's output byte for byte");
+    assert.equal(seen.end?.exitCode, 0);
+  });
+
   test("keepalive events arrive at the interval the client asks for", async () => {
     const seen = await collect(
       t.process.start({ process: { cmd: "sleep", args: ["2.5"] } }, { headers: { [KEEPALIVE_INTERVAL_HEADER]: "1" } }),

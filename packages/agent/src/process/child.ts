@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import type { Readable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
-import * as pty from "node-pty";
+import type * as NodePty from "node-pty";
 import { type ExitStatus, exitStatus } from "./exit-status.js";
 import { checkLaunchable, explainSpawnFailure, type LaunchSpec } from "./launch.js";
 
@@ -40,10 +40,21 @@ export interface Child {
 export async function spawnChild(spec: LaunchSpec, sink: ChildSink): Promise<Child> {
   if (spec.pty) {
     await checkLaunchable(spec);
-    return new PtyChild(spec, spec.pty, sink);
+    return new PtyChild(await loadNodePty(), spec, spec.pty, sink);
   }
   if (spec.file !== spec.config.cmd) await checkLaunchable(spec);
   return PipeChild.spawn(spec, sink);
+}
+
+let nodePty: Promise<typeof NodePty> | undefined;
+
+/**
+ * node-pty is loaded on the first PTY: every fork copies the agent's page tables, so
+ * memory the agent does not need makes every exec slower.
+ */
+function loadNodePty(): Promise<typeof NodePty> {
+  nodePty ??= import("node-pty");
+  return nodePty;
 }
 
 /**
@@ -186,10 +197,10 @@ class PipeChild implements Child {
 class PtyChild implements Child {
   readonly isPty = true;
   readonly pid: number;
-  private readonly term: pty.IPty;
+  private readonly term: NodePty.IPty;
   private exited = false;
 
-  constructor(spec: LaunchSpec, size: { cols: number; rows: number }, sink: ChildSink) {
+  constructor(pty: typeof NodePty, spec: LaunchSpec, size: { cols: number; rows: number }, sink: ChildSink) {
     try {
       this.term = pty.spawn(spec.file, spec.args, {
         name: spec.env.TERM ?? "xterm-256color",

@@ -4,7 +4,7 @@ import type { ProcessEventSchema } from "@tether/protocol/process";
 export type ProcessEventInit = MessageInitShape<typeof ProcessEventSchema>;
 
 /** Queued output above which the process is asked to stop producing until we catch up. */
-const HIGH_WATER_BYTES = 4 << 20;
+const HIGH_WATER_BYTES = 1 << 20;
 const HIGH_WATER_EVENTS = 4096;
 const KEEPALIVE: ProcessEventInit = { event: { case: "keepalive", value: {} } };
 

@@ -87,6 +87,22 @@ test("files.write overwrites an existing file and keeps its mode", async () => {
   assert.equal(statSync(file).mode & 0o777, 0o750);
 });
 
+test("files.write and files.read with gzip round-trip the content", async () => {
+  const file = path.join(scratch(), "zipped.txt");
+  const text = "gzip me ".repeat(4096);
+  await sandbox.files.write(file, text, { gzip: true });
+  assert.equal(readFileSync(file, "utf8"), text);
+  assert.equal(await sandbox.files.read(file, { gzip: true }), text);
+});
+
+test("files.write metadata comes back from getInfo", async (tc) => {
+  const file = path.join(scratch(), "meta.txt");
+  const info = await sandbox.files.write(file, "m", { metadata: { owner: "team-a" } });
+  if (!info.metadata) return tc.skip("the test filesystem refuses user xattrs");
+  assert.deepEqual(info.metadata, { owner: "team-a" });
+  assert.deepEqual((await sandbox.files.getInfo(file)).metadata, { owner: "team-a" });
+});
+
 test("files.read returns text", async () => {
   const file = path.join(scratch(), "read.txt");
   writeFileSync(file, "text ✓ content");

@@ -232,12 +232,18 @@ describe("filesystem RPC", () => {
     const { watcherId } = await t.files.createWatcher({ path: dir, recursive: true });
     writeFileSync(path.join(dir, "polled.txt"), "p");
     const events: FilesystemEvent[] = [];
-    await eventually(async () => false, "nothing").catch(() => {});
-    for (let i = 0; i < 500 && !events.some((e) => e.name === "polled.txt"); i++) {
+    const sawWrite = () => events.some((e) => e.name === "polled.txt" && e.type === EventType.WRITE);
+    for (let i = 0; i < 500 && !sawWrite(); i++) {
       events.push(...(await t.files.getWatcherEvents({ watcherId })).events);
       await new Promise((r) => setTimeout(r, 10));
     }
-    assert.ok(events.some((e) => e.name === "polled.txt" && e.type === EventType.CREATE));
+    assert.deepEqual(
+      events.map((e) => [e.name, EventType[e.type]]),
+      [
+        ["polled.txt", "CREATE"],
+        ["polled.txt", "WRITE"],
+      ],
+    );
     // Drained: nothing new happened, so the next poll is empty.
     assert.deepEqual((await t.files.getWatcherEvents({ watcherId })).events, []);
     await t.files.removeWatcher({ watcherId });
@@ -388,6 +394,25 @@ describe("POST /files", () => {
     await eventually(() => tempFilesIn(dir).length === 0, "the temp file to be removed");
     assert.equal(readFileSync(file, "utf8"), "old contents");
     assert.deepEqual(readdirSync(dir), ["precious.txt"]);
+  });
+
+  test("a multipart upload cut off mid-part leaves nothing behind", async () => {
+    const dir = scratch();
+    const boundary = "tetherboundary";
+    const req = http.request(`${t.url}/files`, {
+      method: "POST",
+      headers: { "content-type": `multipart/form-data; boundary=${boundary}`, "content-length": String(64 << 20) },
+    });
+    req.on("error", () => {});
+    req.write(
+      `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${path.join(dir, "part.bin")}"\r\n` +
+        "Content-Type: application/octet-stream\r\n\r\n",
+    );
+    req.write(Buffer.alloc(1 << 20, "p"));
+    await eventually(() => tempFilesIn(dir).length === 1, "the part's temp file");
+    req.destroy();
+    await eventually(() => tempFilesIn(dir).length === 0, "the temp file to be removed");
+    assert.deepEqual(readdirSync(dir), []);
   });
 
   test("X-Metadata headers come back as the file's metadata", async (tc) => {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import {
   chmodSync,
+  lstatSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -312,6 +313,20 @@ describe("POST /files", () => {
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), [{ name: "file.bin", type: "file", path: file }]);
     assert.equal(readFileSync(file, "utf8"), "raw bytes");
+  });
+
+  test("an upload to a symlink replaces the file it points to", async () => {
+    const dir = scratch();
+    writeFileSync(path.join(dir, "real.txt"), "old");
+    symlinkSync("real.txt", path.join(dir, "link.txt"));
+    const res = await fetch(filesUrl({ path: path.join(dir, "link.txt") }), {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body: "new",
+    });
+    assert.equal(res.status, 200);
+    assert.equal(readFileSync(path.join(dir, "real.txt"), "utf8"), "new");
+    assert.ok(lstatSync(path.join(dir, "link.txt")).isSymbolicLink());
   });
 
   test("octet-stream without a path is a 400", async () => {

@@ -99,12 +99,13 @@ export async function handleFilesUpload(
   url: URL,
 ): Promise<void> {
   const staged: StagedFile[] = [];
+  let body: Readable | undefined;
   try {
     const user = requestUser(ctx, req.headers, url.searchParams.get("username"));
     const owner = ownerFor(ctx, user);
     const metadata = metadataFromHeaders(req.headers as IncomingHttpHeaders);
     const queryPath = url.searchParams.get("path");
-    const body = requestBody(req);
+    body = requestBody(req);
     const mediaType = (req.headers["content-type"] ?? "").split(";")[0].trim().toLowerCase();
 
     if (mediaType === "application/octet-stream") {
@@ -134,6 +135,8 @@ export async function handleFilesUpload(
     }
     sendJson(res, 200, written);
   } catch (err) {
+    // Drains whatever of the body is left, so the connection can carry the answer.
+    body?.destroy();
     await Promise.all(staged.map((file) => file.discard()));
     answerError(ctx, res, err);
   }

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { chmod, open, rename, rm, stat } from "node:fs/promises";
+import { chmod, open, realpath, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -31,7 +31,10 @@ export class StagedFile {
   private done = false;
 
   constructor(
+    /** The path the client asked for, as answered back. */
     readonly target: string,
+    /** Where the file lands: the target, or what a symlink at the target points to. */
+    readonly destination: string,
     readonly temp: string,
     /** False when the filesystem refused the metadata xattrs. */
     readonly metadataStored: boolean,
@@ -41,9 +44,9 @@ export class StagedFile {
   async commit(uploads: RecentUploads): Promise<void> {
     if (this.done) return;
     this.done = true;
-    uploads.record(this.target);
+    uploads.record(this.destination);
     try {
-      await rename(this.temp, this.target);
+      await rename(this.temp, this.destination);
     } catch (err) {
       await rm(this.temp, { force: true });
       throw fsError(err, "replace", this.target);
@@ -64,12 +67,14 @@ export class StagedFile {
  * target, if any, is left untouched.
  */
 export async function stageFile(source: Readable, target: string, options: StageOptions): Promise<StagedFile> {
-  const dir = path.dirname(target);
-  await ensureDirs(dir, options.owner);
+  await ensureDirs(path.dirname(target), options.owner);
   const existing = await stat(target).catch(() => undefined);
   if (existing?.isDirectory()) throw invalidPath(target, "path is a directory");
+  // Writing to a symlink replaces the file it points to (envd writes through the link).
+  const destination = existing ? await realpath(target) : target;
+  const dir = path.dirname(destination);
 
-  const temp = path.join(dir, `.${path.basename(target)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+  const temp = path.join(dir, `.${path.basename(destination)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
   try {
     await pipeline(source, createWriteStream(temp, { flags: "wx", mode: 0o666 }));
     // fsync works on the inode, so a second descriptor flushes what the stream wrote.
@@ -86,7 +91,7 @@ export async function stageFile(source: Readable, target: string, options: Stage
     if (options.metadata && Object.keys(options.metadata).length > 0) {
       metadataStored = await writeMetadata(temp, options.metadata);
     }
-    return new StagedFile(target, temp, metadataStored);
+    return new StagedFile(target, destination, temp, metadataStored);
   } catch (err) {
     await rm(temp, { force: true });
     throw fsError(err, "write", target);

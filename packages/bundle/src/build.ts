@@ -137,6 +137,9 @@ async function writeBundle(dir: string, entries: readonly BundleEntry[], manifes
     await writeFile(path.join(staging, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 });
     await writeFile(path.join(staging, VERSION_FILE), versionText(manifest), { mode: 0o644 });
 
+    // A concurrent build of the same bundle may have finished meanwhile: keep its directory, which
+    // a running sandbox may already have mounted.
+    if (await holdsBundle(dir, manifest.contentHash)) return true;
     await moveAside(dir, staging);
     try {
       await rename(staging, dir);

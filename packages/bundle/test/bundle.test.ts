@@ -199,9 +199,14 @@ test("bundleCommand prints where the bundle is, what it holds and how to start i
       return true;
     },
   } as NodeJS.WritableStream;
-  const built = await bundleCommand(path.join(scratch, "one"), out);
-  assert.equal(built.reused, true);
-  assert.match(printed, new RegExp(`reused tether bundle ${built.contentHash.slice(0, 16)} in `));
-  assert.match(printed, new RegExp(`node ${pinned}`));
+  const dir = path.join(scratch, "command");
+  const built = await bundleCommand(dir, out);
+  assert.equal(built.dir, dir);
+  assert.match(printed, new RegExp(`^built tether bundle ${built.contentHash.slice(0, 16)} in ${dir}$`, "m"));
+  assert.match(printed, new RegExp(`node ${pinned}, ${built.files.length} files`));
   assert.ok(printed.includes(built.command.join(" ")), printed);
+  printed = "";
+  const again = await bundleCommand(dir, out);
+  assert.equal(again.reused, true);
+  assert.match(printed, /^reused tether bundle /);
 });

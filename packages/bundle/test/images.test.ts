@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import http from "node:http";
 import { after, before, describe, test } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -77,13 +78,28 @@ async function startAgentIn(image: string): Promise<{ container: TestContainer; 
   const url = `http://${await container.hostAddress(AGENT_CONTAINER_PORT)}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
-    const res = await fetch(`${url}/health`).catch(() => undefined);
-    if (res?.ok) return { container, url };
+    if ((await healthStatus(url)) === 204) return { container, url };
     if (!(await container.running()) || Date.now() > deadline) {
       throw new Error(`tetherd in ${image} did not become healthy; its log:\n${await container.logs()}`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * GET /health with node:http and a timeout. Not fetch: while the agent is still starting, docker's
+ * port proxy accepts and drops connections, and Node 20's fetch can then leave its promise pending
+ * with nothing keeping the event loop alive, which ends the test run.
+ */
+function healthStatus(url: string): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const req = http.get(`${url}/health`, { agent: false, timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on("timeout", () => req.destroy());
+    req.on("error", () => resolve(undefined));
+  });
 }
 
 /** Runs one command through the agent's process service and gathers its output. */

@@ -103,7 +103,7 @@ function healthStatus(url: string): Promise<number | undefined> {
 }
 
 /** Runs one command through the agent's process service and gathers its output. */
-async function runProcess(url: string, cmd: string, args: string[] = []) {
+async function runProcess(url: string, cmd: string, args: string[] = [], options: { pty?: boolean } = {}) {
   const transport = createConnectTransport({
     baseUrl: url,
     httpVersion: "1.1",
@@ -117,21 +117,26 @@ async function runProcess(url: string, cmd: string, args: string[] = []) {
   const client = createClient(Process, transport);
   let stdout = "";
   let stderr = "";
+  let pty = "";
   let exitCode: number | undefined;
   const decoder = new TextDecoder();
-  for await (const res of client.start({ process: { cmd, args } })) {
+  const request = { process: { cmd, args }, ...(options.pty ? { pty: { size: { cols: 80, rows: 24 } } } : {}) };
+  for await (const res of client.start(request)) {
     const event = res.event?.event;
     if (event?.case === "data") {
       const out = event.value.output;
       if (out.case === "stdout") stdout += decoder.decode(out.value);
       if (out.case === "stderr") stderr += decoder.decode(out.value);
+      if (out.case === "pty") pty += decoder.decode(out.value);
     } else if (event?.case === "end") {
       exitCode = event.value.exitCode;
     }
   }
-  return { stdout, stderr, exitCode };
+  return { stdout, stderr, pty, exitCode };
 }
 
+// One visible skipped test, with the reason, when Docker or the images are not there.
+if (skip) test("the bundle in each test image", { skip }, () => {});
 for (const spec of IMAGES) {
   describe(`the bundle in ${spec.image}`, { skip }, () => {
     let url: string;
@@ -140,8 +145,14 @@ for (const spec of IMAGES) {
     });
 
     test("runs a command of the image through the process service", async () => {
-      const result = await runProcess(url, spec.hello.cmd, spec.hello.args);
-      assert.deepEqual(result, { stdout: spec.hello.stdout, stderr: "", exitCode: 0 });
+      const { stdout, stderr, exitCode } = await runProcess(url, spec.hello.cmd, spec.hello.args);
+      assert.deepEqual({ stdout, stderr, exitCode }, { stdout: spec.hello.stdout, stderr: "", exitCode: 0 });
+    });
+
+    test("runs it in a PTY (node-pty from the bundle)", async () => {
+      const { pty, exitCode } = await runProcess(url, spec.hello.cmd, spec.hello.args, { pty: true });
+      // The terminal turns \n into \r\n.
+      assert.deepEqual({ pty, exitCode }, { pty: spec.hello.stdout.replace("\n", "\r\n"), exitCode: 0 });
     });
 
     test("writes a file with POST /files and reads the same bytes back with GET /files", async () => {

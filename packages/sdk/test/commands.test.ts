@@ -138,5 +138,15 @@ for (const transport of TRANSPORTS) {
       assert.equal(result.stdout, "got ping\n");
       await handle.wait();
     });
+
+    test("disconnect stops the output stream but not the command", async () => {
+      const agent = t.client(transport);
+      const handle = await agent.commands.start(["sh", "-c", "read line; echo after $line"], { stdin: true });
+      handle.disconnect();
+      await assert.rejects(handle.wait());
+      const again = await agent.commands.connect(handle.pid);
+      await handle.sendStdin("reconnect\n");
+      assert.equal((await again.wait()).stdout, "after reconnect\n");
+    });
   });
 }

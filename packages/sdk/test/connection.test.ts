@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { AgentUnavailableError, AuthenticationError, connect } from "../src/index.js";
+import { Agent, AgentUnavailableError, AuthenticationError, connect } from "../src/index.js";
 import { startTestAgent, type TestAgent, TRANSPORTS } from "./support/agent.js";
 
 let t: TestAgent;
@@ -38,6 +38,20 @@ describe("unreachable agents", () => {
       assert.match(err.message, /absent\.sock/);
       return true;
     });
+  });
+
+  test("an agent that goes away mid-command gives AgentUnavailableError", async () => {
+    const { startAgent } = await import("@tether/agent");
+    const doomed = await startAgent({ port: 0, logLevel: "silent" });
+    const agent = new Agent({ url: doomed.url as string });
+    try {
+      const handle = await agent.commands.start(["sleep", "30"]);
+      const waiting = handle.wait();
+      await doomed.close();
+      await assert.rejects(waiting, AgentUnavailableError);
+    } finally {
+      agent.close();
+    }
   });
 
   test("a closed port gives AgentUnavailableError", async () => {

@@ -37,8 +37,7 @@ for (const transport of TRANSPORTS) {
       const pty = await agent.pty.create({ cols: 80, rows: 24, argv: ["/bin/sh"], onData: out.onData });
       assert.ok(pty.pid > 0);
       await pty.sendInput("stty size; tty\n");
-      await out.until(/24 80/);
-      assert.match(out.text, /\/dev\/pts\//);
+      await out.until(/24 80\r?\n\/dev\/pts\/\d+/);
       await pty.resize({ cols: 100, rows: 40 });
       await pty.sendInput("stty size\n");
       await out.until(/40 100/);

@@ -2,6 +2,7 @@ import { type Client, createClient } from "@connectrpc/connect";
 import { Process, Signal } from "@tether/protocol/process";
 import type { Connection } from "../connection.js";
 import { toTetherError } from "../errors.js";
+import { serverStream } from "../server-stream.js";
 import { type OutputChunk, OutputLog, ProcessEvents } from "./events.js";
 import { CommandHandle, type CommandResult, type KillSignal } from "./handle.js";
 import type { InputSource } from "./input.js";
@@ -81,7 +82,9 @@ export class Commands {
     const log = new OutputLog(options.keepOutput ?? true);
     const stdinOpen = options.stdin !== undefined && options.stdin !== false;
     const what = `start ${argv[0]}`;
-    const stream = this.client.start(
+    const stream = serverStream(
+      this.connection,
+      Process.method.start,
       {
         process: { cmd: argv[0], args: argv.slice(1), envs: options.envs ?? {}, cwd: options.cwd },
         tag: options.tag,
@@ -120,7 +123,9 @@ export class Commands {
     const headers = this.connection.headers(options.user);
     const abort = new AbortController();
     const log = new OutputLog(options.keepOutput ?? true);
-    const stream = this.client.connect(
+    const stream = serverStream(
+      this.connection,
+      Process.method.connect,
       { process: { selector: { case: "pid", value: pid } } },
       { headers, signal: abort.signal },
     );

@@ -1,11 +1,12 @@
 import type { Client } from "@connectrpc/connect";
-import { type Process, Signal } from "@tether/protocol/process";
+import { Process, Signal } from "@tether/protocol/process";
 import { ProcessEvents } from "../commands/events.js";
 import type { Commands } from "../commands/index.js";
 import { type InputSource, processInput, streamInput, toBytes } from "../commands/input.js";
 import type { ProcessExit } from "../commands/status.js";
 import type { Connection } from "../connection.js";
 import { toTetherError } from "../errors.js";
+import { serverStream } from "../server-stream.js";
 
 export interface PtySize {
   cols: number;
@@ -106,7 +107,9 @@ export class Pty {
     const client = this.commands.client;
     const headers = this.connection.headers(options.user);
     const abort = new AbortController();
-    const stream = client.start(
+    const stream = serverStream(
+      this.connection,
+      Process.method.start,
       {
         process: {
           cmd: argv[0],

@@ -4,10 +4,16 @@ import { UserDirectory } from "./auth/users.js";
 import type { AgentContext } from "./context.js";
 import { createFilesystemService } from "./files/service.js";
 import { createLogger, type Logger } from "./logger.js";
+import { inheritedEnv } from "./process/inherited-env.js";
 import { createProcessService } from "./process/service.js";
 import { createRequestHandler } from "./server/handler.js";
 import { createDualServer, listenTcp, listenUnix } from "./server/listen.js";
 import { AgentState } from "./state.js";
+import { planSupervisedCommand } from "./supervisor/plan.js";
+import { SupervisedCommand } from "./supervisor/supervised-command.js";
+
+/** How long the supervised command gets between SIGTERM and SIGKILL when the agent stops. */
+export const DEFAULT_SUPERVISE_STOP_TIMEOUT_MS = 5000;
 
 export interface AgentOptions {
   /** TCP host; default 127.0.0.1. Nothing listens beyond loopback unless asked. */
@@ -16,6 +22,14 @@ export interface AgentOptions {
   port?: number | false;
   /** Unix socket path (mode 0600); may be given alongside TCP. */
   socket?: string;
+  /** chown the unix socket to this uid:gid, so a host user other than the agent's can connect. */
+  socketOwner?: { uid: number; gid: number };
+  /** Seed the default env vars from the agent's own environment (see `inheritedEnv`). */
+  inheritEnv?: boolean;
+  /** Run this argv (an image's entrypoint + cmd) as the sandbox's supervised command. */
+  supervise?: readonly string[];
+  /** SIGTERM-to-SIGKILL time for the supervised command on close; default 5 s. */
+  superviseStopTimeoutMs?: number;
   accessToken?: string;
   defaultUser?: string;
   defaultWorkdir?: string;
@@ -27,6 +41,8 @@ export interface RunningAgent {
   /** The TCP address, when listening on TCP. */
   tcp?: net.AddressInfo;
   socket?: string;
+  /** The supervised command, when one was asked for. */
+  supervised?: SupervisedCommand;
   /** Base URL for HTTP clients, when listening on TCP. */
   url?: string;
   context: AgentContext;
@@ -41,6 +57,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     state: new AgentState(options),
     users: new UserDirectory(),
   };
+  if (options.inheritEnv) context.state.envVars = inheritedEnv(process.env);
   const services = [createProcessService(context), createFilesystemService(context)];
   const handler = createRequestHandler(context, services);
 
@@ -57,8 +74,12 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     if (options.socket) {
       const unix = createDualServer(handler);
       listeners.push(unix);
-      await listenUnix(unix.server, options.socket);
+      await listenUnix(unix.server, options.socket, options.socketOwner);
       result.socket = options.socket;
+    }
+    // Started once the agent listens, so a host waiting for health never misses it.
+    if (options.supervise) {
+      result.supervised = SupervisedCommand.start(await planSupervisedCommand(context, options.supervise), log);
     }
   } catch (err) {
     await close();
@@ -71,6 +92,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
   return result;
 
   async function close(): Promise<void> {
+    await result.supervised?.stop(options.superviseStopTimeoutMs ?? DEFAULT_SUPERVISE_STOP_TIMEOUT_MS);
     await Promise.all(services.map((s) => s.close()));
     await Promise.all(
       listeners.map(

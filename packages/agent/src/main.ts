@@ -1,12 +1,25 @@
 import { AGENT_DEFAULT_PORT } from "@tether/protocol";
 import { Command, InvalidArgumentError } from "commander";
-import { startAgent } from "./agent.js";
+import { DEFAULT_SUPERVISE_STOP_TIMEOUT_MS, startAgent } from "./agent.js";
+import { takeAccessTokenFile } from "./auth/token-file.js";
 import { createLogger } from "./logger.js";
 
 function parsePort(value: string): number {
   const port = Number(value);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError("expected a port 0-65535");
   return port;
+}
+
+function parseOwner(value: string): { uid: number; gid: number } {
+  const match = /^(\d+):(\d+)$/.exec(value);
+  if (!match) throw new InvalidArgumentError("expected UID:GID, e.g. 1000:1000");
+  return { uid: Number(match[1]), gid: Number(match[2]) };
+}
+
+function parseMs(value: string): number {
+  const ms = Number(value);
+  if (!Number.isInteger(ms) || ms < 0) throw new InvalidArgumentError("expected milliseconds, an integer >= 0");
+  return ms;
 }
 
 /** `tetherd`: runs the agent until SIGTERM or SIGINT. */
@@ -17,29 +30,53 @@ export async function main(argv = process.argv): Promise<void> {
     .option("--port <port>", "TCP port to listen on (0 picks one)", parsePort, AGENT_DEFAULT_PORT)
     .option("--no-tcp", "do not listen on TCP (use --socket)")
     .option("--socket <path>", "also listen on this unix socket (mode 0600)")
+    .option("--socket-owner <uid:gid>", "chown the unix socket to this user and group", parseOwner)
     .option("--access-token <token>", "require this token (env TETHER_ACCESS_TOKEN)")
+    .option("--access-token-file <path>", "read the token from this file, then delete the file")
+    .option("--inherit-env", "seed the default env vars from this environment (minus TETHER_*, NODE_OPTIONS, LD_*)")
+    .option(
+      "--stop-timeout <ms>",
+      "on SIGTERM, how long the supervised command gets before SIGKILL",
+      parseMs,
+      DEFAULT_SUPERVISE_STOP_TIMEOUT_MS,
+    )
     .option("--user <name>", "default user for requests that name none")
     .option("--workdir <dir>", "default working directory")
     .option("--log-level <level>", "pino log level", process.env.TETHER_LOG_LEVEL ?? "info")
+    .argument("[command...]", "supervise this command (after --): output to ours, SIGTERM passed on, exit logged")
+    // Everything after the command's name is the command's, not ours.
+    .passThroughOptions()
     .parse(argv);
   const opts = program.opts<{
     host: string;
     port: number;
     tcp: boolean;
     socket?: string;
+    socketOwner?: { uid: number; gid: number };
     accessToken?: string;
+    accessTokenFile?: string;
+    inheritEnv?: boolean;
+    stopTimeout: number;
     user?: string;
     workdir?: string;
     logLevel: string;
   }>();
   if (!opts.tcp && !opts.socket) program.error("--no-tcp needs --socket: the agent must listen somewhere");
+  if (opts.accessToken && opts.accessTokenFile) program.error("give --access-token or --access-token-file, not both");
+  const command = program.args;
 
   const logger = createLogger(opts.logLevel);
   const agent = await startAgent({
     host: opts.host,
     port: opts.tcp ? opts.port : false,
     socket: opts.socket,
-    accessToken: opts.accessToken ?? process.env.TETHER_ACCESS_TOKEN,
+    socketOwner: opts.socketOwner,
+    accessToken: opts.accessTokenFile
+      ? await takeAccessTokenFile(opts.accessTokenFile)
+      : (opts.accessToken ?? process.env.TETHER_ACCESS_TOKEN),
+    inheritEnv: opts.inheritEnv,
+    supervise: command.length > 0 ? command : undefined,
+    superviseStopTimeoutMs: opts.stopTimeout,
     defaultUser: opts.user,
     defaultWorkdir: opts.workdir,
     logger,

@@ -59,7 +59,14 @@ export class UserDirectory {
   }
 
   private lookup(username: string): UnixUser | undefined {
-    const line = readLines(this.passwdPath).find((l) => l.split(":")[0] === username);
+    const lines = readLines(this.passwdPath);
+    let line = lines.find((l) => l.split(":")[0] === username);
+    // A numeric user (an image's `USER 1000`) may name an account by uid, or none at all:
+    // like docker, a uid without a passwd entry runs with gid 0 and home /.
+    if (!line && /^\d+$/.test(username)) {
+      line = lines.find((l) => l.split(":")[2] === username);
+      if (!line) return { name: username, uid: Number(username), gid: 0, groups: [0], home: "/", shell: "/bin/sh" };
+    }
     if (!line) return undefined;
     const [name, , uid, gid, , home, shell] = line.split(":");
     return this.toUser(name, Number(uid), Number(gid), home || "/", shell || "/bin/sh");

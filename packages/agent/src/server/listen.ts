@@ -1,4 +1,4 @@
-import { chmod, lstat, unlink } from "node:fs/promises";
+import { chmod, chown, lstat, unlink } from "node:fs/promises";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -58,8 +58,15 @@ export async function listenTcp(server: net.Server, host: string, port: number):
   return server.address() as net.AddressInfo;
 }
 
-/** Listens on a unix socket readable by the agent's user only (mode 0600). */
-export async function listenUnix(server: net.Server, path: string): Promise<void> {
+/**
+ * Listens on a unix socket usable by one user only (mode 0600): the agent's, or `owner`'s
+ * (a host user reaching an agent that runs as root in a container).
+ */
+export async function listenUnix(
+  server: net.Server,
+  path: string,
+  owner?: { uid: number; gid: number },
+): Promise<void> {
   await removeStaleSocket(path);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -69,6 +76,7 @@ export async function listenUnix(server: net.Server, path: string): Promise<void
     });
   });
   await chmod(path, 0o600);
+  if (owner) await chown(path, owner.uid, owner.gid);
 }
 
 async function removeStaleSocket(path: string): Promise<void> {

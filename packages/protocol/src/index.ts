@@ -7,3 +7,4 @@
 export * from "./constants.js";
 export * as filesystem from "./gen/filesystem/filesystem_pb.js";
 export * as process from "./gen/process/process_pb.js";
+export * as exec from "./gen/tether/v1/exec_pb.js";

@@ -4,8 +4,10 @@ import { UserDirectory } from "./auth/users.js";
 import type { AgentContext } from "./context.js";
 import { createFilesystemService } from "./files/service.js";
 import { createLogger, type Logger } from "./logger.js";
+import { createExecService } from "./process/exec-service.js";
 import { inheritedEnv } from "./process/inherited-env.js";
 import { createProcessService } from "./process/service.js";
+import { ProcessTable } from "./process/table.js";
 import { createRequestHandler } from "./server/handler.js";
 import { createDualServer, listenTcp, listenUnix } from "./server/listen.js";
 import { AgentState } from "./state.js";
@@ -58,7 +60,13 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     users: new UserDirectory(),
   };
   if (options.inheritEnv) context.state.envVars = inheritedEnv(process.env);
-  const services = [createProcessService(context), createFilesystemService(context)];
+  // envd's Process service and tether.v1.Exec see the same processes.
+  const processes = new ProcessTable();
+  const services = [
+    createProcessService(context, processes),
+    createExecService(context, processes),
+    createFilesystemService(context),
+  ];
   const handler = createRequestHandler(context, services);
 
   const listeners: { server: net.Server; sockets: Set<net.Socket> }[] = [];

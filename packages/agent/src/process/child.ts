@@ -5,6 +5,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type * as NodePty from "node-pty";
 import { type ExitStatus, exitStatus } from "./exit-status.js";
 import { checkLaunchable, explainSpawnFailure, type LaunchSpec } from "./launch.js";
+import type { OutputKind } from "./output-log.js";
 
 /**
  * After the direct child exits, how long its pipes may stay open before the end event
@@ -12,7 +13,7 @@ import { checkLaunchable, explainSpawnFailure, type LaunchSpec } from "./launch.
  */
 const PIPE_DRAIN_GRACE_MS = 1000;
 
-export type OutputKind = "stdout" | "stderr" | "pty";
+export type { OutputKind };
 
 /** Where a child reports what it does. Called in order: output*, then end once. */
 export interface ChildSink {
@@ -29,8 +30,8 @@ export interface Child {
   /** Sends EOF on stdin. Not possible for a PTY (send 0x04 instead). */
   closeStdin(): void;
   resize(cols: number, rows: number): void;
-  /** Signals the child's whole process group. */
-  signal(signal: NodeJS.Signals): void;
+  /** Signals the child's whole process group, or with `group` false the child alone. */
+  signal(signal: NodeJS.Signals, group?: boolean): void;
   /** Stops (and restarts) reading output while consumers catch up. */
   pauseOutput(): void;
   resumeOutput(): void;
@@ -62,7 +63,11 @@ function loadNodePty(): Promise<typeof NodePty> {
  * so if it left the group (setsid) it still gets the signal alone; once reaped the pid
  * may belong to someone else and only the group is tried.
  */
-function signalGroup(pid: number, signal: NodeJS.Signals, leaderAlive: boolean): void {
+function signalGroup(pid: number, signal: NodeJS.Signals, leaderAlive: boolean, group = true): void {
+  if (!group) {
+    signalLeader(pid, signal, leaderAlive);
+    return;
+  }
   try {
     process.kill(-pid, signal);
   } catch (err) {
@@ -74,6 +79,17 @@ function signalGroup(pid: number, signal: NodeJS.Signals, leaderAlive: boolean):
       // Already gone: nothing left to signal.
     }
   }
+}
+
+/** Signals the child alone; refused once it was reaped, when its pid may be someone else's. */
+function signalLeader(pid: number, signal: NodeJS.Signals, leaderAlive: boolean): void {
+  if (!leaderAlive) {
+    throw new ConnectError(
+      `process ${pid} has exited (its output is still open): signal its group instead`,
+      Code.FailedPrecondition,
+    );
+  }
+  process.kill(pid, signal);
 }
 
 class PipeChild implements Child {
@@ -160,8 +176,8 @@ class PipeChild implements Child {
     throw new ConnectError(`process ${this.pid} has no PTY to resize`, Code.FailedPrecondition);
   }
 
-  signal(signal: NodeJS.Signals): void {
-    signalGroup(this.pid, signal, this.exit === undefined);
+  signal(signal: NodeJS.Signals, group = true): void {
+    signalGroup(this.pid, signal, this.exit === undefined, group);
   }
 
   pauseOutput(): void {
@@ -241,8 +257,8 @@ class PtyChild implements Child {
     this.term.resize(cols, rows);
   }
 
-  signal(signal: NodeJS.Signals): void {
-    signalGroup(this.pid, signal, !this.exited);
+  signal(signal: NodeJS.Signals, group = true): void {
+    signalGroup(this.pid, signal, !this.exited, group);
   }
 
   pauseOutput(): void {

@@ -10,6 +10,8 @@ export interface ExitStatus {
   status: string;
   /** What Go's cmd.Wait() returns: unset for a clean exit, else the same words as status. */
   error?: string;
+  /** The signal that ended the process ("SIGKILL"), when one did. Not on envd's wire. */
+  signal?: NodeJS.Signals;
 }
 
 /** Go's names for Linux signals (syscall.Signal.String()), which clients may match on. */
@@ -55,9 +57,18 @@ export function exitStatus(code: number | null, signal: NodeJS.Signals | number 
   const signo = typeof signal === "string" ? constants.signals[signal] : signal;
   if (signo) {
     const status = `signal: ${GO_SIGNAL_NAMES[signo] ?? `signal ${signo}`}`;
-    return { exitCode: -1, exited: false, status, error: status };
+    const name = typeof signal === "string" ? signal : signalName(signo);
+    return { exitCode: -1, exited: false, status, error: status, ...(name ? { signal: name } : {}) };
   }
   const exitCode = code ?? 0;
   const status = `exit status ${exitCode}`;
   return exitCode === 0 ? { exitCode, exited: true, status } : { exitCode, exited: true, status, error: status };
+}
+
+/** The name of a signal number ("SIGTERM" for 15), if Node knows it. */
+export function signalName(signo: number): NodeJS.Signals | undefined {
+  for (const [name, number] of Object.entries(constants.signals)) {
+    if (number === signo) return name as NodeJS.Signals;
+  }
+  return undefined;
 }

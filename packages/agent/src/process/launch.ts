@@ -35,7 +35,12 @@ export interface LaunchSpec {
  * defaults, then the user's identity, then the request's own envs) and the working
  * directory (request, else the agent default, else the user's home).
  */
-export function planLaunch(req: StartRequest, user: UnixUser, state: AgentState, creds: Credentials): LaunchSpec {
+export function planLaunch(
+  req: Pick<StartRequest, "process" | "pty" | "tag" | "stdin">,
+  user: UnixUser,
+  state: AgentState,
+  creds: Credentials,
+): LaunchSpec {
   const config = req.process;
   if (!config?.cmd) throw new ConnectError("process.cmd is required", Code.InvalidArgument);
   rejectNul("process.cmd", config.cmd);

@@ -1,17 +1,23 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { KEEPALIVE_INTERVAL_HEADER } from "@tether/protocol";
-import { Process, type ProcessInput, Signal } from "@tether/protocol/process";
+import { Process, type ProcessEventSchema, type ProcessInput, Signal } from "@tether/protocol/process";
 import { type AgentContext, requestUser } from "../context.js";
 import type { AgentService } from "../server/service.js";
 import { CredentialSwitch } from "./credentials.js";
 import { planLaunch, ptySize } from "./launch.js";
-import type { EventSubscription } from "./subscription.js";
-import { ProcessTable } from "./table.js";
+import { ZERO_OFFSETS } from "./output-log.js";
+import type { Subscription } from "./subscription.js";
+import type { ProcessTable } from "./table.js";
 import { TrackedProcess } from "./tracked.js";
 
-/** envd's `process.Process` service: start, watch, feed and signal the sandbox's processes. */
-export function createProcessService(ctx: AgentContext): AgentService {
-  const table = new ProcessTable();
+type ProcessEventInit = MessageInitShape<typeof ProcessEventSchema>;
+
+/**
+ * envd's `process.Process` service: start, watch, feed and signal the sandbox's
+ * processes. The table is shared with tether.v1.Exec.
+ */
+export function createProcessService(ctx: AgentContext, table: ProcessTable): AgentService {
   const credentials = new CredentialSwitch(ctx.users);
 
   return {
@@ -29,8 +35,8 @@ export function createProcessService(ctx: AgentContext): AgentService {
           const spec = planLaunch(req, user, ctx.state, credentials.for(user, req.pty !== undefined));
           table.checkTagFree(spec.tag);
           const proc = new TrackedProcess(spec);
-          // Subscribe before spawning so not a byte of output is missed.
-          const sub = proc.subscribe(keepaliveMs(context));
+          // Subscribed before spawning: the client holds the output back from the first byte.
+          const sub = proc.subscribe(ZERO_OFFSETS, { blocking: true, keepaliveMs: keepaliveMs(context) });
           try {
             await proc.spawn();
           } catch (err) {
@@ -44,7 +50,11 @@ export function createProcessService(ctx: AgentContext): AgentService {
 
         async *connect(req, context) {
           const proc = table.find(req.process);
-          yield* responses(proc.subscribe(keepaliveMs(context)), context);
+          // envd's Connect follows live output only.
+          yield* responses(
+            proc.subscribe(proc.log.offsets, { blocking: true, keepaliveMs: keepaliveMs(context) }),
+            context,
+          );
         },
 
         async sendInput(req) {
@@ -78,7 +88,7 @@ export function createProcessService(ctx: AgentContext): AgentService {
 
         async sendSignal(req) {
           const proc = table.findRunning(req.process);
-          proc.process.signal(signalName(req.signal));
+          proc.signal(signalName(req.signal));
           return {};
         },
 
@@ -103,13 +113,35 @@ export function createProcessService(ctx: AgentContext): AgentService {
   };
 }
 
-/** Wraps a subscription's events in the response message both streaming RPCs share. */
-async function* responses(sub: EventSubscription, context: HandlerContext) {
-  for await (const event of sub.events(context.signal)) yield { event };
+/** Turns a subscription's updates into envd's events, wrapped in the message both streaming RPCs share. */
+async function* responses(sub: Subscription, context: HandlerContext) {
+  for await (const update of sub.updates(context.signal)) {
+    let event: ProcessEventInit;
+    switch (update.case) {
+      case "start":
+        event = { event: { case: "start", value: { pid: update.pid } } };
+        break;
+      case "data":
+        event = { event: { case: "data", value: { output: { case: update.kind, value: update.data } } } };
+        break;
+      case "end": {
+        const { exitCode, exited, status, error } = update.end.status;
+        event = { event: { case: "end", value: { exitCode, exited, status, error } } };
+        break;
+      }
+      case "keepalive":
+        event = { event: { case: "keepalive", value: {} } };
+        break;
+      default:
+        // Dropped output: envd's wire cannot say so, and its clients never lag past the log.
+        continue;
+    }
+    yield { event };
+  }
 }
 
 /** The keepalive interval the client asked for (in seconds, envd's header), if any. */
-function keepaliveMs(context: HandlerContext): number | undefined {
+export function keepaliveMs(context: HandlerContext): number | undefined {
   const seconds = Number(context.requestHeader.get(KEEPALIVE_INTERVAL_HEADER));
   return Number.isFinite(seconds) && seconds > 0 ? Math.max(seconds * 1000, 100) : undefined;
 }

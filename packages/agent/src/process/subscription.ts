@@ -1,80 +1,73 @@
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { ProcessEventSchema } from "@tether/protocol/process";
+import type { LogCursor, LogItem, Offsets } from "./output-log.js";
+import type { ProcessEnd, TrackedProcess } from "./tracked.js";
 
-export type ProcessEventInit = MessageInitShape<typeof ProcessEventSchema>;
-
-/** Queued output above which the process is asked to stop producing until we catch up. */
-const HIGH_WATER_BYTES = 1 << 20;
-const HIGH_WATER_EVENTS = 4096;
-const KEEPALIVE: ProcessEventInit = { event: { case: "keepalive", value: {} } };
+/** What a client attached to a process receives, whatever wire format it speaks. */
+export type ProcessUpdate =
+  | { case: "start"; pid: number }
+  | LogItem
+  | { case: "end"; end: ProcessEnd }
+  | { case: "keepalive" };
 
 /**
- * One client's view of a process: the events it has yet to receive, in order, as an
- * async iterable a streaming handler can yield from. Reports backpressure to its owner
- * and slips in keepalive events while nothing else is sent.
+ * One client's view of a process: `start`, then output read from the process's log from
+ * the client's own offsets, then `end`; keepalives while nothing else is sent. Nothing
+ * is queued per client: output is read from the log when the client is ready for it.
  */
-export class EventSubscription {
-  private queue: ProcessEventInit[] = [];
-  private sizes: number[] = [];
-  private bytes = 0;
-  private full = false;
-  private finished = false;
+export class Subscription {
+  private readonly cursor: LogCursor;
   private closed = false;
   private wake: (() => void) | undefined;
   private keepaliveTimer: NodeJS.Timeout | undefined;
+  private keepaliveDue = false;
   private sentSinceTick = false;
 
   constructor(
-    /** Called with true when this subscriber falls behind, false once it caught up or left. */
-    private readonly onPressure: (full: boolean) => void,
-    /** Called once when the consumer is gone, whatever the reason. */
-    private readonly onClose: (sub: EventSubscription) => void,
+    private readonly proc: TrackedProcess,
+    from: Offsets,
+    blocking: boolean,
     keepaliveMs: number | undefined,
   ) {
+    this.cursor = { offsets: { ...from }, blocking };
+    proc.log.attach(this.cursor);
     if (keepaliveMs) {
       this.keepaliveTimer = setInterval(() => this.tick(), keepaliveMs);
       this.keepaliveTimer.unref();
     }
   }
 
-  push(event: ProcessEventInit, size = 0): void {
-    if (this.closed || this.finished) return;
-    this.queue.push(event);
-    this.sizes.push(size);
-    this.bytes += size;
-    if (!this.full && (this.bytes > HIGH_WATER_BYTES || this.queue.length > HIGH_WATER_EVENTS)) {
-      this.full = true;
-      this.onPressure(true);
-    }
-    this.wakeUp();
+  /** Something changed (output, spawn, end): wake the reader if it waits. */
+  notify(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
   }
 
-  /** No events follow the ones queued: the iterator ends after delivering them. */
-  finish(): void {
-    this.finished = true;
-    this.stopKeepalive();
-    this.wakeUp();
-  }
-
-  /** Yields queued events as the consumer pulls them, until finished or `signal` aborts. */
-  async *events(signal: AbortSignal): AsyncGenerator<ProcessEventInit> {
+  /** Yields updates as the consumer pulls them, until the end or until `signal` aborts. */
+  async *updates(signal: AbortSignal): AsyncGenerator<ProcessUpdate> {
     const onAbort = () => this.close();
     signal.addEventListener("abort", onAbort, { once: true });
     if (signal.aborted) this.close();
     try {
+      await this.proc.spawned;
+      if (this.closed) return;
+      yield { case: "start", pid: this.proc.pid };
       while (!this.closed) {
-        const event = this.queue.shift();
-        if (event) {
-          this.bytes -= this.sizes.shift() ?? 0;
-          if (this.full && this.bytes <= HIGH_WATER_BYTES / 2 && this.queue.length <= HIGH_WATER_EVENTS / 2) {
-            this.full = false;
-            this.onPressure(false);
-          }
+        const item = this.proc.log.read(this.cursor);
+        if (item) {
           this.sentSinceTick = true;
-          yield event;
+          yield item;
           continue;
         }
-        if (this.finished) return;
+        const end = this.proc.end;
+        if (end) {
+          yield { case: "end", end };
+          return;
+        }
+        if (this.keepaliveDue) {
+          this.keepaliveDue = false;
+          yield { case: "keepalive" };
+          continue;
+        }
         await new Promise<void>((resolve) => {
           this.wake = resolve;
         });
@@ -85,34 +78,21 @@ export class EventSubscription {
     }
   }
 
-  /** The consumer went away: drop what is queued and release the process. */
+  /** The consumer went away: release the process (and its output, if this client held it back). */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.stopKeepalive();
-    this.queue = [];
-    this.sizes = [];
-    if (this.full) {
-      this.full = false;
-      this.onPressure(false);
-    }
-    this.wakeUp();
-    this.onClose(this);
+    clearInterval(this.keepaliveTimer);
+    this.proc.log.detach(this.cursor);
+    this.proc.unsubscribe(this);
+    this.notify();
   }
 
   private tick(): void {
-    if (!this.sentSinceTick && this.queue.length === 0) this.push(KEEPALIVE);
+    if (!this.sentSinceTick) {
+      this.keepaliveDue = true;
+      this.notify();
+    }
     this.sentSinceTick = false;
-  }
-
-  private stopKeepalive(): void {
-    clearInterval(this.keepaliveTimer);
-    this.keepaliveTimer = undefined;
-  }
-
-  private wakeUp(): void {
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
   }
 }

@@ -1,32 +1,90 @@
 import type { ProcessConfig } from "@tether/protocol/process";
-import { type Child, type ChildSink, type OutputKind, spawnChild } from "./child.js";
+import { type Child, type ChildSink, spawnChild } from "./child.js";
+import { type DeadlineReason, Deadlines } from "./deadlines.js";
 import type { ExitStatus } from "./exit-status.js";
 import type { LaunchSpec } from "./launch.js";
-import { EventSubscription, type ProcessEventInit } from "./subscription.js";
+import { agentOomKills } from "./oom.js";
+import { DEFAULT_LOG_LIMIT, type Offsets, type OutputKind, OutputLog } from "./output-log.js";
+import { Subscription } from "./subscription.js";
+
+/** Default time between SIGTERM and SIGKILL when a deadline kills a process group. */
+export const DEFAULT_KILL_GRACE_MS = 2000;
+
+/** What a start may ask beyond envd's StartRequest. */
+export interface ExecControls {
+  /** Idempotency key of the start. */
+  key?: string;
+  timeoutMs?: number;
+  idleTimeoutMs?: number;
+  killGraceMs?: number;
+  /** Bytes of output kept per stream for replay. */
+  logLimit?: number;
+}
+
+export type ExitReasonName = "exited" | "signaled" | "timeout" | "idle_timeout" | "oom_killed";
+
+/** How a process ended: envd's view (status) and ours (reason, signal name, totals). */
+export interface ProcessEnd {
+  status: ExitStatus;
+  reason: ExitReasonName;
+  /** One line for people. */
+  message: string;
+  offsets: Offsets;
+}
 
 /**
- * One process the agent started: fans its output out to every client attached to it,
- * holds it back while one of them lags, and remembers how it ended.
+ * One process the agent started: its output log (which every attached client reads from
+ * at its own pace), its deadlines, and how it ended. Shared by envd's Process service and
+ * tether.v1.Exec.
  */
 export class TrackedProcess implements ChildSink {
   readonly config: ProcessConfig;
   readonly tag: string | undefined;
+  readonly key: string | undefined;
+  readonly log: OutputLog;
+  /** Settles once the child was spawned (or could not be). */
+  readonly spawned: Promise<void>;
   private child: Child | undefined;
-  private endEvent: ProcessEventInit | undefined;
-  private readonly subscribers = new Set<EventSubscription>();
-  private lagging = 0;
+  private endInfo: ProcessEnd | undefined;
+  private readonly subscribers = new Set<Subscription>();
   private readonly endWaiters: (() => void)[] = [];
+  private readonly deadlines: Deadlines;
+  private readonly killGraceMs: number;
+  private settleSpawn!: (err?: unknown) => void;
+  private deadlineHit: { reason: DeadlineReason; after: number } | undefined;
+  private killTimer: NodeJS.Timeout | undefined;
+  /** The agent sent SIGKILL itself: such a death is no OOM kill. */
+  private sentKill = false;
+  private oomBefore: Promise<number | undefined> = Promise.resolve(undefined);
 
-  constructor(private readonly spec: LaunchSpec) {
+  constructor(
+    private readonly spec: LaunchSpec,
+    controls: ExecControls = {},
+  ) {
     this.config = spec.config;
     this.tag = spec.tag;
+    this.key = controls.key;
+    this.killGraceMs = controls.killGraceMs || DEFAULT_KILL_GRACE_MS;
+    this.log = new OutputLog(controls.logLimit || DEFAULT_LOG_LIMIT, (pause) => this.setPaused(pause));
+    this.deadlines = new Deadlines(controls, (reason) => this.expire(reason, controls));
+    this.spawned = new Promise<void>((resolve, reject) => {
+      this.settleSpawn = (err) => (err === undefined ? resolve() : reject(err));
+    });
+    this.spawned.catch(() => {});
   }
 
-  /** Spawns the child; subscribers added before see `start` first and miss no output. */
+  /** Spawns the child; subscribers see `start` first and miss no output. */
   async spawn(): Promise<void> {
-    this.child = await spawnChild(this.spec, this);
-    const start: ProcessEventInit = { event: { case: "start", value: { pid: this.child.pid } } };
-    for (const sub of this.subscribers) sub.push(start);
+    try {
+      this.oomBefore = agentOomKills();
+      this.child = await spawnChild(this.spec, this);
+    } catch (err) {
+      this.settleSpawn(err);
+      throw err;
+    }
+    this.deadlines.start();
+    this.settleSpawn();
+    this.notifyAll();
   }
 
   get pid(): number {
@@ -34,36 +92,49 @@ export class TrackedProcess implements ChildSink {
     return this.child.pid;
   }
 
-  get running(): boolean {
-    return this.child !== undefined && this.endEvent === undefined;
+  get hasSpawned(): boolean {
+    return this.child !== undefined;
   }
 
-  /** The live child, for input, signals and resizes. */
+  get running(): boolean {
+    return this.child !== undefined && this.endInfo === undefined;
+  }
+
+  /** How it ended, once it did. */
+  get end(): ProcessEnd | undefined {
+    return this.endInfo;
+  }
+
+  /** The live child, for input and resizes. */
   get process(): Child {
     if (!this.child) throw new Error("process not spawned yet");
     return this.child;
   }
 
-  /** Attaches a client: `start`, then live output, then `end` (at once if it already ended). */
-  subscribe(keepaliveMs: number | undefined): EventSubscription {
-    const sub = new EventSubscription(
-      (full) => this.setLagging(full),
-      (s) => this.subscribers.delete(s),
-      keepaliveMs,
-    );
-    if (this.child) sub.push({ event: { case: "start", value: { pid: this.child.pid } } });
-    if (this.endEvent) {
-      sub.push(this.endEvent);
-      sub.finish();
-    } else {
-      this.subscribers.add(sub);
-    }
+  /** Sends a signal to the process group (or the process alone). */
+  signal(signal: NodeJS.Signals, group = true): void {
+    if (signal === "SIGKILL") this.sentKill = true;
+    this.process.signal(signal, group);
+  }
+
+  /**
+   * Attaches a client reading from `from` (per stream offsets). A blocking client holds
+   * the process's output back while it lags; a lossy one skips what it missed.
+   */
+  subscribe(from: Offsets, options: { blocking: boolean; keepaliveMs?: number }): Subscription {
+    const sub = new Subscription(this, from, options.blocking, options.keepaliveMs);
+    this.subscribers.add(sub);
     return sub;
   }
 
-  /** Resolves once the end event is out. */
+  /** Called by a subscription that closed. */
+  unsubscribe(sub: Subscription): void {
+    this.subscribers.delete(sub);
+  }
+
+  /** Resolves once the end is known. */
   ended(): Promise<void> {
-    if (this.endEvent) return Promise.resolve();
+    if (this.endInfo) return Promise.resolve();
     return new Promise((resolve) => this.endWaiters.push(resolve));
   }
 
@@ -73,28 +144,76 @@ export class TrackedProcess implements ChildSink {
   }
 
   onOutput(kind: OutputKind, chunk: Uint8Array): void {
-    if (this.subscribers.size === 0) return;
-    const event: ProcessEventInit = { event: { case: "data", value: { output: { case: kind, value: chunk } } } };
-    for (const sub of this.subscribers) sub.push(event, chunk.byteLength);
+    this.deadlines.output();
+    this.log.append(kind, chunk);
+    this.notifyAll();
   }
 
   onEnd(status: ExitStatus): void {
-    this.endEvent = { event: { case: "end", value: status } };
-    for (const sub of this.subscribers) {
-      sub.push(this.endEvent);
-      sub.finish();
-    }
-    this.subscribers.clear();
-    if (this.lagging > 0) this.child?.resumeOutput();
-    this.lagging = 0;
-    for (const resolve of this.endWaiters.splice(0)) resolve();
+    this.deadlines.stop();
+    void this.describeEnd(status).then((end) => {
+      this.endInfo = end;
+      this.notifyAll();
+      for (const resolve of this.endWaiters.splice(0)) resolve();
+    });
   }
 
-  private setLagging(full: boolean): void {
-    if (this.endEvent) return;
-    this.lagging += full ? 1 : -1;
+  private async describeEnd(status: ExitStatus): Promise<ProcessEnd> {
+    const offsets = this.log.offsets;
+    const hit = this.deadlineHit;
+    if (hit) {
+      const what = hit.reason === "timeout" ? "timed out after" : "printed nothing for";
+      const how = status.signal ? `ended by ${status.signal}` : `exited with code ${status.exitCode}`;
+      return {
+        status,
+        reason: hit.reason,
+        message: `${what} ${hit.after} ms, so its process group got SIGTERM (and SIGKILL ${this.killGraceMs} ms later); it ${how}`,
+        offsets,
+      };
+    }
+    if (status.signal === "SIGKILL" && !this.sentKill) {
+      const [before, after] = await Promise.all([this.oomBefore, agentOomKills()]);
+      if (before !== undefined && after !== undefined && after > before) {
+        return { status, reason: "oom_killed", message: "killed by the kernel's OOM killer (out of memory)", offsets };
+      }
+    }
+    if (status.signal) return { status, reason: "signaled", message: `killed by ${status.signal}`, offsets };
+    return { status, reason: "exited", message: `exited with code ${status.exitCode}`, offsets };
+  }
+
+  /** A deadline passed: SIGTERM to the group now, SIGKILL after the grace time. */
+  private expire(reason: DeadlineReason, controls: ExecControls): void {
+    if (!this.running) return;
+    this.deadlineHit = {
+      reason,
+      after: (reason === "timeout" ? controls.timeoutMs : controls.idleTimeoutMs) ?? 0,
+    };
+    this.signalQuietly("SIGTERM");
+    // Sent even if the leader died of the SIGTERM: group members that ignored it remain.
+    this.killTimer = setTimeout(() => this.signalQuietly("SIGKILL"), this.killGraceMs);
+    this.killTimer.unref();
+  }
+
+  private signalQuietly(signal: NodeJS.Signals): void {
+    try {
+      this.signal(signal, true);
+    } catch {
+      // Gone already.
+    }
+  }
+
+  private setPaused(pause: boolean): void {
     if (!this.child) return;
-    if (full && this.lagging === 1) this.child.pauseOutput();
-    if (!full && this.lagging === 0) this.child.resumeOutput();
+    if (pause) {
+      this.child.pauseOutput();
+      this.deadlines.pause();
+    } else {
+      this.child.resumeOutput();
+      this.deadlines.resume();
+    }
+  }
+
+  private notifyAll(): void {
+    for (const sub of this.subscribers) sub.notify();
   }
 }

@@ -82,7 +82,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     if (options.socket) {
       const unix = createDualServer(handler);
       listeners.push(unix);
-      await listenUnix(unix.server, options.socket, options.socketOwner);
+      const warning = await listenUnix(unix.server, options.socket, options.socketOwner);
+      if (warning) log.warn(warning);
       result.socket = options.socket;
     }
     // Started once the agent listens, so a host waiting for health never misses it.

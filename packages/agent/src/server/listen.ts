@@ -60,13 +60,14 @@ export async function listenTcp(server: net.Server, host: string, port: number):
 
 /**
  * Listens on a unix socket usable by one user only (mode 0600): the agent's, or `owner`'s
- * (a host user reaching an agent that runs as root in a container).
+ * (a host user reaching an agent that runs as root in a container). Resolves with a
+ * warning when the socket's mode or owner could not be set (and a caveat applies).
  */
 export async function listenUnix(
   server: net.Server,
   path: string,
   owner?: { uid: number; gid: number },
-): Promise<void> {
+): Promise<string | undefined> {
   await removeStaleSocket(path);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -75,8 +76,42 @@ export async function listenUnix(
       resolve();
     });
   });
-  await chmod(path, 0o600);
-  if (owner) await chown(path, owner.uid, owner.gid);
+  return restrictSocket(path, owner);
+}
+
+/**
+ * Makes the socket 0600 and owned by `owner`. gVisor's host-backed sockets refuse chmod,
+ * chown and even lstat (EPERM): then the socket stays as the sandbox made it, which is
+ * acceptable because the host directory holding it is private to the host user and
+ * every call needs the access token; say so instead of failing. A socket we can see is
+ * unsafe (group/other may write, i.e. connect) or owned by someone else is an error.
+ */
+async function restrictSocket(
+  path: string,
+  owner: { uid: number; gid: number } | undefined,
+): Promise<string | undefined> {
+  const refused = (err: unknown) =>
+    ["EPERM", "ENOTSUP", "EOPNOTSUPP"].includes((err as NodeJS.ErrnoException).code ?? "");
+  const inspect = () => lstat(path).catch((err) => (refused(err) ? undefined : Promise.reject(err)));
+  try {
+    await chmod(path, 0o600);
+    if (owner) await chown(path, owner.uid, owner.gid);
+    return undefined;
+  } catch (err) {
+    if (!refused(err)) throw err;
+    const info = await inspect();
+    if (!info)
+      return `cannot set the mode or owner of ${path} here (${(err as Error).message}); relying on its directory's permissions and the access token`;
+    if ((info.mode & 0o022) !== 0) {
+      throw new Error(
+        `cannot chmod ${path} to 0600 and it is writable by others (mode ${(info.mode & 0o777).toString(8)})`,
+      );
+    }
+    if (owner && info.uid !== owner.uid) {
+      throw new Error(`cannot chown ${path} to ${owner.uid}:${owner.gid} (it belongs to uid ${info.uid})`);
+    }
+    return undefined;
+  }
 }
 
 async function removeStaleSocket(path: string): Promise<void> {

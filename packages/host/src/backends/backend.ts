@@ -1,0 +1,135 @@
+/**
+ * What every sandbox backend offers. `docker` implements it through a container engine;
+ * `local` and `bwrap` will implement the same with the agent as a child process. Backends
+ * are stateless over the engine: the truth is the engine's (and the sandbox directory's),
+ * so a registry built on top can reconcile against `list()`.
+ */
+export interface SandboxBackend {
+  /** "docker", later "local" or "bwrap". */
+  readonly kind: string;
+  /** Creates and starts a sandbox; resolves once its agent answers health. Leaves nothing behind on failure. */
+  create(spec: SandboxSpec): Promise<SandboxInfo>;
+  /** Starts a stopped sandbox; resolves once its agent answers health. */
+  start(id: string): Promise<SandboxInfo>;
+  /** SIGTERM to the sandbox (its agent passes it on), SIGKILL after the timeout. */
+  stop(id: string, options?: StopOptions): Promise<void>;
+  /** Freezes every process of the sandbox. */
+  pause(id: string): Promise<void>;
+  unpause(id: string): Promise<void>;
+  /** Removes the sandbox and its host directory, whatever its state; a sandbox already gone is fine. */
+  remove(id: string): Promise<void>;
+  /** The sandbox's output (the agent's log and the supervised command's output), stdout and stderr apart. */
+  logs(id: string, options?: LogOptions): AsyncIterable<LogChunk>;
+  /** The sandbox as it is now; SandboxNotFoundError when it is gone. */
+  inspect(id: string): Promise<SandboxInfo>;
+  /** Every sandbox this backend manages (under this TETHER_HOME), optionally filtered by labels. */
+  list(filter?: ListFilter): Promise<SandboxInfo[]>;
+}
+
+/** What a sandbox is doing. A registry adds its own states (e.g. archived) on top. */
+export type SandboxState = "creating" | "running" | "paused" | "stopped" | "error";
+
+export type NetworkMode = "none" | "bridge";
+
+/** A host path made visible in the sandbox. */
+export interface BindMount {
+  /** Absolute host path. */
+  source: string;
+  /** Absolute path inside the sandbox. */
+  target: string;
+  readOnly?: boolean;
+}
+
+/** How to create a sandbox. Backends reject what they cannot honour with InvalidSandboxSpecError. */
+export interface SandboxSpec {
+  /** The image (docker), ignored by backends without images. */
+  image: string;
+  /** Our id for the sandbox; generated (12 hex digits) when absent. A registry may reserve one first. */
+  id?: string;
+  /** The container's name; default `tether-<id>`. */
+  name?: string;
+  /** User labels; names starting with `tether.` are reserved. */
+  labels?: Record<string, string>;
+  /** Env vars for the sandbox's processes, over the image's. */
+  env?: Record<string, string>;
+  /** Default working directory (the image's when absent). */
+  workdir?: string;
+  /** Default user for commands and the image's command (the image's when absent). The agent itself runs as root. */
+  user?: string;
+  /** CPU limit in CPUs, e.g. 0.5. */
+  cpus?: number;
+  /** Memory limit: bytes, or a string like "512m", "2g". */
+  memory?: number | string;
+  /** Maximum number of processes. */
+  pidsLimit?: number;
+  /** "none" (default): loopback only, the agent reached over its unix socket; "bridge": also TCP. */
+  network?: NetworkMode;
+  /** OCI runtime: "runc" (default) or "runsc" (gVisor). */
+  runtime?: string;
+  /** Mount the image's root filesystem read-only. */
+  readOnlyRootfs?: boolean;
+  mounts?: BindMount[];
+  /** Overrides the image's entrypoint + cmd as the supervised command. */
+  command?: string[];
+  /** Run the image's command (or `command`) as a supervised child; default true. */
+  runCommand?: boolean;
+  /** How long to wait for the agent's health; default 60 s. */
+  readyTimeoutMs?: number;
+}
+
+/** How the host reaches a sandbox's agent. */
+export interface AgentEndpoint {
+  /** The agent's unix socket on the host. */
+  socket: string;
+  /** http://IP:PORT when the sandbox has a network the host can route to. */
+  url?: string;
+  accessToken: string;
+}
+
+export interface SandboxInfo {
+  id: string;
+  name: string;
+  backend: string;
+  image: string;
+  state: SandboxState;
+  /** User labels (the reserved `tether.*` ones left out). */
+  labels: Record<string, string>;
+  createdAt: Date;
+  /** Absent when the sandbox's host directory is gone (then the agent cannot be reached). */
+  endpoint?: AgentEndpoint;
+  /** The engine's id for the sandbox (container id). */
+  backendId: string;
+  /** The exit code of a stopped sandbox's agent. */
+  exitCode?: number;
+}
+
+export interface StopOptions {
+  /** Seconds between SIGTERM and SIGKILL; default 10. */
+  timeoutSeconds?: number;
+}
+
+export interface LogOptions {
+  /** Keep streaming new output until the sandbox stops or `signal` aborts. */
+  follow?: boolean;
+  /** Only the last N lines. */
+  tail?: number;
+  signal?: AbortSignal;
+}
+
+export interface LogChunk {
+  stream: "stdout" | "stderr";
+  data: Buffer;
+}
+
+export interface ListFilter {
+  labels?: Record<string, string>;
+}
+
+/** Label names every backend's sandboxes carry. */
+export const LABEL_SANDBOX = "tether.sandbox";
+export const LABEL_MANAGED_BY = "tether.managed-by";
+export const MANAGED_BY = "tether";
+/** Which TETHER_HOME a sandbox belongs to (a hash of its path), so homes sharing an engine stay apart. */
+export const LABEL_HOME = "tether.home";
+/** Label names starting with this are ours. */
+export const RESERVED_LABEL_PREFIX = "tether.";

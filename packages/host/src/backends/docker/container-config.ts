@@ -1,0 +1,141 @@
+import { AGENT_CONTAINER_PORT, agentCommand, DEFAULT_MOUNT_POINT } from "@tether/bundle";
+import type Docker from "dockerode";
+import { AGENT_SOCKET_NAME, SANDBOX_RUN_DIR, TOKEN_HANDOVER_NAME } from "../../sandbox-dir.js";
+import { LABEL_HOME, LABEL_MANAGED_BY, LABEL_SANDBOX, MANAGED_BY } from "../backend.js";
+import type { ValidSpec } from "../spec.js";
+import type { EngineStrategy } from "./engine.js";
+
+/** The label that records the image the user asked for (the container may run a derived one). */
+export const LABEL_IMAGE = "tether.image";
+
+/** Prefix under which the agent hands env vars to its children only (see the agent's inheritedEnv). */
+const CHILD_ENV_PREFIX = "TETHER_ENV_";
+
+/** Env names that would configure the agent's own runtime if left in the container's environment. */
+function belongsToAgent(name: string): boolean {
+  return name === "NODE_OPTIONS" || name.startsWith("LD_") || name.startsWith("TETHER_");
+}
+
+/** Everything a container for a sandbox is made from. */
+export interface ContainerPlan {
+  id: string;
+  name: string;
+  spec: ValidSpec;
+  /** The image to run (the user's, or a derived one with the bundle inside). */
+  runImage: string;
+  image: Docker.ImageInspectInfo;
+  /** Host directory of the bundle to mount at /.tether; absent when the image has it built in. */
+  bundleDir?: string;
+  /** Host directory mounted at /run/tether. */
+  runDir: string;
+  homeLabel: string;
+  hostUser: { uid: number; gid: number };
+  strategy: EngineStrategy;
+}
+
+/**
+ * The container's environment beyond the image's. The engine merges it over the image's
+ * Env, so an image's NODE_OPTIONS or LD_PRELOAD (or TETHER_*) would reach the agent's
+ * node: each is blanked here and handed on as TETHER_ENV_<NAME>, which the agent
+ * (started with --inherit-env) gives back to its children.
+ */
+export function containerEnv(imageEnv: readonly string[], userEnv: Record<string, string>): string[] {
+  const merged = new Map<string, string>();
+  for (const entry of imageEnv) {
+    const eq = entry.indexOf("=");
+    if (eq > 0) merged.set(entry.slice(0, eq), entry.slice(eq + 1));
+  }
+  const out: string[] = [];
+  for (const [name, value] of Object.entries(userEnv)) {
+    merged.set(name, value);
+    if (!belongsToAgent(name)) out.push(`${name}=${value}`);
+  }
+  for (const [name, value] of merged) {
+    if (!belongsToAgent(name)) continue;
+    out.push(`${name}=`, `${CHILD_ENV_PREFIX}${name}=${value}`);
+  }
+  return out;
+}
+
+/** The image's own command: its entrypoint followed by its cmd. */
+export function imageCommand(image: Docker.ImageInspectInfo): string[] {
+  const config = image.Config as { Entrypoint?: string[] | string | null; Cmd?: string[] | string | null };
+  const asArray = (v: string[] | string | null | undefined) => (Array.isArray(v) ? v : v ? [v] : []);
+  return [...asArray(config.Entrypoint), ...asArray(config.Cmd)];
+}
+
+/** The agent's default user: the spec's, else the image's USER (its user part). */
+function defaultUser(plan: ContainerPlan): string | undefined {
+  const user = plan.spec.user ?? plan.image.Config.User?.split(":")[0];
+  return user || undefined;
+}
+
+/** tetherd's flags for this sandbox. The token never appears here: only the path of its hand-over file. */
+export function agentFlags(plan: ContainerPlan): string[] {
+  const owner = plan.strategy.socketOwner(plan.hostUser);
+  const flags = [
+    "--socket",
+    `${SANDBOX_RUN_DIR}/${AGENT_SOCKET_NAME}`,
+    "--socket-owner",
+    `${owner.uid}:${owner.gid}`,
+    "--access-token-file",
+    `${SANDBOX_RUN_DIR}/${TOKEN_HANDOVER_NAME}`,
+    "--inherit-env",
+  ];
+  if (plan.spec.network === "none") flags.push("--no-tcp");
+  else flags.push("--host", "0.0.0.0", "--port", String(AGENT_CONTAINER_PORT));
+  const user = defaultUser(plan);
+  if (user) flags.push("--user", user);
+  const workdir = plan.spec.workdir ?? plan.image.Config.WorkingDir;
+  if (workdir) flags.push("--workdir", workdir);
+  const command = plan.spec.command ?? imageCommand(plan.image);
+  if (plan.spec.runCommand && command.length > 0) flags.push("--", ...command);
+  return flags;
+}
+
+/** The Engine API's create body for a sandbox's container. */
+export function containerConfig(plan: ContainerPlan): Docker.ContainerCreateOptions {
+  const { spec } = plan;
+  const [entrypoint, ...cmd] = agentCommand(DEFAULT_MOUNT_POINT, agentFlags(plan));
+  const binds = [
+    ...(plan.bundleDir ? [`${plan.bundleDir}:${DEFAULT_MOUNT_POINT}:ro`] : []),
+    `${plan.runDir}:${SANDBOX_RUN_DIR}`,
+    ...spec.mounts.map((m) => `${m.source}:${m.target}${m.readOnly ? ":ro" : ""}`),
+  ];
+  const hostConfig: Docker.HostConfig = {
+    // The engine's init (docker-init, i.e. tini; catatonit under Podman) is PID 1: it
+    // reaps orphaned zombies and forwards SIGTERM to the agent. Node cannot be a correct
+    // PID 1 itself: reaping arbitrary children (waitpid(-1)) would steal the exit status
+    // of libuv's own children.
+    Init: true,
+    Binds: binds,
+    NetworkMode: plan.strategy.networkMode(spec.network),
+    ReadonlyRootfs: spec.readOnlyRootfs ?? false,
+    ...plan.strategy.hostConfig(),
+  };
+  if (spec.cpus !== undefined) hostConfig.NanoCpus = Math.round(spec.cpus * 1e9);
+  if (spec.memory !== undefined) hostConfig.Memory = spec.memory;
+  if (spec.pidsLimit !== undefined) hostConfig.PidsLimit = spec.pidsLimit;
+  if (spec.runtime !== undefined) hostConfig.Runtime = spec.runtime;
+  return {
+    name: plan.name,
+    Image: plan.runImage,
+    Entrypoint: [entrypoint],
+    Cmd: cmd,
+    // The agent runs as root so it can switch users; `user` is its default user instead.
+    User: "0:0",
+    WorkingDir: spec.workdir,
+    Env: containerEnv(plan.image.Config.Env ?? [], spec.env),
+    // The agent passes SIGTERM on to the image's command, whatever the image's own STOPSIGNAL.
+    StopSignal: "SIGTERM",
+    Labels: {
+      ...spec.labels,
+      [LABEL_SANDBOX]: plan.id,
+      [LABEL_MANAGED_BY]: MANAGED_BY,
+      [LABEL_HOME]: plan.homeLabel,
+      [LABEL_IMAGE]: spec.image,
+    },
+    ...(spec.network === "bridge" ? { ExposedPorts: { [`${AGENT_CONTAINER_PORT}/tcp`]: {} } } : {}),
+    HostConfig: hostConfig,
+  };
+}

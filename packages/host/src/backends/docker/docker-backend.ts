@@ -1,0 +1,413 @@
+import { createHash } from "node:crypto";
+import { AGENT_CONTAINER_PORT, type BuiltBundle, buildBundle } from "@tether/bundle";
+import Docker from "dockerode";
+import { waitForAgent } from "../../agent-health.js";
+import {
+  EngineUnavailableError,
+  ImageNotFoundError,
+  InvalidSandboxSpecError,
+  SandboxNotFoundError,
+  SandboxNotRunningError,
+  SandboxStartError,
+} from "../../errors.js";
+import { tetherHome } from "../../home.js";
+import { prepareImage } from "../../prepare-image.js";
+import { isValidSandboxId, newSandboxId, SandboxDir } from "../../sandbox-dir.js";
+import {
+  LABEL_HOME,
+  LABEL_MANAGED_BY,
+  LABEL_SANDBOX,
+  type ListFilter,
+  type LogChunk,
+  type LogOptions,
+  MANAGED_BY,
+  RESERVED_LABEL_PREFIX,
+  type SandboxBackend,
+  type SandboxInfo,
+  type SandboxSpec,
+  type SandboxState,
+  type StopOptions,
+} from "../backend.js";
+import { type ValidSpec, validateSpec } from "../spec.js";
+import { containerConfig, LABEL_IMAGE } from "./container-config.js";
+import { detectEngine, type Engine, engineEndpoint, isConnectionError } from "./engine.js";
+import { demuxLogStream, lastLines } from "./log-stream.js";
+
+const DEFAULT_READY_TIMEOUT_MS = 60_000;
+const DEFAULT_STOP_TIMEOUT_S = 10;
+/** How many of a failed container's log lines a SandboxStartError carries. */
+const START_ERROR_LOG_LINES = 30;
+
+export interface DockerBackendOptions {
+  /** The engine client; default `new Docker()`, which follows DOCKER_HOST. */
+  docker?: Docker;
+  /** TETHER_HOME; default `tetherHome()`. */
+  home?: string;
+  /** The agent bundle; default `buildBundle()` into its default location, built once per backend. */
+  bundle?: () => Promise<BuiltBundle>;
+  /**
+   * How the bundle gets into the container: "mount" (default) bind-mounts it read-only;
+   * "image" runs a derived image with the bundle built in (see `prepareImage`), for
+   * engines that cannot bind-mount host directories.
+   */
+  bundleDelivery?: "mount" | "image";
+}
+
+/** Sandboxes as containers, through the Docker Engine API (Docker, or Podman's compatible socket). */
+export class DockerBackend implements SandboxBackend {
+  readonly kind = "docker";
+  readonly docker: Docker;
+  readonly home: string;
+  private readonly homeLabel: string;
+  private readonly delivery: "mount" | "image";
+  private readonly loadBundle: () => Promise<BuiltBundle>;
+  private enginePromise: Promise<Engine> | undefined;
+  private bundlePromise: Promise<BuiltBundle> | undefined;
+
+  constructor(options: DockerBackendOptions = {}) {
+    this.docker = options.docker ?? new Docker();
+    this.home = options.home ?? tetherHome();
+    this.homeLabel = createHash("sha256").update(this.home).digest("hex").slice(0, 12);
+    this.delivery = options.bundleDelivery ?? "mount";
+    this.loadBundle = options.bundle ?? (() => buildBundle());
+  }
+
+  /** What engine this is (Docker or Podman, runtimes); asked once, EngineUnavailableError if it does not answer. */
+  engine(): Promise<Engine> {
+    this.enginePromise ??= detectEngine(this.docker).catch((err) => {
+      this.enginePromise = undefined;
+      throw err;
+    });
+    return this.enginePromise;
+  }
+
+  /** The agent bundle, built (or reused) once per backend. */
+  bundle(): Promise<BuiltBundle> {
+    this.bundlePromise ??= this.loadBundle().catch((err) => {
+      this.bundlePromise = undefined;
+      throw err;
+    });
+    return this.bundlePromise;
+  }
+
+  async create(input: SandboxSpec): Promise<SandboxInfo> {
+    const spec = validateSpec(input);
+    const engine = await this.engine();
+    return this.call(async () => {
+      this.checkRuntime(spec, engine);
+      const [image, bundle] = await Promise.all([this.inspectImage(spec.image, engine), this.bundle()]);
+      let runImage = spec.image;
+      let bundleDir: string | undefined = bundle.dir;
+      if (this.delivery === "image") {
+        runImage = (await prepareImage(this.docker, spec.image, bundle)).tag;
+        bundleDir = undefined;
+      }
+
+      const id = spec.id ?? newSandboxId();
+      if (spec.id && (await this.findContainer(spec.id))) {
+        throw new InvalidSandboxSpecError(`a sandbox with id ${spec.id} already exists`);
+      }
+      const dir = new SandboxDir(this.home, id);
+      try {
+        await dir.create();
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "EEXIST") {
+          throw new InvalidSandboxSpecError(`sandbox directory ${dir.path} already exists (id ${id} is taken)`);
+        }
+        throw err;
+      }
+
+      let container: Docker.Container | undefined;
+      try {
+        container = await this.docker
+          .createContainer(
+            containerConfig({
+              id,
+              name: spec.name ?? `tether-${id}`,
+              spec,
+              runImage,
+              image,
+              bundleDir,
+              runDir: dir.runDir,
+              homeLabel: this.homeLabel,
+              hostUser: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
+              strategy: engine.strategy,
+            }),
+          )
+          .catch((err) => {
+            if (statusOf(err) === 409) {
+              throw new InvalidSandboxSpecError(`container name ${spec.name ?? `tether-${id}`} is already in use`);
+            }
+            throw err;
+          });
+        await this.startAndWait(id, spec.image, container, dir, spec.readyTimeoutMs);
+        return await this.inspect(id);
+      } catch (err) {
+        // Nothing is left behind: neither the container nor the host directory.
+        await container?.remove({ force: true, v: true }).catch(() => {});
+        await dir.remove();
+        throw err;
+      }
+    });
+  }
+
+  async start(id: string): Promise<SandboxInfo> {
+    return this.call(async () => {
+      const { summary, sandboxId } = await this.require(id);
+      const container = this.docker.getContainer(summary.Id);
+      if (summary.State === "running") return this.inspect(sandboxId);
+      if (summary.State === "paused") {
+        await container.unpause();
+        return this.inspect(sandboxId);
+      }
+      const dir = new SandboxDir(this.home, sandboxId);
+      await dir.prepareRestart();
+      await this.startAndWait(sandboxId, summary.Labels[LABEL_IMAGE] ?? summary.Image, container, dir);
+      return this.inspect(sandboxId);
+    });
+  }
+
+  async stop(id: string, options: StopOptions = {}): Promise<void> {
+    await this.call(async () => {
+      const { summary } = await this.require(id);
+      const container = this.docker.getContainer(summary.Id);
+      // A frozen container cannot act on SIGTERM.
+      if (summary.State === "paused") await container.unpause().catch(ignoreStatus(409));
+      await container.stop({ t: options.timeoutSeconds ?? DEFAULT_STOP_TIMEOUT_S }).catch(ignoreStatus(304));
+    });
+  }
+
+  async pause(id: string): Promise<void> {
+    await this.call(async () => {
+      const { summary, sandboxId } = await this.require(id);
+      if (summary.State === "paused") return;
+      if (summary.State !== "running") throw new SandboxNotRunningError(sandboxId, stateOf(summary.State));
+      await this.docker.getContainer(summary.Id).pause();
+    });
+  }
+
+  async unpause(id: string): Promise<void> {
+    await this.call(async () => {
+      const { summary, sandboxId } = await this.require(id);
+      if (summary.State === "running") return;
+      if (summary.State !== "paused") throw new SandboxNotRunningError(sandboxId, stateOf(summary.State));
+      await this.docker.getContainer(summary.Id).unpause();
+    });
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.call(async () => {
+      const found = await this.findContainer(id);
+      if (found) {
+        await this.docker.getContainer(found.Id).remove({ force: true, v: true }).catch(ignoreStatus(404, 409));
+      }
+      const sandboxId = found?.Labels[LABEL_SANDBOX] ?? id;
+      if (isValidSandboxId(sandboxId)) await new SandboxDir(this.home, sandboxId).remove();
+    });
+  }
+
+  async *logs(id: string, options: LogOptions = {}): AsyncGenerator<LogChunk> {
+    const { summary } = await this.call(() => this.require(id));
+    const container = this.docker.getContainer(summary.Id);
+    const common = { stdout: true, stderr: true, ...(options.tail !== undefined ? { tail: options.tail } : {}) };
+    if (!options.follow) {
+      // Without follow the engine answers with the whole log at once.
+      const buffer = await this.call(() => container.logs({ ...common, follow: false }));
+      yield* demuxLogStream([buffer]);
+      return;
+    }
+    const stream = (await this.call(() => container.logs({ ...common, follow: true }))) as NodeJS.ReadableStream &
+      AsyncIterable<Buffer> & { destroy(): void };
+    const abort = () => stream.destroy();
+    options.signal?.addEventListener("abort", abort, { once: true });
+    try {
+      if (options.signal?.aborted) return;
+      yield* demuxLogStream(stream);
+    } catch (err) {
+      if (!options.signal?.aborted) throw err;
+    } finally {
+      options.signal?.removeEventListener("abort", abort);
+      stream.destroy();
+    }
+  }
+
+  async inspect(id: string): Promise<SandboxInfo> {
+    return this.call(async () => {
+      const { summary, sandboxId } = await this.require(id);
+      let details: Docker.ContainerInspectInfo;
+      try {
+        details = await this.docker.getContainer(summary.Id).inspect();
+      } catch (err) {
+        if (statusOf(err) === 404) throw new SandboxNotFoundError(id);
+        throw err;
+      }
+      const engine = await this.engine();
+      const state = stateOf(details.State.Status);
+      const info = await this.describe(summary, state);
+      if (state === "stopped" || state === "error") info.exitCode = details.State.ExitCode;
+      const address = engine.strategy.containerAddress(details);
+      if (info.endpoint && address && state === "running" && details.HostConfig.NetworkMode !== "none") {
+        info.endpoint.url = `http://${address}:${AGENT_CONTAINER_PORT}`;
+      }
+      void sandboxId;
+      return info;
+    });
+  }
+
+  async list(filter: ListFilter = {}): Promise<SandboxInfo[]> {
+    return this.call(async () => {
+      const labels = [
+        `${LABEL_MANAGED_BY}=${MANAGED_BY}`,
+        `${LABEL_HOME}=${this.homeLabel}`,
+        ...Object.entries(filter.labels ?? {}).map(([k, v]) => `${k}=${v}`),
+      ];
+      const summaries = await this.docker.listContainers({ all: true, filters: { label: labels } });
+      return Promise.all(summaries.map((s) => this.describe(s, stateOf(s.State))));
+    });
+  }
+
+  /** Starts the container and waits for its agent; a container that dies first is a SandboxStartError. */
+  private async startAndWait(
+    id: string,
+    image: string,
+    container: Docker.Container,
+    dir: SandboxDir,
+    timeoutMs = DEFAULT_READY_TIMEOUT_MS,
+  ): Promise<void> {
+    try {
+      await container.start();
+    } catch (err) {
+      if (isConnectionError(err)) throw err;
+      throw new SandboxStartError(id, image, engineMessage(err), await this.tailLogs(container));
+    }
+    const notReady = await waitForAgent(
+      dir.socketPath,
+      async () => {
+        const state = await container.inspect().catch(() => undefined);
+        return { alive: state?.State.Running === true, detail: state?.State.Status };
+      },
+      timeoutMs,
+    );
+    if (!notReady) return;
+    const state = await container.inspect().catch(() => undefined);
+    const reason =
+      notReady.reason === "died"
+        ? `the container exited (code ${state?.State.ExitCode ?? "?"}) before its agent answered`
+        : `its agent did not answer health within ${timeoutMs} ms`;
+    throw new SandboxStartError(id, image, reason, await this.tailLogs(container), state?.State.ExitCode);
+  }
+
+  private async tailLogs(container: Docker.Container): Promise<string[]> {
+    try {
+      const buffer = await container.logs({ stdout: true, stderr: true, follow: false, tail: START_ERROR_LOG_LINES });
+      const chunks: LogChunk[] = [];
+      for await (const chunk of demuxLogStream([buffer])) chunks.push(chunk);
+      return lastLines(chunks, START_ERROR_LOG_LINES);
+    } catch {
+      return [];
+    }
+  }
+
+  private checkRuntime(spec: ValidSpec, engine: Engine): void {
+    if (spec.runtime === undefined) return;
+    if (!engine.runtimes.includes(spec.runtime)) {
+      throw new InvalidSandboxSpecError(
+        `runtime ${spec.runtime} is not available in ${engine.kind} at ${engine.endpoint} (it has: ${engine.runtimes.join(", ") || "none listed"})`,
+      );
+    }
+  }
+
+  private async inspectImage(image: string, engine: Engine): Promise<Docker.ImageInspectInfo> {
+    try {
+      return await this.docker.getImage(image).inspect();
+    } catch (err) {
+      if (statusOf(err) === 404) throw new ImageNotFoundError(image, `${engine.kind} at ${engine.endpoint}`);
+      throw err;
+    }
+  }
+
+  /** The managed container for an id (our label) or a container name, under this home. */
+  private async findContainer(idOrName: string): Promise<Docker.ContainerInfo | undefined> {
+    const base = [`${LABEL_MANAGED_BY}=${MANAGED_BY}`, `${LABEL_HOME}=${this.homeLabel}`];
+    const byId = await this.docker.listContainers({
+      all: true,
+      filters: { label: [...base, `${LABEL_SANDBOX}=${idOrName}`] },
+    });
+    if (byId[0]) return byId[0];
+    const byName = await this.docker.listContainers({ all: true, filters: { label: base, name: [idOrName] } });
+    return byName.find((c) => c.Names.some((n) => n.replace(/^\//, "") === idOrName));
+  }
+
+  private async require(id: string): Promise<{ summary: Docker.ContainerInfo; sandboxId: string }> {
+    const summary = await this.findContainer(id);
+    if (!summary) throw new SandboxNotFoundError(id);
+    return { summary, sandboxId: summary.Labels[LABEL_SANDBOX] };
+  }
+
+  private async describe(summary: Docker.ContainerInfo, state: SandboxState): Promise<SandboxInfo> {
+    const id = summary.Labels[LABEL_SANDBOX];
+    const labels = Object.fromEntries(
+      Object.entries(summary.Labels).filter(([k]) => !k.startsWith(RESERVED_LABEL_PREFIX)),
+    );
+    const info: SandboxInfo = {
+      id,
+      name: (summary.Names[0] ?? "").replace(/^\//, ""),
+      backend: this.kind,
+      image: summary.Labels[LABEL_IMAGE] ?? summary.Image,
+      state,
+      labels,
+      createdAt: new Date(summary.Created * 1000),
+      backendId: summary.Id,
+    };
+    if (isValidSandboxId(id)) {
+      const dir = new SandboxDir(this.home, id);
+      const accessToken = await dir.readToken();
+      if (accessToken) info.endpoint = { socket: dir.socketPath, accessToken };
+    }
+    return info;
+  }
+
+  /** Runs engine calls, turning "cannot connect" into EngineUnavailableError. */
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (isConnectionError(err)) throw new EngineUnavailableError(engineEndpoint(this.docker), err);
+      throw err;
+    }
+  }
+}
+
+/** The engine's container states in ours. */
+function stateOf(status: string): SandboxState {
+  switch (status) {
+    case "running":
+    case "restarting":
+      return "running";
+    case "paused":
+      return "paused";
+    case "created":
+      return "creating";
+    case "exited":
+    case "removing":
+      return "stopped";
+    default:
+      return "error";
+  }
+}
+
+function statusOf(err: unknown): number | undefined {
+  return (err as { statusCode?: number } | undefined)?.statusCode;
+}
+
+/** The engine's own words for an API error, without dockerode's "(HTTP code 500) server error -" prefix. */
+function engineMessage(err: unknown): string {
+  const json = (err as { json?: { message?: string } }).json;
+  return json?.message ?? (err as Error).message;
+}
+
+function ignoreStatus(...codes: number[]): (err: unknown) => void {
+  return (err) => {
+    if (!codes.includes(statusOf(err) ?? 0)) throw err;
+  };
+}

@@ -1,0 +1,103 @@
+import { randomBytes } from "node:crypto";
+import { chmod, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+
+/** Where the per-sandbox `run/` directory appears inside the sandbox. */
+export const SANDBOX_RUN_DIR = "/run/tether";
+/** The agent's unix socket, inside `run/`. */
+export const AGENT_SOCKET_NAME = "agent.sock";
+/** The one-shot token hand-over file, inside `run/`; the agent deletes it once read. */
+export const TOKEN_HANDOVER_NAME = "token";
+
+/** Sandbox ids we generate: 12 hex digits. Ids given by callers follow the same shape rules. */
+const ID_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+
+/** A fresh sandbox id: 12 random hex digits. */
+export function newSandboxId(): string {
+  return randomBytes(6).toString("hex");
+}
+
+/** True for a string usable as a sandbox id (and so as a directory name). */
+export function isValidSandboxId(id: string): boolean {
+  return ID_PATTERN.test(id);
+}
+
+/**
+ * A sandbox's directory on the host, `$TETHER_HOME/sandboxes/<id>/` (mode 0700):
+ * `token` (0600) is the host's copy of the access token and never enters the sandbox;
+ * `run/` is mounted at /run/tether and holds the agent's socket and, until the agent has
+ * read it, the token hand-over file.
+ */
+export class SandboxDir {
+  readonly path: string;
+
+  constructor(
+    readonly home: string,
+    readonly id: string,
+  ) {
+    if (!isValidSandboxId(id)) throw new TypeError(`invalid sandbox id ${JSON.stringify(id)}`);
+    this.path = path.join(home, "sandboxes", id);
+  }
+
+  get runDir(): string {
+    return path.join(this.path, "run");
+  }
+
+  /** The agent's socket as seen from the host. */
+  get socketPath(): string {
+    return path.join(this.runDir, AGENT_SOCKET_NAME);
+  }
+
+  private get tokenPath(): string {
+    return path.join(this.path, "token");
+  }
+
+  /** Creates the directory with a fresh token; fails if it already exists. */
+  async create(): Promise<string> {
+    await mkdir(path.dirname(this.path), { recursive: true, mode: 0o700 });
+    await mkdir(this.path, { mode: 0o700 });
+    await chmod(this.path, 0o700);
+    await mkdir(this.runDir, { mode: 0o700 });
+    await chmod(this.runDir, 0o700);
+    const token = randomBytes(32).toString("base64url");
+    await writeFile(this.tokenPath, `${token}\n`, { mode: 0o600, flag: "wx" });
+    await this.handOverToken();
+    return token;
+  }
+
+  /**
+   * Readies run/ for the agent's next start: the token hand-over file again (the agent
+   * deleted it), and no stale socket (inside gVisor the agent cannot even lstat it).
+   */
+  async prepareRestart(): Promise<void> {
+    await rm(this.socketPath, { force: true });
+    await this.handOverToken();
+  }
+
+  /** (Re)writes run/token for the agent to take at its next start. */
+  async handOverToken(): Promise<void> {
+    const token = await this.readToken();
+    if (!token) throw new Error(`${this.tokenPath} is missing`);
+    const handover = path.join(this.runDir, TOKEN_HANDOVER_NAME);
+    await rm(handover, { force: true });
+    await writeFile(handover, `${token}\n`, { mode: 0o600, flag: "wx" });
+  }
+
+  /** The access token, or undefined when the directory (or its token) is gone. */
+  async readToken(): Promise<string | undefined> {
+    try {
+      return (await readFile(this.tokenPath, "utf8")).trim() || undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async exists(): Promise<boolean> {
+    return (await stat(this.path).catch(() => undefined))?.isDirectory() ?? false;
+  }
+
+  /** Removes the directory and everything in it; fine if it is already gone. */
+  async remove(): Promise<void> {
+    await rm(this.path, { recursive: true, force: true });
+  }
+}

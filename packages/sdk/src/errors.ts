@@ -43,8 +43,10 @@ export interface CommandExitDetails {
   status: string;
   stdout: string;
   stderr: string;
-  /** Set when the SDK killed the command because its `timeoutMs` passed. */
+  /** Set when the agent killed the command because its `timeoutMs` or `idleTimeoutMs` passed. */
   timedOut?: boolean;
+  /** Why the command ended, as the agent saw it. */
+  reason?: "exited" | "signaled" | "timeout" | "idle_timeout" | "oom_killed";
   /** The agent's error text (envd sends `exit status 3` for a non-zero exit, too). */
   error?: string;
 }
@@ -58,6 +60,7 @@ export class CommandExitError extends TetherError implements CommandExitDetails 
   readonly stdout: string;
   readonly stderr: string;
   readonly timedOut: boolean;
+  readonly reason?: CommandExitDetails["reason"];
   readonly error?: string;
 
   constructor(details: CommandExitDetails) {
@@ -69,6 +72,7 @@ export class CommandExitError extends TetherError implements CommandExitDetails 
     this.stdout = details.stdout;
     this.stderr = details.stderr;
     this.timedOut = details.timedOut ?? false;
+    this.reason = details.reason;
     this.error = details.error;
   }
 }
@@ -77,7 +81,9 @@ export class CommandExitError extends TetherError implements CommandExitDetails 
 function commandExitMessage(d: CommandExitDetails): string {
   const command = d.argv.map(quoteArg).join(" ");
   let reason: string;
-  if (d.timedOut) reason = `timed out and was killed${d.signal ? ` with ${d.signal}` : ""}`;
+  if (d.reason === "idle_timeout") reason = `printed nothing for too long (idle timeout) and was killed`;
+  else if (d.timedOut) reason = `timed out and was killed${d.signal ? ` with ${d.signal}` : ""}`;
+  else if (d.reason === "oom_killed") reason = "was killed by the kernel's OOM killer (out of memory)";
   else if (d.signal) reason = `was killed with ${d.signal}`;
   else if (d.exitCode !== 0) reason = `failed with exit code ${d.exitCode}`;
   else reason = `failed: ${d.error ?? d.status}`;

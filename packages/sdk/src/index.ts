@@ -1,17 +1,22 @@
 /** @tether/sdk: a TypeScript client for one Tether agent (tetherd). */
 export { Agent, connect } from "./agent.js";
 export {
+  type AttachOptions,
   CommandHandle,
   type CommandOptions,
   type CommandResult,
   type CommandSpec,
   Commands,
+  type DroppedOutput,
+  type ExitReasonName,
   type InputSource,
   type KillSignal,
   type OutputChunk,
   type OutputKind,
   type ProcessExit,
   type ProcessInfo,
+  type SignalName,
+  type StreamOffsets,
   shellExitCode,
 } from "./commands/index.js";
 export type { AgentTarget, ConnectionOptions } from "./connection.js";

@@ -2,8 +2,11 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { ProcessSelector } from "@tether/protocol/process";
 import type { TrackedProcess } from "./tracked.js";
 
-/** How long a finished process still answers Connect with its end event. */
-export const FINISHED_RETENTION_MS = 60_000;
+/**
+ * How long a finished process still answers Connect with its end event: the promised
+ * minute (envd's), plus a margin for a client that asks right at the minute mark.
+ */
+export const FINISHED_RETENTION_MS = 70_000;
 
 /** Output logs of finished processes kept for replay, in total; the oldest are dropped first. */
 export const FINISHED_LOG_BUDGET = 64 << 20;

@@ -1,7 +1,9 @@
 import type { Client } from "@connectrpc/connect";
-import { type Process, Signal } from "@tether/protocol/process";
+import type { Exec } from "@tether/protocol/exec";
+import type { Process } from "@tether/protocol/process";
 import { AgentUnavailableError, AuthenticationError, CommandExitError, toTetherError } from "../errors.js";
-import type { OutputChunk, OutputLog, ProcessEvents } from "./events.js";
+import type { OutputChunk, OutputLog } from "./events.js";
+import type { DroppedOutput, ExecEvents, StreamOffsets } from "./exec-events.js";
 import { type InputSource, processInput, streamInput, toBytes } from "./input.js";
 import type { ProcessExit } from "./status.js";
 
@@ -14,41 +16,56 @@ export interface CommandResult extends ProcessExit {
 
 export type KillSignal = "SIGTERM" | "SIGKILL";
 
+/** A signal name from signal(7), with or without "SIG": "INT", "SIGUSR1", "WINCH". */
+export type SignalName = string;
+
 /** What a handle needs from the Commands module that created it. */
 export interface HandleContext {
   client: Client<typeof Process>;
+  exec: Client<typeof Exec>;
+  /** The start key, if the command was started with one. */
+  key?: string;
   headers: Record<string, string>;
   address: string;
   argv: string[];
-  events: ProcessEvents;
+  events: ExecEvents;
   log: OutputLog;
   /** Aborts the event stream (not the process). */
   abort: AbortController;
   /** Throw CommandExitError from wait() on failure; default true. */
   reject: boolean;
-  timeoutMs?: number;
 }
 
 /** A command running in the agent: its pid, its output, and ways to talk to it. */
 export class CommandHandle implements AsyncIterable<OutputChunk> {
-  private timedOut = false;
   private stdinError: unknown;
-  private readonly timer?: NodeJS.Timeout;
 
   constructor(
     readonly pid: number,
     private readonly ctx: HandleContext,
-  ) {
-    if (ctx.timeoutMs !== undefined) {
-      this.timer = setTimeout(() => {
-        this.timedOut = true;
-        this.kill("SIGKILL").catch(() => {});
-      }, ctx.timeoutMs);
-    }
-    ctx.events.exit.then(
-      () => clearTimeout(this.timer),
-      () => clearTimeout(this.timer),
-    );
+  ) {}
+
+  /** The key the command was started with, if any. */
+  get key(): string | undefined {
+    return this.ctx.key;
+  }
+
+  /** True when the process existed before this handle (a reused key, or an attach). */
+  get existing(): boolean {
+    return this.ctx.events.existing;
+  }
+
+  /**
+   * The next byte offset of each output stream: everything before it was received (or
+   * reported dropped). Pass it to `commands.attach` to resume exactly here.
+   */
+  get offsets(): StreamOffsets {
+    return { ...this.ctx.events.offsets };
+  }
+
+  /** Output the agent no longer had when this handle asked for it (its log overflowed). */
+  get dropped(): DroppedOutput[] {
+    return [...this.ctx.events.dropped];
   }
 
   /** The command line as it was started. */
@@ -73,22 +90,31 @@ export class CommandHandle implements AsyncIterable<OutputChunk> {
     const exit = await this.ctx.events.exit;
     if (this.stdinError !== undefined) throw this.stdinError;
     const result: CommandResult = { ...exit, stdout: this.stdout, stderr: this.stderr };
-    const failed = exit.exitCode !== 0 || exit.signal !== undefined || exit.error !== undefined || this.timedOut;
+    const timedOut = exit.reason === "timeout" || exit.reason === "idle_timeout";
+    const failed = exit.exitCode !== 0 || exit.signal !== undefined || exit.error !== undefined || timedOut;
     if (failed && this.ctx.reject) {
-      throw new CommandExitError({ argv: this.argv, ...result, timedOut: this.timedOut });
+      throw new CommandExitError({ argv: this.argv, ...result, timedOut });
     }
     return result;
   }
 
-  /** Sends a signal to the command (the agent supports SIGTERM and SIGKILL). */
-  async kill(signal: KillSignal = "SIGKILL"): Promise<void> {
+  /** Kills the command's whole process group (SIGKILL unless another signal is named). */
+  async kill(signal: KillSignal | SignalName = "SIGKILL"): Promise<void> {
+    await this.signal(signal, { group: true });
+  }
+
+  /**
+   * Sends any signal by name to the command alone, or with `group` to its whole process
+   * group (children and grandchildren that did not leave it). Unknown names are refused.
+   */
+  async signal(signal: SignalName, options: { group?: boolean } = {}): Promise<void> {
     try {
-      await this.ctx.client.sendSignal(
-        { process: this.selector(), signal: signal === "SIGTERM" ? Signal.SIGTERM : Signal.SIGKILL },
+      await this.ctx.exec.signal(
+        { process: { ref: { case: "pid", value: this.pid } }, signal, group: options.group ?? false },
         { headers: this.ctx.headers },
       );
     } catch (err) {
-      throw toTetherError(err, `kill ${this.pid}`, this.ctx.address);
+      throw toTetherError(err, `send ${signal} to ${this.pid}`, this.ctx.address);
     }
   }
 
@@ -124,7 +150,6 @@ export class CommandHandle implements AsyncIterable<OutputChunk> {
 
   /** Stops receiving output; the command keeps running in the agent. */
   disconnect(): void {
-    clearTimeout(this.timer);
     this.ctx.abort.abort();
   }
 

@@ -1,17 +1,20 @@
 import { type Client, createClient } from "@connectrpc/connect";
-import { Process, Signal } from "@tether/protocol/process";
+import { Exec } from "@tether/protocol/exec";
+import { Process } from "@tether/protocol/process";
 import type { Connection } from "../connection.js";
 import { toTetherError } from "../errors.js";
 import { serverStream } from "../server-stream.js";
-import { type OutputChunk, OutputLog, ProcessEvents } from "./events.js";
-import { CommandHandle, type CommandResult, type KillSignal } from "./handle.js";
+import { type OutputChunk, OutputLog } from "./events.js";
+import { ExecEvents, type StreamOffsets } from "./exec-events.js";
+import { CommandHandle, type CommandResult, type KillSignal, type SignalName } from "./handle.js";
 import type { InputSource } from "./input.js";
 
 export type { OutputChunk, OutputKind } from "./events.js";
-export type { CommandResult, KillSignal } from "./handle.js";
+export type { DroppedOutput, StreamOffsets } from "./exec-events.js";
+export type { CommandResult, KillSignal, SignalName } from "./handle.js";
 export { CommandHandle } from "./handle.js";
 export type { InputSource } from "./input.js";
-export { type ProcessExit, shellExitCode, signalFromStatus } from "./status.js";
+export { type ExitReasonName, type ProcessExit, shellExitCode, signalFromStatus } from "./status.js";
 
 /**
  * What to run: an argv array (no shell), `{cmd, args}`, or a string run by `/bin/sh -c`.
@@ -35,12 +38,39 @@ export interface CommandOptions {
   /** Called with each stdout chunk (raw bytes); a returned promise is awaited. */
   onStdout?: (data: Uint8Array) => void | Promise<void>;
   onStderr?: (data: Uint8Array) => void | Promise<void>;
-  /** Kill the command (SIGKILL) after this long; it then fails as timed out. */
+  /**
+   * The agent kills the command's process group after this long (SIGTERM, then SIGKILL
+   * after `killGraceMs`), even if this client went away; it then fails as timed out.
+   */
   timeoutMs?: number;
+  /** Likewise, when the command printed nothing (stdout or stderr) for this long. */
+  idleTimeoutMs?: number;
+  /** Time between SIGTERM and SIGKILL when a timeout fires; the agent's default is 2 s. */
+  killGraceMs?: number;
+  /**
+   * An idempotency key: starting again with the same key attaches to the process the
+   * first start made (replaying its output) instead of starting another one.
+   */
+  key?: string;
+  /** Bytes of output the agent keeps per stream for `attach` to replay; default 1 MiB. */
+  logLimitBytes?: number;
   /** Keep stdout/stderr for the result and for iteration from the start; default true. */
   keepOutput?: boolean;
   /** Throw `CommandExitError` when the command fails; default true. */
   reject?: boolean;
+}
+
+/** Options of `connect` and `attach`. */
+export type AttachOptions = Omit<
+  CommandOptions,
+  "stdin" | "envs" | "cwd" | "tag" | "key" | "timeoutMs" | "idleTimeoutMs" | "killGraceMs" | "logLimitBytes"
+>;
+
+function milliseconds(ms: number | undefined): bigint {
+  if (ms === undefined) return 0n;
+  if (!Number.isFinite(ms) || ms < 0) throw new TypeError(`expected a duration in ms >= 0, got ${ms}`);
+  // 0 means "no limit" on the wire; a limit of 0 ms is the smallest one instead.
+  return BigInt(Math.max(1, Math.ceil(ms)));
 }
 
 /** A process the agent is running. */
@@ -62,9 +92,11 @@ export function toArgv(spec: CommandSpec): string[] {
 /** Runs commands in the agent: `agent.commands`. */
 export class Commands {
   readonly client: Client<typeof Process>;
+  readonly exec: Client<typeof Exec>;
 
   constructor(private readonly connection: Connection) {
     this.client = createClient(Process, connection.transport);
+    this.exec = createClient(Exec, connection.transport);
   }
 
   /** Runs a command to the end and returns its output and exit code. */
@@ -84,15 +116,20 @@ export class Commands {
     const what = `start ${argv[0]}`;
     const stream = serverStream(
       this.connection,
-      Process.method.start,
+      Exec.method.start,
       {
         process: { cmd: argv[0], args: argv.slice(1), envs: options.envs ?? {}, cwd: options.cwd },
         tag: options.tag,
         stdin: stdinOpen,
+        key: options.key,
+        timeoutMs: milliseconds(options.timeoutMs),
+        idleTimeoutMs: milliseconds(options.idleTimeoutMs),
+        killGraceMs: milliseconds(options.killGraceMs),
+        logLimitBytes: options.logLimitBytes ? BigInt(options.logLimitBytes) : 0n,
       },
       { headers, signal: abort.signal },
     );
-    const events = new ProcessEvents(stream, this.outputRouter(log, options), (err) =>
+    const events = new ExecEvents(stream, this.outputRouter(log, options), (err) =>
       toTetherError(err, what, this.connection.address),
     );
     events.exit.then(
@@ -102,6 +139,8 @@ export class Commands {
     const pid = await events.pid;
     const handle = new CommandHandle(pid, {
       client: this.client,
+      exec: this.exec,
+      key: options.key,
       headers,
       address: this.connection.address,
       argv,
@@ -109,38 +148,62 @@ export class Commands {
       log,
       abort,
       reject: options.reject ?? true,
-      timeoutMs: options.timeoutMs,
     });
-    if (stdinOpen && options.stdin !== true) handle.pipeStdin(options.stdin as InputSource);
+    // A reused key attaches to a process whose input is not ours to feed.
+    if (stdinOpen && options.stdin !== true && !events.existing) handle.pipeStdin(options.stdin as InputSource);
     return handle;
   }
 
-  /** Re-attaches to a running (or recently ended) process by pid. */
-  async connect(
-    pid: number,
-    options: Omit<CommandOptions, "stdin" | "envs" | "cwd" | "tag"> = {},
+  /** Re-attaches to a running (or recently ended) process by pid, following its output from now on. */
+  async connect(pid: number, options: AttachOptions = {}): Promise<CommandHandle> {
+    return this.attach(pid, { ...options, liveOnly: true });
+  }
+
+  /**
+   * Re-attaches to a process (by pid, or by the key or tag it was started with): replays
+   * the output the agent still keeps from `from` (default: from the start), then follows
+   * it live. Output the agent no longer had is listed in `handle.dropped`.
+   */
+  async attach(
+    target: number | { key: string } | { tag: string },
+    options: AttachOptions & { from?: Partial<StreamOffsets>; liveOnly?: boolean } = {},
   ): Promise<CommandHandle> {
     const headers = this.connection.headers(options.user);
     const abort = new AbortController();
     const log = new OutputLog(options.keepOutput ?? true);
+    const ref =
+      typeof target === "number"
+        ? { case: "pid" as const, value: target }
+        : "key" in target
+          ? { case: "key" as const, value: target.key }
+          : { case: "tag" as const, value: target.tag };
+    const what = `attach to process ${ref.case === "pid" ? ref.value : `${ref.case} "${ref.value}"`}`;
+    const from = options.from ?? {};
     const stream = serverStream(
       this.connection,
-      Process.method.connect,
-      { process: { selector: { case: "pid", value: pid } } },
+      Exec.method.attach,
+      {
+        process: { ref },
+        from: { stdout: BigInt(from.stdout ?? 0), stderr: BigInt(from.stderr ?? 0), pty: BigInt(from.pty ?? 0) },
+        liveOnly: options.liveOnly ?? false,
+      },
       { headers, signal: abort.signal },
     );
-    const events = new ProcessEvents(
+    const events = new ExecEvents(
       stream,
       this.outputRouter(log, options),
-      (err) => toTetherError(err, `connect to process ${pid}`, this.connection.address),
-      pid,
+      (err) => toTetherError(err, what, this.connection.address),
+      from,
     );
     events.exit.then(
       () => log.close(),
       () => log.close(),
     );
+    const pid = await events.pid;
     return new CommandHandle(pid, {
       client: this.client,
+      exec: this.exec,
+      ...(ref.case === "key" ? { key: ref.value } : {}),
       headers,
       address: this.connection.address,
       argv: [`pid ${pid}`],
@@ -148,7 +211,6 @@ export class Commands {
       log,
       abort,
       reject: options.reject ?? true,
-      timeoutMs: options.timeoutMs,
     });
   }
 
@@ -169,14 +231,11 @@ export class Commands {
     }
   }
 
-  /** Sends SIGKILL (or SIGTERM) to a process by pid. */
-  async kill(pid: number, signal: KillSignal = "SIGKILL"): Promise<void> {
+  /** Sends a signal (SIGKILL unless named) to a process's whole group, by pid. */
+  async kill(pid: number, signal: KillSignal | SignalName = "SIGKILL"): Promise<void> {
     try {
-      await this.client.sendSignal(
-        {
-          process: { selector: { case: "pid", value: pid } },
-          signal: signal === "SIGTERM" ? Signal.SIGTERM : Signal.SIGKILL,
-        },
+      await this.exec.signal(
+        { process: { ref: { case: "pid", value: pid } }, signal, group: true },
         { headers: this.connection.headers() },
       );
     } catch (err) {

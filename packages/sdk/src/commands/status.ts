@@ -1,7 +1,17 @@
 import os from "node:os";
 
+/** Why a process ended: see `ProcessExit.reason`. */
+export type ExitReasonName = "exited" | "signaled" | "timeout" | "idle_timeout" | "oom_killed";
+
 /** How a process ended, as the agent reported it. */
 export interface ProcessExit {
+  /**
+   * Why it ended: it exited, a signal killed it, the agent killed it for its timeout or
+   * idle timeout, or the kernel's OOM killer did. Set for commands (not for PTYs).
+   */
+  reason?: ExitReasonName;
+  /** The agent's one-line account of the end, when it gave one. */
+  detail?: string;
   /** Exit code; -1 when the process died from a signal. */
   exitCode: number;
   /** Signal name (`SIGKILL`) when the process died from a signal. */

@@ -1,0 +1,118 @@
+import { type ExecEvent, ExitReason, OutputStream } from "@tether/protocol/exec";
+import type { OutputChunk, OutputKind } from "./events.js";
+import type { ExitReasonName, ProcessExit } from "./status.js";
+
+/** Byte offsets per output stream. */
+export interface StreamOffsets {
+  stdout: number;
+  stderr: number;
+  pty: number;
+}
+
+/** Bytes of a stream the agent no longer had when a client asked for them. */
+export interface DroppedOutput {
+  kind: OutputKind;
+  /** First offset asked for. */
+  from: number;
+  /** First offset the agent still had: output resumed here. */
+  to: number;
+}
+
+const KINDS: Record<number, OutputKind> = {
+  [OutputStream.STDOUT]: "stdout",
+  [OutputStream.STDERR]: "stderr",
+  [OutputStream.PTY]: "pty",
+};
+
+const REASONS: Record<number, ExitReasonName> = {
+  [ExitReason.EXITED]: "exited",
+  [ExitReason.SIGNALED]: "signaled",
+  [ExitReason.TIMEOUT]: "timeout",
+  [ExitReason.IDLE_TIMEOUT]: "idle_timeout",
+  [ExitReason.OOM_KILLED]: "oom_killed",
+};
+
+/**
+ * Reads one tether.v1.Exec event stream (Start or Attach): started, output with offsets,
+ * then exactly one exit. Output goes to `onOutput`, whose promise is awaited, so a slow
+ * consumer slows the stream down instead of buffering. Tracks the next offset of each
+ * stream, so a client can re-attach exactly where it left off.
+ */
+export class ExecEvents {
+  readonly pid: Promise<number>;
+  readonly exit: Promise<ProcessExit>;
+  /** Set once started: whether the process existed before this call (a reused key, an attach). */
+  existing = false;
+  /** The next byte offset of each stream: everything before it was received (or dropped). */
+  readonly offsets: StreamOffsets = { stdout: 0, stderr: 0, pty: 0 };
+  readonly dropped: DroppedOutput[] = [];
+  private resolvePid!: (pid: number) => void;
+  private rejectPid!: (err: unknown) => void;
+  private ended = false;
+
+  constructor(
+    events: AsyncIterable<ExecEvent>,
+    private readonly onOutput: (chunk: OutputChunk) => void | Promise<void>,
+    mapError: (err: unknown) => Error,
+    from?: Partial<StreamOffsets>,
+  ) {
+    Object.assign(this.offsets, from);
+    this.pid = new Promise<number>((resolve, reject) => {
+      this.resolvePid = resolve;
+      this.rejectPid = reject;
+    });
+    this.exit = this.pump(events).catch((err: unknown) => {
+      const mapped = mapError(err);
+      this.rejectPid(mapped);
+      throw mapped;
+    });
+    this.pid.catch(() => {});
+    this.exit.catch(() => {});
+  }
+
+  get hasEnded(): boolean {
+    return this.ended;
+  }
+
+  private async pump(events: AsyncIterable<ExecEvent>): Promise<ProcessExit> {
+    for await (const { event } of events) {
+      switch (event.case) {
+        case "started":
+          this.existing = event.value.existing;
+          this.resolvePid(event.value.pid);
+          break;
+        case "output": {
+          const kind = KINDS[event.value.stream];
+          if (!kind || event.value.data.length === 0) break;
+          this.offsets[kind] = Number(event.value.offset) + event.value.data.length;
+          await this.onOutput({ kind, data: event.value.data });
+          break;
+        }
+        case "dropped": {
+          const kind = KINDS[event.value.stream];
+          if (!kind) break;
+          const to = Number(event.value.to);
+          this.dropped.push({ kind, from: Number(event.value.from), to });
+          this.offsets[kind] = to;
+          break;
+        }
+        case "exit": {
+          this.ended = true;
+          const e = event.value;
+          return {
+            exitCode: e.exitCode,
+            status: e.status,
+            reason: REASONS[e.reason] ?? "exited",
+            ...(e.message ? { detail: e.message } : {}),
+            ...(e.signal ? { signal: e.signal } : {}),
+            ...(e.status.startsWith("exit status ") && e.exitCode !== 0 ? { error: e.status } : {}),
+            ...(e.signal ? { error: e.status } : {}),
+          };
+        }
+        default:
+          break; // keepalive
+      }
+    }
+    throw new Error("the agent closed the process stream without an exit event");
+  }
+}

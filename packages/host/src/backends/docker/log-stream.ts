@@ -6,7 +6,9 @@ const HEADER_SIZE = 8;
  * Splits the Engine API's multiplexed log stream (containers without a TTY) into
  * chunks: each frame is [stream type, 0, 0, 0, size (uint32 BE)] then `size` bytes.
  */
-export async function* demuxLogStream(source: AsyncIterable<Buffer | string> | Iterable<Buffer | string>): AsyncGenerator<LogChunk> {
+export async function* demuxLogStream(
+  source: AsyncIterable<Buffer | string> | Iterable<Buffer | string>,
+): AsyncGenerator<LogChunk> {
   let pending = Buffer.alloc(0);
   for await (const piece of source) {
     pending = pending.length === 0 ? Buffer.from(piece) : Buffer.concat([pending, Buffer.from(piece)]);

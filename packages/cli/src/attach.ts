@@ -1,4 +1,3 @@
-import { once } from "node:events";
 import {
   type Agent,
   type CommandHandle,
@@ -44,8 +43,9 @@ export async function attach(agent: Agent, options: AttachOptions, onStarted?: (
 
 async function attachPipes(agent: Agent, o: AttachOptions, onStarted?: (a: Attached) => void): Promise<number> {
   let handle: CommandHandle | undefined;
-  const stopOnBrokenPipe = () => void handle?.kill("SIGKILL").catch(() => {});
-  process.stdout.on("error", stopOnBrokenPipe);
+  // Like a local pipeline: when our reader goes away (`| head`), the command is stopped.
+  const stdout = new Output(process.stdout, () => void handle?.kill("SIGKILL").catch(() => {}));
+  const stderr = new Output(process.stderr);
   handle = await agent.commands.start(o.argv, {
     envs: o.envs,
     cwd: o.cwd,
@@ -53,42 +53,74 @@ async function attachPipes(agent: Agent, o: AttachOptions, onStarted?: (a: Attac
     stdin: o.stdin ? process.stdin : false,
     keepOutput: false,
     reject: false,
-    onStdout: (data) => writeOut(process.stdout, data),
-    onStderr: (data) => writeOut(process.stderr, data),
+    onStdout: (data) => stdout.write(data),
+    onStderr: (data) => stderr.write(data),
   });
   onStarted?.(handle);
   const result = await handle.wait();
-  return shellExitCode(result);
+  return stdout.broken ? SIGPIPE_EXIT : shellExitCode(result);
 }
 
 async function attachPty(agent: Agent, o: AttachOptions, onStarted?: (a: Attached) => void): Promise<number> {
   const size = () => ({ cols: process.stdout.columns || 80, rows: process.stdout.rows || 24 });
-  const pty: PtyHandle = await agent.pty.create({
+  let started: PtyHandle | undefined;
+  const stdout = new Output(process.stdout, () => void started?.kill("SIGKILL").catch(() => {}));
+  const terminal = await agent.pty.create({
     ...size(),
     argv: o.argv,
     envs: { TERM: process.env.TERM || "xterm-256color", ...o.envs },
     cwd: o.cwd,
     user: o.user,
-    onData: (data) => writeOut(process.stdout, data),
+    onData: (data) => stdout.write(data),
   });
-  onStarted?.(pty);
+  started = terminal;
+  onStarted?.(terminal);
   const raw = o.stdin && process.stdin.isTTY;
-  const onResize = () => void pty.resize(size()).catch(() => {});
+  const onResize = () => void terminal.resize(size()).catch(() => {});
   process.stdout.on("resize", onResize);
   try {
     if (raw) process.stdin.setRawMode(true);
-    if (o.stdin) pty.streamInput(process.stdin).catch(() => {});
-    return shellExitCode(await pty.wait());
+    if (o.stdin) terminal.streamInput(process.stdin).catch(() => {});
+    const exit = await terminal.wait();
+    return stdout.broken ? SIGPIPE_EXIT : shellExitCode(exit);
   } finally {
     process.stdout.off("resize", onResize);
     if (raw) process.stdin.setRawMode(false);
   }
 }
 
-/** Writes with backpressure, so a slow reader slows the agent down instead of filling memory. */
-async function writeOut(stream: NodeJS.WriteStream, data: Uint8Array): Promise<void> {
-  if (stream.destroyed) return;
-  if (!stream.write(data)) await Promise.race([once(stream, "drain"), once(stream, "close")]);
+/** What a local process killed by a broken pipe exits with (128 + SIGPIPE). */
+const SIGPIPE_EXIT = 141;
+
+/**
+ * One of our output streams. Writes apply backpressure (a slow reader slows the agent
+ * down instead of filling memory); once the reader is gone, output is dropped.
+ */
+class Output {
+  broken = false;
+
+  constructor(
+    private readonly stream: NodeJS.WriteStream,
+    onBroken?: () => void,
+  ) {
+    stream.on("error", () => {
+      if (this.broken) return;
+      this.broken = true;
+      onBroken?.();
+    });
+  }
+
+  async write(data: Uint8Array): Promise<void> {
+    const stream = this.stream;
+    if (this.broken || stream.destroyed || stream.write(data)) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        for (const event of ["drain", "close", "error"]) stream.off(event, done);
+        resolve();
+      };
+      for (const event of ["drain", "close", "error"]) stream.once(event, done);
+    });
+  }
 }
 
 /** Waits until everything written to stdout and stderr has been handed to the OS. */

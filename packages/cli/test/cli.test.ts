@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -113,6 +114,22 @@ describe("tether run", () => {
     );
     assert.equal(r.code, 130);
     assert.equal(r.stdout, "ready\nstopping\n");
+    assertNoLeftovers();
+  });
+
+  test("a reader that goes away stops the command, like a local pipeline (exit 141)", async () => {
+    const child = spawn(process.execPath, [TETHER, "run", "--", "yes"], {
+      env: { ...process.env, TMPDIR: tmp },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (t: string) => {
+      stderr += t;
+    });
+    child.stdout.once("data", () => child.stdout.destroy());
+    const [code] = (await once(child, "close")) as [number | null];
+    assert.equal(code, 141);
+    assert.equal(stderr, "");
     assertNoLeftovers();
   });
 

@@ -98,6 +98,9 @@ export class TestSandboxes {
 
   /** Removes every container of this run (only those) and the scratch home. */
   async cleanup(): Promise<void> {
+    // A file read's HTTP/2 stream closes a tick after its body ends; an SDK close() before
+    // that (session.abort) raises an error on it with no listener left: an uncaught exception.
+    await new Promise((resolve) => setTimeout(resolve, 20));
     for (const agent of this.agents) agent.close();
     for (const c of await this.containers().catch(() => [])) {
       await this.docker

@@ -138,7 +138,8 @@ export class DockerBackend implements SandboxBackend {
             if (statusOf(err) === 409) {
               throw new InvalidSandboxSpecError(`container name ${spec.name ?? `tether-${id}`} is already in use`);
             }
-            throw err;
+            if (isConnectionError(err)) throw err;
+            throw new SandboxStartError(id, spec.image, `the engine refused the container: ${engineMessage(err)}`, []);
           });
         await this.startAndWait(id, spec.image, container, dir, spec.readyTimeoutMs);
         return await this.inspect(id);

@@ -1,0 +1,40 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { preparedTag, prepareImage } from "../src/index.js";
+import { engineSkipReason, TestSandboxes, testBundle } from "./support/sandboxes.js";
+
+const NOSHELL = "tether-test/noshell";
+const skip = await engineSkipReason([NOSHELL]);
+const t = new TestSandboxes({ bundleDelivery: "image" });
+before(async () => {
+  if (!skip) await t.setup();
+});
+after(() => t.cleanup());
+
+describe("prepareImage: a derived image with the bundle built in", { skip }, () => {
+  test("is built once, tagged by base image id and bundle hash, then reused", async () => {
+    const bundle = await testBundle();
+    const base = await t.docker.getImage(NOSHELL).inspect();
+    const first = await prepareImage(t.docker, NOSHELL, bundle);
+    assert.equal(first.tag, preparedTag(base.Id, bundle.contentHash));
+    assert.equal(first.baseImageId, base.Id);
+    const second = await prepareImage(t.docker, NOSHELL, bundle);
+    assert.equal(second.reused, true);
+    assert.equal(second.tag, first.tag);
+    const derived = await t.docker.getImage(first.tag).inspect();
+    assert.equal(derived.Config.Labels?.["tether.bundle"], bundle.contentHash);
+    // The base's command is kept.
+    assert.deepEqual(derived.Config.Cmd, base.Config.Cmd);
+  });
+
+  test("a backend told to use it runs sandboxes without the bundle mount", async () => {
+    const info = await t.create(NOSHELL);
+    const container = await t.docker.getContainer(info.backendId).inspect();
+    assert.match(container.Config.Image, /^tether\/prepared:/);
+    assert.equal(info.image, NOSHELL);
+    assert.ok(!container.Mounts.some((m) => m.Destination === "/.tether"), "the bundle must not be bind-mounted");
+    const agent = await t.connect(info.id);
+    assert.equal((await agent.commands.run(["/hello", "prepared"])).stdout, "hello prepared\n");
+    assert.match(await agent.files.read("/.tether/VERSION"), /^tether-bundle /);
+  });
+});

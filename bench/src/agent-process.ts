@@ -14,6 +14,8 @@ export interface AgentProcess {
   rss(): number;
   /** Peak resident set size since start, in bytes (VmHWM). */
   peakRss(): number;
+  /** CPU time used so far (user + system), in seconds. */
+  cpuSeconds(): number;
   stop(): Promise<void>;
 }
 
@@ -52,6 +54,11 @@ export async function startAgentProcess(socket: string): Promise<AgentProcess> {
     socket,
     rss: () => status("VmRSS"),
     peakRss: () => status("VmHWM"),
+    cpuSeconds() {
+      // Fields after the command name: utime and stime are the 12th and 13th, in clock ticks (100/s).
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+      return (Number(fields[11]) + Number(fields[12])) / 100;
+    },
     async stop() {
       if (child.exitCode !== null) return;
       const exited = once(child, "exit");

@@ -1,3 +1,4 @@
+import { stat } from "node:fs/promises";
 import http from "node:http";
 
 /**
@@ -19,9 +20,15 @@ export function agentAnswersHealth(socketPath: string, timeoutMs = 2000): Promis
 /** Why waiting for an agent stopped without it answering. */
 export type NotReady = { reason: "died"; detail?: string } | { reason: "timeout" };
 
+/** How often to look for the agent's socket while it starts. */
+const POLL_INTERVAL_MS = 10;
+/** How often to ask the engine whether the sandbox still lives (dearer than a stat). */
+const ALIVE_CHECK_INTERVAL_MS = 200;
+
 /**
- * Polls health until the agent answers (returns undefined), `stillAlive` says the sandbox
- * died, or `timeoutMs` passes. Polls fast at first: most agents answer within ~100 ms.
+ * Polls until the agent answers health (returns undefined), `stillAlive` says the sandbox
+ * died, or `timeoutMs` passes. Until the socket file appears only a stat is spent per
+ * poll (the host directory is fresh, or its stale socket was removed before a restart).
  */
 export async function waitForAgent(
   socketPath: string,
@@ -29,19 +36,16 @@ export async function waitForAgent(
   timeoutMs: number,
 ): Promise<NotReady | undefined> {
   const deadline = Date.now() + timeoutMs;
-  let delay = 5;
-  for (let attempt = 0; ; attempt++) {
-    if (await agentAnswersHealth(socketPath)) return undefined;
-    // Asking the engine costs more than a failed connect: every few polls only.
-    if (attempt % 4 === 3) {
+  let nextAliveCheck = Date.now() + ALIVE_CHECK_INTERVAL_MS;
+  for (;;) {
+    const socket = await stat(socketPath).catch(() => undefined);
+    if (socket && (await agentAnswersHealth(socketPath))) return undefined;
+    if (Date.now() >= nextAliveCheck) {
       const state = await stillAlive();
-      if (!state.alive) {
-        // It may have answered just before exiting; a dead sandbox is not ready either way.
-        return { reason: "died", detail: state.detail };
-      }
+      if (!state.alive) return { reason: "died", detail: state.detail };
+      nextAliveCheck = Date.now() + ALIVE_CHECK_INTERVAL_MS;
     }
     if (Date.now() > deadline) return { reason: "timeout" };
-    await new Promise((r) => setTimeout(r, delay));
-    delay = Math.min(delay * 2, 100);
+    await new Promise((r) => setTimeout(r, POLL_INTERVAL_MS));
   }
 }

@@ -37,4 +37,10 @@ describe("a gVisor sandbox (runsc, network none)", { skip }, () => {
     await agent.files.write("/tmp/gvisor.bin", bytes);
     assert.ok(Buffer.from(await agent.files.read("/tmp/gvisor.bin", { format: "bytes" })).equals(bytes));
   });
+
+  test("bridge networking is refused when runsc is registered with --network=none", async (ctx) => {
+    const engine = await (t.sandboxes.backend as DockerBackend).engine();
+    if (!engine.runtimeArgs.runsc?.includes("--network=none")) return ctx.skip("runsc has a network here");
+    await assert.rejects(t.create(BUSYBOX, { runtime: "runsc", network: "bridge" }), /use network "none"/);
+  });
 });

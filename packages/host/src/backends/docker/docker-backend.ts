@@ -316,6 +316,12 @@ export class DockerBackend implements SandboxBackend {
         `runtime ${spec.runtime} is not available in ${engine.kind} at ${engine.endpoint} (it has: ${engine.runtimes.join(", ") || "none listed"})`,
       );
     }
+    // gVisor registered with --network=none (see scripts/start-dockerd.sh) has no network to bridge.
+    if (spec.network === "bridge" && engine.runtimeArgs[spec.runtime]?.includes("--network=none")) {
+      throw new InvalidSandboxSpecError(
+        `runtime ${spec.runtime} is registered with --network=none in ${engine.kind}: use network "none" with it`,
+      );
+    }
   }
 
   private async inspectImage(image: string, engine: Engine): Promise<Docker.ImageInspectInfo> {

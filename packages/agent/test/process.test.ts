@@ -8,6 +8,7 @@ import { KEEPALIVE_INTERVAL_HEADER } from "@tether/protocol";
 import { Process, Signal, type StreamInputRequestSchema } from "@tether/protocol/process";
 import { createGrpcTransport, startTestAgent, type TestAgent } from "./support/agent.js";
 import { collect, ProcessEventReader } from "./support/process-events.js";
+import { createTestUser, userTool } from "./support/users.js";
 
 let t: TestAgent;
 before(async () => {
@@ -388,12 +389,11 @@ describe("Users", () => {
   test("as root, the Basic-auth user selects uid, gid, groups and HOME", {
     skip: !isRoot && "needs root to create a user and switch to it",
   }, async () => {
-    const name = `tether${process.pid}`;
     const group = `tethg${process.pid}`;
-    execFileSync("groupadd", [group]);
-    execFileSync("useradd", ["-m", "-s", "/bin/sh", "-G", group, name]);
+    userTool("groupadd", [group]);
+    const user = createTestUser("tether", { groups: [group] });
+    const { name, uid } = user;
     try {
-      const uid = Number(execFileSync("id", ["-u", name], { encoding: "utf8" }).trim());
       const extraGid = readFileSync("/etc/group", "utf8")
         .split("\n")
         .find((l) => l.startsWith(`${group}:`))
@@ -416,8 +416,8 @@ describe("Users", () => {
       assert.equal(Number(ptyU), uid);
       assert.ok(!ptyG.split(" ").includes("0"), `root's group dropped in a PTY: ${ptyG}`);
     } finally {
-      execFileSync("userdel", ["-r", name], { stdio: "ignore" });
-      execFileSync("groupdel", [group], { stdio: "ignore" });
+      user.remove();
+      userTool("groupdel", [group]);
     }
   });
 });

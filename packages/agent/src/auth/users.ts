@@ -1,6 +1,6 @@
-import { readFileSync } from "node:fs";
 import os from "node:os";
 import { type HeaderSource, headerValue } from "./access.js";
+import { AccountFile } from "./accounts.js";
 
 /** A Unix account a process runs as or a path is resolved for. */
 export interface UnixUser {
@@ -24,17 +24,15 @@ export class UnknownUserError extends Error {
   }
 }
 
-/**
- * Looks accounts up in /etc/passwd and /etc/group, the only user database every image
- * has (no NSS: the agent runs in images without glibc).
- */
+/** Looks accounts up in /etc/passwd and /etc/group. */
 export class UserDirectory {
+  private readonly passwd: AccountFile;
+  private readonly group: AccountFile;
   private readonly self: UnixUser;
 
-  constructor(
-    private readonly passwdPath = "/etc/passwd",
-    private readonly groupPath = "/etc/group",
-  ) {
+  constructor(passwdPath = "/etc/passwd", groupPath = "/etc/group") {
+    this.passwd = new AccountFile(passwdPath);
+    this.group = new AccountFile(groupPath);
     this.self = this.currentUser();
   }
 
@@ -58,26 +56,35 @@ export class UserDirectory {
     return user;
   }
 
+  /** The name of a uid, or the uid as text when no account has it (envd does so). */
+  userName(uid: number): string {
+    return this.passwd.find(2, String(uid))?.[0] || String(uid);
+  }
+
+  /** The name of a gid, or the gid as text. */
+  groupName(gid: number): string {
+    return this.group.find(2, String(gid))?.[0] || String(gid);
+  }
+
   private lookup(username: string): UnixUser | undefined {
-    const lines = readLines(this.passwdPath);
-    let line = lines.find((l) => l.split(":")[0] === username);
+    let record = this.passwd.find(0, username);
     // A numeric user (an image's `USER 1000`) may name an account by uid, or none at all:
     // like docker, a uid without a passwd entry runs with gid 0 and home /.
-    if (!line && /^\d+$/.test(username)) {
-      line = lines.find((l) => l.split(":")[2] === username);
-      if (!line) return { name: username, uid: Number(username), gid: 0, groups: [0], home: "/", shell: "/bin/sh" };
+    if (!record && /^\d+$/.test(username)) {
+      record = this.passwd.find(2, username);
+      if (!record) return { name: username, uid: Number(username), gid: 0, groups: [0], home: "/", shell: "/bin/sh" };
     }
-    if (!line) return undefined;
-    const [name, , uid, gid, , home, shell] = line.split(":");
+    if (!record) return undefined;
+    const [name, , uid, gid, , home, shell] = record;
     return this.toUser(name, Number(uid), Number(gid), home || "/", shell || "/bin/sh");
   }
 
   private currentUser(): UnixUser {
     const uid = process.getuid?.() ?? 0;
     const gid = process.getgid?.() ?? 0;
-    const line = readLines(this.passwdPath).find((l) => Number(l.split(":")[2]) === uid);
-    if (line) {
-      const [name, , , , , home, shell] = line.split(":");
+    const record = this.passwd.find(2, String(uid));
+    if (record) {
+      const [name, , , , , home, shell] = record;
       return this.toUser(name, uid, gid, home || os.homedir(), shell || "/bin/sh");
     }
     // Images may lack a passwd entry for the uid we run as (docker --user 1234).
@@ -86,21 +93,10 @@ export class UserDirectory {
 
   private toUser(name: string, uid: number, gid: number, home: string, shell: string): UnixUser {
     const groups = new Set([gid]);
-    for (const line of readLines(this.groupPath)) {
-      const [, , id, members] = line.split(":");
+    for (const [, , id, members] of this.group.records()) {
       if (members?.split(",").includes(name)) groups.add(Number(id));
     }
     return { name, uid, gid, groups: [...groups], home, shell };
-  }
-}
-
-function readLines(path: string): string[] {
-  try {
-    return readFileSync(path, "utf8")
-      .split("\n")
-      .filter((l) => l && !l.startsWith("#"));
-  } catch {
-    return [];
   }
 }
 

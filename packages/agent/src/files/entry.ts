@@ -4,9 +4,9 @@ import path from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { type Timestamp, TimestampSchema } from "@bufbuild/protobuf/wkt";
 import { type EntryInfo, EntryInfoSchema, FileType } from "@tether/protocol/filesystem";
+import type { UserDirectory } from "../auth/users.js";
 import { fsError } from "./errors.js";
 import { readMetadata } from "./metadata.js";
-import type { OwnerNames } from "./owners.js";
 
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
@@ -22,7 +22,7 @@ const S_IFSOCK = 0o140000;
  * the type and permission bits of what it points to and its resolved target (a dangling
  * link keeps type SYMLINK, so clients still see it).
  */
-export async function entryInfo(target: string, names: OwnerNames): Promise<EntryInfo> {
+export async function entryInfo(target: string, names: UserDirectory): Promise<EntryInfo> {
   let st: BigIntStats;
   try {
     st = await lstat(target, { bigint: true });
@@ -32,7 +32,7 @@ export async function entryInfo(target: string, names: OwnerNames): Promise<Entr
   return entryFromStats(target, st, names);
 }
 
-export async function entryFromStats(target: string, st: BigIntStats, names: OwnerNames): Promise<EntryInfo> {
+export async function entryFromStats(target: string, st: BigIntStats, names: UserDirectory): Promise<EntryInfo> {
   const mode = Number(st.mode);
   let type = fileTypeOf(mode);
   let perm = mode & 0o777;
@@ -56,8 +56,8 @@ export async function entryFromStats(target: string, st: BigIntStats, names: Own
     size: st.size,
     mode: perm,
     permissions: permissionString(mode),
-    owner: names.user(Number(st.uid)),
-    group: names.group(Number(st.gid)),
+    owner: names.userName(Number(st.uid)),
+    group: names.groupName(Number(st.gid)),
     modifiedTime: timestampOf(st.mtimeNs),
     symlinkTarget,
     metadata: await readMetadata(target),

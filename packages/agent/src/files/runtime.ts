@@ -1,5 +1,5 @@
+import type { UserDirectory } from "../auth/users.js";
 import type { AgentContext } from "../context.js";
-import { OwnerNames } from "./owners.js";
 
 /** How long after an upload's rename a watcher still attributes the path to it. */
 const UPLOAD_MEMORY_MS = 5_000;
@@ -26,7 +26,7 @@ export class RecentUploads {
 
 /** What the file service and the file endpoints of one agent share. */
 export interface FilesRuntime {
-  names: OwnerNames;
+  names: UserDirectory;
   uploads: RecentUploads;
 }
 
@@ -35,7 +35,7 @@ const runtimes = new WeakMap<AgentContext, FilesRuntime>();
 export function filesRuntime(ctx: AgentContext): FilesRuntime {
   let runtime = runtimes.get(ctx);
   if (!runtime) {
-    runtime = { names: new OwnerNames(), uploads: new RecentUploads() };
+    runtime = { names: ctx.users, uploads: new RecentUploads() };
     runtimes.set(ctx, runtime);
   }
   return runtime;

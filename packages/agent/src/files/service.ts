@@ -11,11 +11,11 @@ import {
   type WatchDirResponse,
   WatchDirResponseSchema,
 } from "@tether/protocol/filesystem";
+import type { UserDirectory } from "../auth/users.js";
 import { type AgentContext, requestUser } from "../context.js";
 import type { AgentService } from "../server/service.js";
 import { entryInfo } from "./entry.js";
 import { fsError, invalidPath } from "./errors.js";
-import type { OwnerNames } from "./owners.js";
 import { ensureDirs, ownerFor } from "./ownership.js";
 import { resolveUserPath } from "./paths.js";
 import { AsyncQueue } from "./queue.js";
@@ -188,7 +188,13 @@ export function createFilesystemService(ctx: AgentContext): AgentService {
  * Depth-first listing in name order, like envd's WalkDir: `depth` 1 is the directory's
  * own entries. Symlinked directories are listed, not descended into.
  */
-async function walk(dir: string, shownAs: string, depth: number, names: OwnerNames, out: EntryInfo[]): Promise<void> {
+async function walk(
+  dir: string,
+  shownAs: string,
+  depth: number,
+  names: UserDirectory,
+  out: EntryInfo[],
+): Promise<void> {
   let children: string[];
   try {
     children = (await readdir(dir)).sort();

@@ -1,0 +1,1 @@
+export * from "./gen/yolo/agent_container_pb.js";

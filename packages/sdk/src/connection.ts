@@ -56,6 +56,8 @@ export class Connection {
   readonly user: string | undefined;
   private readonly session: WideWindowSessionManager;
   private readonly accessToken: string | undefined;
+  /** Raw streams (/health, /files) not yet closed, so close() can quiet them. */
+  private readonly rawStreams = new Set<http2.ClientHttp2Stream>();
 
   constructor(readonly options: ConnectionOptions) {
     this.accessToken = options.accessToken;
@@ -103,11 +105,21 @@ export class Connection {
   /** Opens a raw HTTP/2 stream on the shared session, for the plain HTTP endpoints. */
   async request(method: string, path: string, headers: http2.OutgoingHttpHeaders): Promise<http2.ClientHttp2Stream> {
     // No keep-alive PINGs are configured, so reads need not be reported to the manager.
-    return this.session.request(method, path, headers, { endStream: method === "GET" || method === "HEAD" });
+    const stream = await this.session.request(method, path, headers, {
+      endStream: method === "GET" || method === "HEAD",
+    });
+    this.rawStreams.add(stream);
+    stream.once("close", () => this.rawStreams.delete(stream));
+    return stream;
   }
 
   /** Closes the connection and every stream on it. */
   close(): void {
+    // A stream whose body has been read to the end closes a moment later; aborting the
+    // session before that errors it with nobody left listening (an uncaught exception).
+    // Whoever still reads a stream hears the abort through their own listeners.
+    for (const stream of this.rawStreams) stream.on("error", ignore);
+    this.rawStreams.clear();
     this.session.abort();
   }
 }
@@ -115,6 +127,8 @@ export class Connection {
 export function basicAuth(user: string): string {
   return `Basic ${Buffer.from(`${user}:`).toString("base64")}`;
 }
+
+function ignore(): void {}
 
 function trimSlash(url: string): string {
   return url.endsWith("/") ? url.slice(0, -1) : url;

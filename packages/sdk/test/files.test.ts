@@ -69,6 +69,36 @@ for (const transport of TRANSPORTS) {
       assert.equal(await agent.files.exists(at("tree")), false);
     });
 
+    test("write with a mode sets the file's permission bits, also over an old file", async () => {
+      const agent = t.client(transport);
+      await agent.files.write(at("mode.sh"), "#!/bin/sh\n", { mode: 0o750 });
+      assert.equal((await agent.files.stat(at("mode.sh"))).mode & 0o7777, 0o750);
+      await agent.files.write(at("mode.sh"), "#!/bin/sh\n", { mode: 0o600 });
+      assert.equal((await agent.files.stat(at("mode.sh"))).mode & 0o7777, 0o600);
+      await assert.rejects(agent.files.write(at("bad-mode"), "x", { mode: 0o17777 }), /not permission bits/);
+    });
+
+    test("close() right after a read or write raises nothing uncaught", async () => {
+      const uncaught: unknown[] = [];
+      const record = (err: unknown) => uncaught.push(err);
+      process.on("uncaughtException", record);
+      try {
+        for (let i = 0; i < 20; i++) {
+          const agent = t.client(transport);
+          await agent.files.write(at(`close-${i}.txt`), "x".repeat(1000));
+          agent.close();
+          const reader = t.client(transport);
+          assert.equal((await reader.files.read(at(`close-${i}.txt`))).length, 1000);
+          reader.close();
+        }
+        // The streams' close events come a moment after their bodies end.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      } finally {
+        process.off("uncaughtException", record);
+      }
+      assert.deepEqual(uncaught, []);
+    });
+
     test("missing paths give NotFoundError naming the path", async () => {
       const agent = t.client(transport);
       const missing = at("nope/missing.txt");

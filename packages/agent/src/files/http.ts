@@ -105,16 +105,17 @@ export async function handleFilesUpload(
     const owner = ownerFor(ctx, user);
     const metadata = metadataFromHeaders(req.headers as IncomingHttpHeaders);
     const queryPath = url.searchParams.get("path");
+    const mode = modeParam(url.searchParams.get("mode"));
     body = requestBody(req);
     const mediaType = (req.headers["content-type"] ?? "").split(";")[0].trim().toLowerCase();
 
     if (mediaType === "application/octet-stream") {
       if (!queryPath) throw new FilesHttpError(400, "the path query parameter is required for an octet-stream upload");
       const target = resolveUserPath(user, queryPath);
-      staged.push(await stageFile(body, target, { owner, metadata }));
+      staged.push(await stageFile(body, target, { owner, metadata, mode }));
     } else if (mediaType.startsWith("multipart/")) {
       staged.push(
-        ...(await stageMultipart(req.headers as IncomingHttpHeaders, body, user, owner, queryPath, metadata)),
+        ...(await stageMultipart(req.headers as IncomingHttpHeaders, body, user, owner, queryPath, metadata, mode)),
       );
       if (staged.length === 0) throw new FilesHttpError(400, 'the form has no file part named "file"');
     } else {
@@ -142,6 +143,14 @@ export async function handleFilesUpload(
   }
 }
 
+/** The optional `mode` query parameter of an upload: octal permission bits, e.g. 755. */
+function modeParam(value: string | null): number | undefined {
+  if (value === null) return undefined;
+  if (!/^[0-7]{1,4}$/.test(value))
+    throw new FilesHttpError(400, `mode "${value}" is not octal permission bits (e.g. 644)`);
+  return Number.parseInt(value, 8);
+}
+
 /**
  * Streams each `file` part of a form into its own staged file, one after another as
  * they arrive. Any failure stops the parser and discards what was staged.
@@ -153,6 +162,7 @@ async function stageMultipart(
   owner: FileOwner,
   queryPath: string | null,
   metadata: Record<string, string>,
+  mode: number | undefined,
 ): Promise<StagedFile[]> {
   let parser: busboy.Busboy;
   try {
@@ -196,7 +206,7 @@ async function stageMultipart(
     targets.add(target);
     const index = pending.length;
     pending.push(
-      stageFile(stream, target, { owner, metadata }).then(
+      stageFile(stream, target, { owner, metadata, mode }).then(
         (file) => {
           staged[index] = file;
         },

@@ -21,6 +21,8 @@ export interface StageOptions {
   owner: FileOwner;
   /** `user.e2b.*` xattrs to set; skipped where the filesystem refuses xattrs. */
   metadata?: Record<string, string>;
+  /** Permission bits for the file (the `mode` query parameter), over an old file's. */
+  mode?: number;
 }
 
 /**
@@ -86,6 +88,7 @@ export async function stageFile(source: Readable, target: string, options: Stage
     }
     // Replacing a file keeps its permission bits, as envd's in-place write does.
     if (existing) await chmod(temp, existing.mode & 0o7777);
+    if (options.mode !== undefined) await chmod(temp, options.mode);
     await applyOwner(temp, options.owner);
     let metadataStored = true;
     if (options.metadata && Object.keys(options.metadata).length > 0) {

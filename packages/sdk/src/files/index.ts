@@ -6,7 +6,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { type Client, createClient } from "@connectrpc/connect";
 import { Filesystem, FileType, type EntryInfo as WireEntryInfo } from "@tether/protocol/filesystem";
 import { type Connection, readAll, responseOf } from "../connection.js";
-import { AlreadyExistsError, httpError, NotFoundError, toTetherError } from "../errors.js";
+import { AlreadyExistsError, httpError, InvalidArgumentError, NotFoundError, toTetherError } from "../errors.js";
 
 export type FileKind = "file" | "dir" | "symlink" | "unknown";
 
@@ -75,12 +75,30 @@ export class Files {
     }
   }
 
-  /** Writes a file (creating parent directories), streaming the data as it comes. */
-  async write(path: string, data: WriteData, options: FileOptions = {}): Promise<WriteInfo> {
+  /**
+   * Writes a file (creating parent directories), streaming the data as it comes. `mode`
+   * sets its permission bits; without it a new file gets 0666 less the agent's umask and
+   * a replaced file keeps its old bits.
+   */
+  async write(path: string, data: WriteData, options: FileOptions & { mode?: number } = {}): Promise<WriteInfo> {
     const what = `write ${path}`;
-    const stream = await this.open("POST", path, options.user, what, {
-      "content-type": "application/octet-stream",
-    });
+    if (
+      options.mode !== undefined &&
+      !(Number.isInteger(options.mode) && options.mode >= 0 && options.mode <= 0o7777)
+    ) {
+      throw new InvalidArgumentError(`${what}: mode ${options.mode} is not permission bits (0 to 0o7777)`);
+    }
+    const query: Record<string, string> = options.mode !== undefined ? { mode: options.mode.toString(8) } : {};
+    const stream = await this.open(
+      "POST",
+      path,
+      options.user,
+      what,
+      {
+        "content-type": "application/octet-stream",
+      },
+      query,
+    );
     const response = responseOf(stream).then(async (headers) => ({
       status: Number(headers[":status"]),
       body: (await readAll(stream)).toString("utf8"),
@@ -174,8 +192,9 @@ export class Files {
     user: string | undefined,
     what: string,
     extra: http2.OutgoingHttpHeaders,
+    params: Record<string, string> = {},
   ): Promise<http2.ClientHttp2Stream> {
-    const query = new URLSearchParams({ path });
+    const query = new URLSearchParams({ path, ...params });
     try {
       return await this.connection.request(method, `/files?${query}`, { ...this.connection.headers(user), ...extra });
     } catch (err) {

@@ -1,0 +1,1 @@
+export * from "./gen/tether/v1/ports_pb.js";

@@ -1,0 +1,1 @@
+export * from "./gen/tether/v1/tunnel_pb.js";

@@ -8,12 +8,24 @@ export class AgentState {
   defaultUser: string | undefined;
   defaultWorkdir: string | undefined;
   accessToken: string | undefined;
-  /** Last time a client did anything; hosts use it for idle timeouts. */
+  /** Last time a client did anything (a request began or ended); hosts use it for idle timeouts. */
   lastActivity = Date.now();
+  /** Requests being served now: a streamed command counts until its stream closes. */
+  activeRequests = 0;
 
   constructor(init: { accessToken?: string; defaultUser?: string; defaultWorkdir?: string } = {}) {
     this.accessToken = init.accessToken || undefined;
     this.defaultUser = init.defaultUser;
     this.defaultWorkdir = init.defaultWorkdir;
+  }
+
+  /** Counts a request as activity from its start until its response closes. */
+  trackRequest(res: { once(event: "close", listener: () => void): unknown }): void {
+    this.lastActivity = Date.now();
+    this.activeRequests++;
+    res.once("close", () => {
+      this.activeRequests--;
+      this.lastActivity = Date.now();
+    });
   }
 }

@@ -3,6 +3,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { isAuthorized } from "../auth/access.js";
 import type { AgentContext } from "../context.js";
 import { handleFilesDownload, handleFilesUpload } from "../files/http.js";
+import { ACTIVITY_PATH, handleActivity } from "../http/activity.js";
 import { handleEnvs, handleHealth, handleInit } from "../http/env.js";
 import { BodyError, type HttpRequest, type HttpResponse, sendError } from "../http/respond.js";
 import { errorMapper, httpStatusOf } from "./errors.js";
@@ -16,6 +17,7 @@ const httpRoutes: Record<string, HttpRoute> = {
   "POST /init": handleInit,
   "GET /files": handleFilesDownload,
   "POST /files": handleFilesUpload,
+  [`GET ${ACTIVITY_PATH}`]: handleActivity,
 };
 
 /**
@@ -41,8 +43,9 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
   });
 
   return (req: HttpRequest, res: HttpResponse): void => {
-    ctx.state.lastActivity = Date.now();
     const url = new URL(req.url ?? "/", "http://agent");
+    // A host asking whether the sandbox is idle must not make it busy.
+    if (url.pathname !== ACTIVITY_PATH) ctx.state.trackRequest(res);
     if (url.pathname === "/health") {
       handleHealth(req, res);
       return;

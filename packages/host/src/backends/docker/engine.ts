@@ -104,8 +104,10 @@ async function hostLimits(): Promise<HostLimits> {
 
 /** The engine's address as dockerode uses it, for messages. */
 export function engineEndpoint(docker: Docker): string {
-  const modem = docker.modem as { socketPath?: string; host?: string; port?: number | string };
-  if (modem.socketPath) return `unix://${modem.socketPath}`;
+  const modem = docker.modem as { socketPath?: unknown; host?: string; port?: number | string };
+  if (typeof modem.socketPath === "string") return `unix://${modem.socketPath}`;
+  // docker-modem's default is a function choosing between ~/.docker/run/docker.sock and this.
+  if (typeof modem.socketPath === "function") return "unix:///var/run/docker.sock";
   return `${modem.host ?? "?"}:${modem.port ?? "?"}`;
 }
 

@@ -4,6 +4,9 @@ import { UserDirectory } from "./auth/users.js";
 import type { AgentContext } from "./context.js";
 import { createFilesystemService } from "./files/service.js";
 import { createLogger, type Logger } from "./logger.js";
+import { LoopbackExposer } from "./ports/loopback-exposer.js";
+import { PortWatcher } from "./ports/port-watcher.js";
+import { createPortsService } from "./ports/service.js";
 import { createExecService } from "./process/exec-service.js";
 import { inheritedEnv } from "./process/inherited-env.js";
 import { createProcessService } from "./process/service.js";
@@ -13,6 +16,7 @@ import { createDualServer, listenTcp, listenUnix } from "./server/listen.js";
 import { AgentState } from "./state.js";
 import { planSupervisedCommand } from "./supervisor/plan.js";
 import { SupervisedCommand } from "./supervisor/supervised-command.js";
+import { createTunnelService } from "./tunnel/service.js";
 
 /** How long the supervised command gets between SIGTERM and SIGKILL when the agent stops. */
 export const DEFAULT_SUPERVISE_STOP_TIMEOUT_MS = 5000;
@@ -37,6 +41,14 @@ export interface AgentOptions {
   defaultWorkdir?: string;
   logger?: Logger;
   logLevel?: string;
+  /**
+   * Re-expose services listening on loopback only on the sandbox's other addresses
+   * (see LoopbackExposer). Off unless asked: an agent running on a host, not in a
+   * sandbox, must not publish the host's loopback services.
+   */
+  exposeLoopback?: boolean;
+  /** How often listening ports are polled while watched; default 250 ms. */
+  portScanIntervalMs?: number;
 }
 
 export interface RunningAgent {
@@ -67,6 +79,9 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     createExecService(context, processes),
     createFilesystemService(context),
   ];
+  const ports = new PortWatcher(log, options.portScanIntervalMs);
+  services.push(createPortsService(context, ports), createTunnelService(context));
+  const exposer = options.exposeLoopback ? new LoopbackExposer(ports, log) : undefined;
   const handler = createRequestHandler(context, services);
 
   const listeners: { server: net.Server; sockets: Set<net.Socket> }[] = [];
@@ -86,6 +101,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
       if (warning) log.warn(warning);
       result.socket = options.socket;
     }
+    await exposer?.start();
     // Started once the agent listens, so a host waiting for health never misses it.
     if (options.supervise) {
       result.supervised = SupervisedCommand.start(await planSupervisedCommand(context, options.supervise), log);
@@ -102,6 +118,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
 
   async function close(): Promise<void> {
     await result.supervised?.stop(options.superviseStopTimeoutMs ?? DEFAULT_SUPERVISE_STOP_TIMEOUT_MS);
+    await exposer?.close();
     await Promise.all(services.map((s) => s.close()));
     await Promise.all(
       listeners.map(

@@ -42,6 +42,11 @@ export async function main(argv = process.argv): Promise<void> {
     )
     .option("--user <name>", "default user for requests that name none")
     .option("--workdir <dir>", "default working directory")
+    .option(
+      "--expose-loopback",
+      "re-expose services listening on loopback only on this machine's other addresses (for sandboxes with a network)",
+    )
+    .option("--no-expose-loopback", "do not re-expose loopback-only services (the default)")
     .option("--log-level <level>", "pino log level", process.env.TETHER_LOG_LEVEL ?? "info")
     .argument("[command...]", "supervise this command (after --): output to ours, SIGTERM passed on, exit logged")
     // Everything after the command's name is the command's, not ours.
@@ -59,6 +64,7 @@ export async function main(argv = process.argv): Promise<void> {
     stopTimeout: number;
     user?: string;
     workdir?: string;
+    exposeLoopback?: boolean;
     logLevel: string;
   }>();
   if (!opts.tcp && !opts.socket) program.error("--no-tcp needs --socket: the agent must listen somewhere");
@@ -79,6 +85,7 @@ export async function main(argv = process.argv): Promise<void> {
     superviseStopTimeoutMs: opts.stopTimeout,
     defaultUser: opts.user,
     defaultWorkdir: opts.workdir,
+    exposeLoopback: opts.exposeLoopback ?? false,
     logger,
   });
   // The token must not leak to the processes we start.

@@ -2,13 +2,16 @@ import { Commands } from "./commands/index.js";
 import { Connection, type ConnectionOptions, readAll, responseOf } from "./connection.js";
 import { AgentUnavailableError, httpError, toTetherError } from "./errors.js";
 import { Files } from "./files/index.js";
+import { Ports } from "./ports/index.js";
 import { Pty } from "./pty/index.js";
+import { openTunnel, type TunnelOptions, type TunnelStream } from "./tunnel/index.js";
 
-/** A client for one tetherd: commands, pseudo-terminals and files over one connection. */
+/** A client for one tetherd: commands, pseudo-terminals, files, ports and tunnels over one connection. */
 export class Agent {
   readonly commands: Commands;
   readonly pty: Pty;
   readonly files: Files;
+  readonly ports: Ports;
   readonly connection: Connection;
 
   /** Creates a client; it connects on the first call. See also `connect()`. */
@@ -17,6 +20,7 @@ export class Agent {
     this.commands = new Commands(this.connection);
     this.pty = new Pty(this.connection, this.commands);
     this.files = new Files(this.connection);
+    this.ports = new Ports(this.connection);
   }
 
   /** Resolves when the agent answers `GET /health`; throws AgentUnavailableError if not. */
@@ -35,6 +39,15 @@ export class Agent {
         cause: mapped,
       });
     }
+  }
+
+  /**
+   * A TCP connection to `port` inside the sandbox (127.0.0.1 unless `host` says otherwise),
+   * through the agent's own connection, so it works with network none. Resolves with a
+   * Duplex once connected; PortUnreachableError when nothing listens there.
+   */
+  tunnel(port: number, options?: TunnelOptions): Promise<TunnelStream> {
+    return openTunnel(this.connection, port, options);
   }
 
   /** Closes the connection; running commands keep running in the agent. */

@@ -32,6 +32,18 @@ export class ResourceExhaustedError extends TetherError {}
 /** A call did not finish within its deadline. */
 export class TimeoutError extends TetherError {}
 
+/** Nothing accepts connections at a tunnel's host and port inside the sandbox (refused, unresolvable, unreachable). */
+export class PortUnreachableError extends TetherError {
+  readonly host: string;
+  readonly port: number;
+
+  constructor(message: string, options: { host: string; port: number; cause?: unknown }) {
+    super(message, options);
+    this.host = options.host;
+    this.port = options.port;
+  }
+}
+
 /** What a finished command left behind, for `CommandExitError`. */
 export interface CommandExitDetails {
   argv: string[];

@@ -29,6 +29,7 @@ export {
   InvalidArgumentError,
   NotFoundError,
   PermissionDeniedError,
+  PortUnreachableError,
   ResourceExhaustedError,
   TetherError,
   TimeoutError,
@@ -41,4 +42,6 @@ export {
   type WriteData,
   type WriteInfo,
 } from "./files/index.js";
+export { type ListeningPort, type PortEvent, Ports } from "./ports/index.js";
 export { Pty, PtyHandle, type PtyOptions, type PtySize } from "./pty/index.js";
+export { type TunnelOptions, TunnelStream, type TunnelTarget } from "./tunnel/index.js";

@@ -12,8 +12,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { endStreamFromJson, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { type Connection, readAll, responseOf } from "./connection.js";
 
-const FLAG_COMPRESSED = 0b01;
-const FLAG_END_STREAM = 0b10;
+export const FLAG_COMPRESSED = 0b01;
+export const FLAG_END_STREAM = 0b10;
 
 /**
  * A Connect-protocol server-streaming call made directly on the shared HTTP/2 session.
@@ -80,7 +80,7 @@ export async function* serverStream<I extends DescMessage, O extends DescMessage
 }
 
 /** Splits received bytes into enveloped messages (1 flag byte, 4 length bytes, payload). */
-class EnvelopeReader {
+export class EnvelopeReader {
   private chunks: Buffer[] = [];
   private length = 0;
 

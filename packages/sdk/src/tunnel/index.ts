@@ -1,0 +1,223 @@
+import http2 from "node:http2";
+import { Duplex } from "node:stream";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { endStreamFromJson, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { Tunnel, TunnelRequestSchema, TunnelResponseSchema } from "@tether/protocol/tunnel";
+import { type Connection, readAll, responseOf } from "../connection.js";
+import { AgentUnavailableError, PortUnreachableError, TetherError, toTetherError } from "../errors.js";
+import { EnvelopeReader, FLAG_COMPRESSED, FLAG_END_STREAM } from "../server-stream.js";
+
+export interface TunnelOptions {
+  /** Host or address to reach, resolved inside the sandbox; default 127.0.0.1. */
+  host?: string;
+  /** Aborting destroys the tunnel (or stops it opening). */
+  signal?: AbortSignal;
+}
+
+/** Where the tunnel arrived inside the sandbox. */
+export interface TunnelTarget {
+  address: string;
+  port: number;
+}
+
+/** Bytes per message: well under the agent's 16 MiB message limit, large enough to be cheap. */
+const MAX_MESSAGE_DATA = 256 << 10;
+/** Protobuf tag of TunnelRequest.data: field 2, length-delimited. */
+const DATA_TAG = (2 << 3) | 2;
+const PATH = `/${Tunnel.typeName}/${Tunnel.method.open.name}`;
+
+/**
+ * Opens a TCP connection to `port` inside the sandbox through the agent's own connection
+ * (`tether.v1.Tunnel`), and resolves with it as a Duplex once it is up. Flow control
+ * holds end to end: write returns false once the tunnel is full, and a paused reader
+ * pauses the sandbox side. `end()` half-closes (FIN); the readable ends when the sandbox
+ * side closes its half. Throws PortUnreachableError when nothing listens there.
+ */
+export async function openTunnel(
+  connection: Connection,
+  port: number,
+  options: TunnelOptions = {},
+): Promise<TunnelStream> {
+  const host = options.host ?? "127.0.0.1";
+  const where = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+  const what = `tunnel to ${where}`;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new TetherError(`${what}: ${port} is not a TCP port (1-65535)`);
+  }
+  let stream: http2.ClientHttp2Stream;
+  try {
+    stream = await connection.request("POST", PATH, {
+      ...connection.headers(),
+      "content-type": "application/connect+proto",
+      "connect-protocol-version": "1",
+    });
+  } catch (err) {
+    throw toTetherError(err, what, connection.address);
+  }
+  const open = toBinary(
+    TunnelRequestSchema,
+    create(TunnelRequestSchema, { message: { case: "open", value: { port, host } } }),
+  );
+  const envelope = Buffer.allocUnsafe(5 + open.length);
+  envelope[0] = 0;
+  envelope.writeUInt32BE(open.length, 1);
+  envelope.set(open, 5);
+  stream.write(envelope);
+  const tunnel = new TunnelStream(stream, where, connection.address);
+  const abort = () => tunnel.destroy(new TetherError(`${what}: aborted`));
+  if (options.signal?.aborted) abort();
+  options.signal?.addEventListener("abort", abort, { once: true });
+  tunnel.once("close", () => options.signal?.removeEventListener("abort", abort));
+  try {
+    const headers = await responseOf(stream);
+    const status = Number(headers[":status"]);
+    if (status !== 200) {
+      const body = await readAll(stream);
+      throw errorFromJsonBytes(body, undefined, new ConnectError(`HTTP ${status}`, Code.Unknown));
+    }
+    tunnel.target = await tunnel.opened;
+    return tunnel;
+  } catch (err) {
+    tunnel.destroy();
+    throw tunnelError(err, what, host, port, connection.address);
+  }
+}
+
+/** A TCP connection inside the sandbox, as a Duplex. */
+export class TunnelStream extends Duplex {
+  /** Where it arrived, once open. */
+  target: TunnelTarget | undefined;
+  /** Resolves with the target once the agent connected; rejects if it could not. */
+  readonly opened: Promise<TunnelTarget>;
+  private resolveOpened!: (target: TunnelTarget) => void;
+  private rejectOpened!: (err: unknown) => void;
+  private readonly reader = new EnvelopeReader();
+  /** The agent sent its end-of-stream message: nothing more arrives. */
+  private finished = false;
+  private eof = false;
+
+  constructor(
+    private readonly h2: http2.ClientHttp2Stream,
+    /** "host:port", for error messages. */
+    readonly where: string,
+    private readonly agentAddress: string,
+  ) {
+    super({ allowHalfOpen: true, readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
+    this.opened = new Promise((resolve, reject) => {
+      this.resolveOpened = resolve;
+      this.rejectOpened = reject;
+    });
+    this.opened.catch(() => {});
+    h2.on("data", (chunk: Buffer) => this.received(chunk));
+    h2.on("error", (err) => this.fail(err));
+    h2.on("close", () => {
+      if (this.finished) return;
+      const reset = h2.rstCode && h2.rstCode !== http2.constants.NGHTTP2_NO_ERROR ? ` (reset, code ${h2.rstCode})` : "";
+      this.fail(new AgentUnavailableError(`tunnel to ${where}: the agent's stream closed before the end${reset}`));
+    });
+  }
+
+  private received(chunk: Buffer): void {
+    this.reader.push(chunk);
+    for (let env = this.reader.next(); env; env = this.reader.next()) {
+      if (env.flags & FLAG_END_STREAM) {
+        this.finished = true;
+        const end = endStreamFromJson(env.data);
+        if (end.error) {
+          this.fail(end.error);
+          return;
+        }
+        this.rejectOpened(new TetherError(`tunnel to ${this.where}: the agent ended it before it opened`));
+        if (!this.eof) this.push(null);
+        return;
+      }
+      if (env.flags & FLAG_COMPRESSED) {
+        this.fail(new ConnectError("the agent sent a compressed message, which was not asked for", Code.Internal));
+        return;
+      }
+      const message = fromBinary(TunnelResponseSchema, env.data).message;
+      switch (message.case) {
+        case "opened":
+          this.resolveOpened({ address: message.value.address, port: message.value.port });
+          break;
+        case "data": {
+          const data = message.value;
+          if (!this.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength))) this.h2.pause();
+          break;
+        }
+        case "eof":
+          this.eof = true;
+          this.push(null);
+          break;
+      }
+    }
+  }
+
+  private fail(err: unknown): void {
+    this.rejectOpened(err);
+    if (this.target === undefined) return;
+    const [host, port] = splitWhere(this.where);
+    this.destroy(tunnelError(err, `tunnel to ${this.where}`, host, port, this.agentAddress));
+  }
+
+  override _read(): void {
+    this.h2.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    let offset = 0;
+    let last = false;
+    while (!last) {
+      const part = chunk.subarray(offset, offset + MAX_MESSAGE_DATA);
+      offset += part.length;
+      last = offset >= chunk.length;
+      // Envelope and protobuf field header by hand, so the bytes themselves are never copied.
+      const header = dataHeader(part.length);
+      this.h2.write(header);
+      if (last) this.h2.write(part, callback);
+      else this.h2.write(part);
+    }
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.h2.end(callback);
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (!this.h2.closed) this.h2.close(http2.constants.NGHTTP2_CANCEL);
+    callback(error);
+  }
+}
+
+/** The 5-byte Connect envelope plus the field tag and varint length of TunnelRequest.data. */
+function dataHeader(length: number): Buffer {
+  const varint: number[] = [];
+  let n = length;
+  while (n > 0x7f) {
+    varint.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  varint.push(n);
+  const header = Buffer.allocUnsafe(5 + 1 + varint.length);
+  header[0] = 0;
+  header.writeUInt32BE(1 + varint.length + length, 1);
+  header[5] = DATA_TAG;
+  header.set(varint, 6);
+  return header;
+}
+
+function splitWhere(where: string): [string, number] {
+  const colon = where.lastIndexOf(":");
+  const host = where.slice(0, colon).replace(/^\[(.*)\]$/, "$1");
+  return [host, Number(where.slice(colon + 1))];
+}
+
+/** An Unavailable from the agent (it answered, so it is reachable) means the port is. */
+function tunnelError(err: unknown, what: string, host: string, port: number, address: string): Error {
+  if (err instanceof TetherError) return err;
+  if (err instanceof ConnectError && err.code === Code.Unavailable) {
+    return new PortUnreachableError(`${what}: ${err.rawMessage}`, { host, port, cause: err });
+  }
+  return toTetherError(err, what, address);
+}

@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 
 /**
@@ -7,11 +7,8 @@ import path from "node:path";
  * Children stay in the agent's cgroup, so a kill among them shows up there.
  * Undefined when no such file can be read (no memory controller, or not mounted).
  */
-export async function findOomCounter(
-  procCgroup = "/proc/self/cgroup",
-  root = "/sys/fs/cgroup",
-): Promise<string | undefined> {
-  const text = await readFile(procCgroup, "utf8").catch(() => "");
+export function findOomCounter(procCgroup = "/proc/self/cgroup", root = "/sys/fs/cgroup"): string | undefined {
+  const text = readSmallFile(procCgroup) ?? "";
   const candidates: string[] = [];
   for (const line of text.split("\n")) {
     const [, controllers, cgroupPath] = /^\d+:([^:]*):(.*)$/.exec(line.trim()) ?? [];
@@ -28,15 +25,27 @@ export async function findOomCounter(
   }
   candidates.push(path.join(root, "memory.events"));
   for (const file of candidates) {
-    if ((await readOomKills(file)) !== undefined) return file;
+    if (readOomKills(file) !== undefined) return file;
   }
   return undefined;
 }
 
-/** The `oom_kill N` counter of a memory.events or memory.oom_control file. */
-export async function readOomKills(file: string): Promise<number | undefined> {
-  const text = await readFile(file, "utf8").catch(() => undefined);
+/**
+ * The `oom_kill N` counter of a memory.events or memory.oom_control file. Read synchronously:
+ * it is a few bytes from a kernel file, done on every exec, and a thread-pool round trip
+ * would cost more than the read.
+ */
+export function readOomKills(file: string): number | undefined {
+  const text = readSmallFile(file);
   return text === undefined ? undefined : parseOomKills(text);
+}
+
+function readSmallFile(file: string): string | undefined {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
 }
 
 export function parseOomKills(text: string): number | undefined {
@@ -44,11 +53,10 @@ export function parseOomKills(text: string): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
-let agentCounter: Promise<string | undefined> | undefined;
+let agentCounter: { file: string | undefined } | undefined;
 
 /** The agent's OOM kill counter now, if it can be seen. */
-export async function agentOomKills(): Promise<number | undefined> {
-  agentCounter ??= findOomCounter();
-  const file = await agentCounter;
-  return file === undefined ? undefined : readOomKills(file);
+export function agentOomKills(): number | undefined {
+  agentCounter ??= { file: findOomCounter() };
+  return agentCounter.file === undefined ? undefined : readOomKills(agentCounter.file);
 }

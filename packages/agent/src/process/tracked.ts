@@ -55,7 +55,7 @@ export class TrackedProcess implements ChildSink {
   private killTimer: NodeJS.Timeout | undefined;
   /** The agent sent SIGKILL itself: such a death is no OOM kill. */
   private sentKill = false;
-  private oomBefore: Promise<number | undefined> = Promise.resolve(undefined);
+  private oomBefore: number | undefined;
 
   constructor(
     private readonly spec: LaunchSpec,
@@ -172,7 +172,8 @@ export class TrackedProcess implements ChildSink {
       };
     }
     if (status.signal === "SIGKILL" && !this.sentKill) {
-      const [before, after] = await Promise.all([this.oomBefore, agentOomKills()]);
+      const before = this.oomBefore;
+      const after = agentOomKills();
       if (before !== undefined && after !== undefined && after > before) {
         return { status, reason: "oom_killed", message: "killed by the kernel's OOM killer (out of memory)", offsets };
       }

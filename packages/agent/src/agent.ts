@@ -17,6 +17,10 @@ import { AgentState } from "./state.js";
 import { planSupervisedCommand } from "./supervisor/plan.js";
 import { SupervisedCommand } from "./supervisor/supervised-command.js";
 import { createTunnelService } from "./tunnel/service.js";
+import type { CloneRetry } from "./workspace/git.js";
+import { WorkspaceInit } from "./workspace/init.js";
+import { createWorkspaceService } from "./workspace/service.js";
+import { createYoloService } from "./workspace/yolo-service.js";
 
 /** How long the supervised command gets between SIGTERM and SIGKILL when the agent stops. */
 export const DEFAULT_SUPERVISE_STOP_TIMEOUT_MS = 5000;
@@ -49,6 +53,10 @@ export interface AgentOptions {
   exposeLoopback?: boolean;
   /** How often listening ports are polled while watched; default 250 ms. */
   portScanIntervalMs?: number;
+  /** Base URL yolo's Agent.Init clones OWNER/NAME.git from; default https://github.com. */
+  gitBaseUrl?: string;
+  /** Clone attempts and first backoff of workspace init; default 4 attempts from 1 s. */
+  cloneRetry?: CloneRetry;
 }
 
 export interface RunningAgent {
@@ -82,6 +90,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
   const ports = new PortWatcher(log, options.portScanIntervalMs);
   services.push(createPortsService(context, ports), createTunnelService(context));
   const exposer = options.exposeLoopback ? new LoopbackExposer(ports, log) : undefined;
+  const workspace = new WorkspaceInit(context, { cloneRetry: options.cloneRetry });
+  services.push(createWorkspaceService(context, workspace), createYoloService(context, workspace, options.gitBaseUrl));
   const handler = createRequestHandler(context, services);
 
   const listeners: { server: net.Server; sockets: Set<net.Socket> }[] = [];

@@ -47,6 +47,7 @@ export async function main(argv = process.argv): Promise<void> {
       "re-expose services listening on loopback only on this machine's other addresses (for sandboxes with a network)",
     )
     .option("--no-expose-loopback", "do not re-expose loopback-only services (the default)")
+    .option("--git-base-url <url>", "where workspace init clones yolo's OWNER/NAME from", "https://github.com")
     .option("--log-level <level>", "pino log level", process.env.TETHER_LOG_LEVEL ?? "info")
     .argument("[command...]", "supervise this command (after --): output to ours, SIGTERM passed on, exit logged")
     // Everything after the command's name is the command's, not ours.
@@ -65,6 +66,7 @@ export async function main(argv = process.argv): Promise<void> {
     user?: string;
     workdir?: string;
     exposeLoopback?: boolean;
+    gitBaseUrl: string;
     logLevel: string;
   }>();
   if (!opts.tcp && !opts.socket) program.error("--no-tcp needs --socket: the agent must listen somewhere");
@@ -86,6 +88,7 @@ export async function main(argv = process.argv): Promise<void> {
     defaultUser: opts.user,
     defaultWorkdir: opts.workdir,
     exposeLoopback: opts.exposeLoopback ?? false,
+    gitBaseUrl: opts.gitBaseUrl,
     logger,
   });
   // The token must not leak to the processes we start.

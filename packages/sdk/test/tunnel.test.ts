@@ -1,0 +1,264 @@
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import net from "node:net";
+import { after, before, describe, test } from "node:test";
+import { Agent, PortUnreachableError, type TunnelStream } from "../src/index.js";
+import { startTestAgent, type TestAgent, TRANSPORTS } from "./support/agent.js";
+import { type AgentProcess, sampleMax, spawnAgentProcess } from "./support/agent-process.js";
+
+const GIB = 1 << 30;
+/** tetherd's RSS may not grow past this while a tunnel moves data through it. */
+const RSS_LIMIT = 250 << 20;
+
+/** A loopback server for one test; closed with `close()`. */
+async function serve(onConnection: (socket: net.Socket) => void): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    onConnection(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function readAllFrom(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    stream.on("data", (c: Buffer) => chunks.push(c));
+    stream.once("end", () => resolve(Buffer.concat(chunks)));
+    stream.once("error", reject);
+  });
+}
+
+/** Writes `total` bytes of on-the-fly data (a random block, each copy stamped with its index), honouring backpressure. */
+async function writeGenerated(
+  stream: NodeJS.WritableStream,
+  total: number,
+  hash = createHash("sha256"),
+): Promise<string> {
+  const block = randomBytes(1 << 20);
+  for (let sent = 0, i = 0; sent < total; sent += block.length, i++) {
+    const chunk = Buffer.from(block);
+    chunk.writeUInt32BE(i, 0);
+    const part = chunk.subarray(0, Math.min(chunk.length, total - sent));
+    hash.update(part);
+    if (!stream.write(part)) await new Promise((resolve) => stream.once("drain", resolve));
+  }
+  stream.end();
+  return hash.digest("hex");
+}
+
+let t: TestAgent;
+let echo: Awaited<ReturnType<typeof serve>>;
+before(async () => {
+  t = await startTestAgent({ accessToken: "sdk-tunnel-token" });
+  echo = await serve((socket) => socket.pipe(socket));
+});
+after(async () => {
+  await echo.close();
+  await t.close();
+});
+
+for (const transport of TRANSPORTS) {
+  describe(`tunnel over ${transport}`, () => {
+    test("echo round trip; end() half-closes and the echo's end arrives", async () => {
+      const tunnel = await t.client(transport).tunnel(echo.port);
+      assert.deepEqual(tunnel.target, { address: "127.0.0.1", port: echo.port });
+      const received = readAllFrom(tunnel);
+      tunnel.write("hello ");
+      tunnel.end("tunnel");
+      assert.equal((await received).toString(), "hello tunnel");
+    });
+
+    test("the sandbox side closing its half first: eof arrives, the client can still send", async () => {
+      let serverGot: Promise<Buffer> | undefined;
+      const server = await serve((socket) => {
+        socket.end("bye");
+        serverGot = readAllFrom(socket);
+      });
+      try {
+        const tunnel = await t.client(transport).tunnel(server.port);
+        assert.equal((await readAllFrom(tunnel)).toString(), "bye");
+        tunnel.end("late words");
+        await new Promise((resolve) => tunnel.once("close", resolve));
+        assert.equal((await serverGot)?.toString(), "late words");
+      } finally {
+        await server.close();
+      }
+    });
+
+    test("a refused port is a PortUnreachableError naming it", async () => {
+      const closed = await serve(() => {});
+      const port = closed.port;
+      await closed.close();
+      await assert.rejects(t.client(transport).tunnel(port), (err: Error) => {
+        assert.ok(err instanceof PortUnreachableError, `${err.name}: ${err.message}`);
+        assert.equal(err.port, port);
+        assert.match(err.message, new RegExp(`refused.*127\\.0\\.0\\.1:${port}`));
+        return true;
+      });
+    });
+  });
+}
+
+test("the sandbox side resetting the connection destroys the tunnel with an error", async () => {
+  const server = await serve((socket) => socket.once("data", () => socket.resetAndDestroy()));
+  try {
+    const tunnel = await t.client("tcp").tunnel(server.port);
+    tunnel.write("reset me");
+    const err = await new Promise<Error>((resolve) => tunnel.once("error", resolve));
+    assert.match(err.message, /reset/);
+  } finally {
+    await server.close();
+  }
+});
+
+test("bad ports are refused before anything is sent", async () => {
+  await assert.rejects(t.client("tcp").tunnel(0), /not a TCP port/);
+  await assert.rejects(t.client("tcp").tunnel(70000), /not a TCP port/);
+});
+
+describe("tunnels through a tetherd child process", () => {
+  let agent: AgentProcess;
+  let client: Agent;
+  before(async () => {
+    agent = await spawnAgentProcess();
+    client = new Agent({ url: agent.url as string });
+  });
+  after(async () => {
+    client.close();
+    await agent.stop();
+  });
+
+  test("1 GiB through an echo server: sha256 of what went up and what came back agree", async (ctx) => {
+    const rss = sampleMax(() => agent.rss());
+    const tunnel = await client.tunnel(echo.port);
+    const back = createHash("sha256");
+    let received = 0;
+    tunnel.on("data", (chunk: Buffer) => {
+      back.update(chunk);
+      received += chunk.length;
+    });
+    const ended = new Promise((resolve, reject) => tunnel.once("end", resolve).once("error", reject));
+    const sent = await writeGenerated(tunnel, GIB);
+    await ended;
+    const peak = rss.stop();
+    ctx.diagnostic(`agent RSS peak ${(peak / 2 ** 20).toFixed(0)} MiB`);
+    assert.equal(received, GIB);
+    assert.equal(back.digest("hex"), sent);
+    assert.ok(peak < RSS_LIMIT, `agent RSS peaked at ${(peak / 2 ** 20).toFixed(0)} MiB`);
+  });
+
+  test("1 GiB each way, checked at the far end: upload hashed by the server, download hashed by the client", async () => {
+    const upload = await serve((socket) => {
+      const hash = createHash("sha256");
+      socket.on("data", (c: Buffer) => hash.update(c));
+      socket.once("end", () => socket.end(hash.digest("hex")));
+    });
+    let downloadSent: Promise<string> | undefined;
+    const download = await serve((socket) => {
+      downloadSent = writeGenerated(socket, GIB);
+    });
+    try {
+      const up = await client.tunnel(upload.port);
+      const answer = readAllFrom(up);
+      const sentHash = await writeGenerated(up, GIB);
+      assert.equal((await answer).toString(), sentHash);
+
+      const down = await client.tunnel(download.port);
+      const hash = createHash("sha256");
+      for await (const chunk of down as AsyncIterable<Buffer>) hash.update(chunk);
+      assert.equal(hash.digest("hex"), await downloadSent);
+    } finally {
+      await upload.close();
+      await download.close();
+    }
+  });
+
+  test("a slow reader holds the sandbox side back: agent RSS stays bounded", async (ctx) => {
+    let serverWritten = 0;
+    const source = await serve((socket) => {
+      const block = Buffer.alloc(1 << 20, 1);
+      const pump = () => {
+        while (!socket.destroyed) {
+          serverWritten += block.length;
+          if (!socket.write(block)) return void socket.once("drain", pump);
+        }
+      };
+      pump();
+    });
+    const rss = sampleMax(() => agent.rss());
+    const tunnel: TunnelStream = await client.tunnel(source.port);
+    let read = 0;
+    try {
+      // 3 s at 64 KiB every 10 ms: about 20 MB read, far slower than the source could write.
+      const until = Date.now() + 3000;
+      while (Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 10));
+        const chunk: Buffer | null = tunnel.read(64 << 10);
+        if (chunk) read += chunk.length;
+      }
+      const peak = rss.stop();
+      const inFlight = serverWritten - read;
+      ctx.diagnostic(
+        `read ${(read / 2 ** 20).toFixed(0)} MiB, source wrote ${(serverWritten / 2 ** 20).toFixed(0)} MiB, agent RSS peak ${(peak / 2 ** 20).toFixed(0)} MiB`,
+      );
+      assert.ok(read > 0);
+      // Buffers along the way (socket buffers, HTTP/2 windows of 16 MiB per stream) hold a bounded amount.
+      assert.ok(inFlight < 128 << 20, `${inFlight} bytes in flight`);
+      assert.ok(peak < RSS_LIMIT, `agent RSS peaked at ${(peak / 2 ** 20).toFixed(0)} MiB`);
+    } finally {
+      tunnel.destroy();
+      await source.close();
+    }
+  });
+
+  test("a slow sink holds the client back: write() reports a full tunnel and agent RSS stays bounded", async (ctx) => {
+    let sinkRead = 0;
+    const sink = await serve((socket) => {
+      socket.pause();
+      const timer = setInterval(() => {
+        const chunk: Buffer | null = socket.read(64 << 10);
+        if (chunk) sinkRead += chunk.length;
+      }, 10);
+      socket.once("close", () => clearInterval(timer));
+    });
+    const rss = sampleMax(() => agent.rss());
+    const tunnel = await client.tunnel(sink.port);
+    let written = 0;
+    let full = 0;
+    const block = Buffer.alloc(1 << 20, 2);
+    try {
+      const until = Date.now() + 3000;
+      while (Date.now() < until) {
+        written += block.length;
+        if (!tunnel.write(block)) {
+          full++;
+          await Promise.race([
+            new Promise((resolve) => tunnel.once("drain", resolve)),
+            new Promise((resolve) => setTimeout(resolve, until - Date.now()).unref()),
+          ]);
+        }
+      }
+      const peak = rss.stop();
+      ctx.diagnostic(
+        `wrote ${(written / 2 ** 20).toFixed(0)} MiB, sink read ${(sinkRead / 2 ** 20).toFixed(0)} MiB, agent RSS peak ${(peak / 2 ** 20).toFixed(0)} MiB`,
+      );
+      assert.ok(full > 0, "write() returned false");
+      assert.ok(written - sinkRead < 128 << 20, `${written - sinkRead} bytes in flight`);
+      assert.ok(peak < RSS_LIMIT, `agent RSS peaked at ${(peak / 2 ** 20).toFixed(0)} MiB`);
+    } finally {
+      tunnel.destroy();
+      await sink.close();
+    }
+  });
+});

@@ -83,7 +83,9 @@ export function agentFlags(plan: ContainerPlan): string[] {
     "--inherit-env",
   ];
   if (plan.spec.network === "none") flags.push("--no-tcp");
-  else flags.push("--host", "0.0.0.0", "--port", String(AGENT_CONTAINER_PORT));
+  // With a network, services listening on the sandbox's loopback only are re-exposed on
+  // its address, so the host reaches them by the container's IP (tetherd's default is off).
+  else flags.push("--host", "0.0.0.0", "--port", String(AGENT_CONTAINER_PORT), "--expose-loopback");
   const user = defaultUser(plan);
   if (user) flags.push("--user", user);
   const workdir = plan.spec.workdir ?? plan.image.Config.WorkingDir;

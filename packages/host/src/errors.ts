@@ -67,3 +67,16 @@ export class SandboxNotRunningError extends TetherHostError {
 
 /** Building a derived image (user image + agent bundle) failed. */
 export class ImagePrepareError extends TetherHostError {}
+
+/** The registry database cannot be opened, migrated or written. */
+export class RegistryError extends TetherHostError {}
+
+/** A backend asked for by name cannot run sandboxes on this machine (see `tether doctor`). */
+export class BackendUnavailableError extends TetherHostError {
+  constructor(
+    readonly backend: string,
+    readonly reason: string,
+  ) {
+    super(`backend ${backend} is not available here: ${reason}`);
+  }
+}

@@ -1,5 +1,18 @@
 /** @tether/host: sandboxes from any image, behind one backend interface. */
+
+export { type AgentActivity, agentActivity } from "./agent-activity.js";
 export { agentAnswersHealth } from "./agent-health.js";
+export {
+  BACKEND_KINDS,
+  type BackendKind,
+  type BackendStatus,
+  backendStatuses,
+  bwrapStatus,
+  dockerStatus,
+  embeddedBackendKind,
+  ISOLATION,
+  localStatus,
+} from "./backends/availability.js";
 export type {
   AgentEndpoint,
   BindMount,
@@ -13,21 +26,54 @@ export type {
   SandboxState,
   StopOptions,
 } from "./backends/backend.js";
-export { LABEL_MANAGED_BY, LABEL_SANDBOX, MANAGED_BY } from "./backends/backend.js";
+export { LABEL_HOME, LABEL_MANAGED_BY, LABEL_SANDBOX, MANAGED_BY } from "./backends/backend.js";
+export { BwrapBackend, type BwrapBackendOptions, findBwrap, probeBwrap } from "./backends/bwrap/bwrap-backend.js";
 export { DockerBackend, type DockerBackendOptions } from "./backends/docker/docker-backend.js";
 export { detectEngine, type Engine, type EngineKind, type EngineStrategy } from "./backends/docker/engine.js";
+export { LocalBackend } from "./backends/local/local-backend.js";
+export {
+  HOST_IMAGE,
+  type LaunchStrategy,
+  ProcessBackend,
+  type ProcessBackendOptions,
+} from "./backends/process/process-backend.js";
 export { parseBytes } from "./backends/spec.js";
 export {
+  BackendUnavailableError,
   EngineUnavailableError,
   ImageNotFoundError,
   ImagePrepareError,
   InvalidSandboxSpecError,
+  RegistryError,
   SandboxNotFoundError,
   SandboxNotRunningError,
   SandboxStartError,
   TetherHostError,
 } from "./errors.js";
 export { tetherHome } from "./home.js";
+export type { Expired } from "./lifecycle/expiry.js";
+export { DEFAULT_GC_AGE_MS, type GcOptions, type GcReport } from "./lifecycle/gc.js";
+export { INTERRUPTED_CREATE, type ReconcileReport, VANISHED } from "./lifecycle/reconcile.js";
 export { type PreparedImage, preparedTag, prepareImage } from "./prepare-image.js";
+export { type ProcessIdentity, processIdentity } from "./process-identity.js";
+export {
+  type ExpiryAction,
+  REGISTRY_FILE,
+  type RecordFilter,
+  type RecordState,
+  Registry,
+  type SandboxEvent,
+  type SandboxRecord,
+} from "./registry/registry.js";
 export { SandboxDir } from "./sandbox-dir.js";
-export { type CreateOptions, Sandboxes, type SandboxesOptions } from "./sandboxes.js";
+export {
+  type CreateOptions,
+  type ExpiryLoop,
+  type MaintenanceReport,
+  SANDBOX_STATES,
+  Sandboxes,
+  type SandboxesOptions,
+  type SandboxFilter,
+  startExpiryLoop,
+  type TimeoutOptions,
+} from "./sandboxes.js";

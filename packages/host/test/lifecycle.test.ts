@@ -145,6 +145,11 @@ describe("failures leave nothing behind", { skip }, () => {
     const err = await nowhere.create(BUSYBOX).catch((e) => e);
     assert.ok(err instanceof EngineUnavailableError, String(err));
     assert.match(err.message, /no-engine\.sock/);
-    await assert.rejects(nowhere.list(), EngineUnavailableError);
+    // Listing still works from the registry; reconcile says why Docker was left out.
+    assert.deepEqual(await nowhere.list(), []);
+    const report = await nowhere.reconcile();
+    assert.equal(report.skipped[0]?.backend, "docker");
+    assert.match(report.skipped[0]?.reason ?? "", /no-engine\.sock/);
+    nowhere.close();
   });
 });

@@ -1,11 +1,11 @@
 /**
  * What every sandbox backend offers. `docker` implements it through a container engine;
- * `local` and `bwrap` will implement the same with the agent as a child process. Backends
+ * `local` and `bwrap` with the agent under a detached supervisor process. Backends
  * are stateless over the engine: the truth is the engine's (and the sandbox directory's),
  * so a registry built on top can reconcile against `list()`.
  */
 export interface SandboxBackend {
-  /** "docker", later "local" or "bwrap". */
+  /** "docker", "bwrap" or "local". */
   readonly kind: string;
   /** Creates and starts a sandbox; resolves once its agent answers health. Leaves nothing behind on failure. */
   create(spec: SandboxSpec): Promise<SandboxInfo>;
@@ -26,8 +26,11 @@ export interface SandboxBackend {
   list(filter?: ListFilter): Promise<SandboxInfo[]>;
 }
 
-/** What a sandbox is doing. A registry adds its own states (e.g. archived) on top. */
-export type SandboxState = "creating" | "running" | "paused" | "stopped" | "error";
+/**
+ * What a sandbox is doing. Backends report the first five; `archived` is the registry's
+ * (removed by gc, its work directory kept under TETHER_HOME/archive).
+ */
+export type SandboxState = "creating" | "running" | "paused" | "stopped" | "error" | "archived";
 
 export type NetworkMode = "none" | "bridge";
 
@@ -101,6 +104,23 @@ export interface SandboxInfo {
   backendId: string;
   /** The exit code of a stopped sandbox's agent. */
   exitCode?: number;
+  /** How isolated it is: "container", "namespaces (bubblewrap)" or "none" (set by Sandboxes). */
+  isolation?: string;
+  /** The last host-side use (set by Sandboxes from its registry, as are the fields below). */
+  lastUsedAt?: Date;
+  /** Absolute lifetime from each start, ms. */
+  timeoutMs?: number;
+  /** When the absolute timeout passes. */
+  expiresAt?: Date;
+  /** How long it may go idle, ms. */
+  idleTimeoutMs?: number;
+  /** What expiry does to it. */
+  onExpiry?: "stop" | "remove";
+  /** Why it is in state error. */
+  error?: string;
+  metadata?: Record<string, unknown>;
+  /** Where gc archived it. */
+  archivePath?: string;
 }
 
 export interface StopOptions {

@@ -1,0 +1,76 @@
+import Docker from "dockerode";
+import { probeBwrap } from "./bwrap/bwrap-backend.js";
+import { detectEngine } from "./docker/engine.js";
+
+/** The backends Tether has. */
+export const BACKEND_KINDS = ["docker", "bwrap", "local"] as const;
+export type BackendKind = (typeof BACKEND_KINDS)[number];
+
+/** How isolated each backend's sandboxes are, in a few words. */
+export const ISOLATION: Record<BackendKind, string> = {
+  docker: "container",
+  bwrap: "namespaces (bubblewrap)",
+  local: "none",
+};
+
+/** Whether a backend can run sandboxes here, and why (not). */
+export interface BackendStatus {
+  kind: BackendKind;
+  available: boolean;
+  /** Why it is not available, or what it is when it is. */
+  reason: string;
+  isolation: string;
+  details?: Record<string, unknown>;
+}
+
+/** Docker (or Podman's compatible API): the engine answers, with which runtimes. */
+export async function dockerStatus(docker = new Docker()): Promise<BackendStatus> {
+  try {
+    const engine = await detectEngine(docker);
+    return {
+      kind: "docker",
+      available: true,
+      reason: `${engine.kind} ${engine.version} at ${engine.endpoint}; runtimes: ${engine.runtimes.join(", ") || "none listed"}`,
+      isolation: ISOLATION.docker,
+      details: {
+        engine: engine.kind,
+        version: engine.version,
+        endpoint: engine.endpoint,
+        runtimes: engine.runtimes,
+        defaultRuntime: engine.defaultRuntime,
+        rootless: engine.rootless,
+      },
+    };
+  } catch (err) {
+    return { kind: "docker", available: false, reason: (err as Error).message, isolation: ISOLATION.docker };
+  }
+}
+
+/** bubblewrap: the binary is there and a probe sandbox with every namespace we use exits 0. */
+export async function bwrapStatus(binary?: string): Promise<BackendStatus> {
+  const probe = await probeBwrap(binary);
+  return probe.ok
+    ? { kind: "bwrap", available: true, reason: "a probe sandbox ran", isolation: ISOLATION.bwrap }
+    : { kind: "bwrap", available: false, reason: probe.reason, isolation: ISOLATION.bwrap };
+}
+
+/** local: always there (it needs only node), and never isolated. */
+export function localStatus(): BackendStatus {
+  return {
+    kind: "local",
+    available: true,
+    reason: "always available: the agent runs as a plain process of this user, with NO isolation",
+    isolation: ISOLATION.local,
+  };
+}
+
+/** Every backend's status, for `tether doctor`. */
+export async function backendStatuses(options: { docker?: Docker } = {}): Promise<BackendStatus[]> {
+  const [docker, bwrap] = await Promise.all([dockerStatus(options.docker), bwrapStatus()]);
+  return [docker, bwrap, localStatus()];
+}
+
+/** The embedded default (sandboxes without an image): bwrap where it works, else local. */
+export async function embeddedBackendKind(): Promise<"bwrap" | "local"> {
+  return (await probeBwrap()).ok ? "bwrap" : "local";
+}

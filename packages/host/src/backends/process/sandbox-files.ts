@@ -1,0 +1,84 @@
+import { readFile, rm, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { SandboxDir } from "../../sandbox-dir.js";
+
+/** What the supervisor starts, written by the backend before it starts the supervisor. */
+export interface LaunchPlan {
+  argv: string[];
+  env: Record<string, string>;
+  cwd: string;
+}
+
+/** How the agent ended, as `exit.json` has it. */
+export interface ExitRecord {
+  code: number | null;
+  signal: string | null;
+  at: number;
+  /** Set when the agent could not be started at all. */
+  error?: string;
+}
+
+/** `supervisor.json`: the supervisor (pid and start time) and its child's pid (tetherd, or bwrap). */
+export interface SupervisorRecord {
+  pid: number;
+  start: string;
+  agentPid: number;
+}
+
+/** The sandbox as created, `sandbox.json`: enough to list it, and to start it again. */
+export interface SandboxMeta {
+  id: string;
+  name: string;
+  backend: string;
+  image: string;
+  labels: Record<string, string>;
+  createdAt: number;
+  env: Record<string, string>;
+  workdir?: string;
+  user?: string;
+  network: "none" | "bridge";
+  mounts: { source: string; target: string; readOnly?: boolean }[];
+  command?: string[];
+}
+
+export const META_FILE = "sandbox.json";
+export const LAUNCH_FILE = "launch.json";
+export const OUTPUT_FILE = "output.log";
+export const EXIT_FILE = "exit.json";
+export const SUPERVISOR_FILE = "supervisor.json";
+/** Present while the sandbox's processes are frozen with SIGSTOP. */
+export const PAUSED_FILE = "paused";
+
+/**
+ * A `local` or `bwrap` sandbox's host directory: SandboxDir's token and run/, plus
+ * work/ (the sandbox's default working directory) and the files above.
+ */
+export class ProcessSandboxDir extends SandboxDir {
+  get workDir(): string {
+    return path.join(this.path, "work");
+  }
+
+  file(name: string): string {
+    return path.join(this.path, name);
+  }
+
+  async readJson<T>(name: string): Promise<T | undefined> {
+    try {
+      return JSON.parse(await readFile(this.file(name), "utf8")) as T;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async writeJson(name: string, value: unknown): Promise<void> {
+    await writeFile(this.file(name), `${JSON.stringify(value)}\n`, { mode: 0o600 });
+  }
+
+  async has(name: string): Promise<boolean> {
+    return (await stat(this.file(name)).catch(() => undefined)) !== undefined;
+  }
+
+  async removeFile(name: string): Promise<void> {
+    await rm(this.file(name), { force: true });
+  }
+}

@@ -1,0 +1,194 @@
+import assert from "node:assert/strict";
+import { readFile, rm, stat, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import type { Agent } from "@tether/sdk";
+import { InvalidSandboxSpecError, Sandboxes, type SandboxInfo, SandboxNotRunningError } from "../src/index.js";
+import { bwrapSkipReason, scratchHome } from "./support/backends.js";
+import { engineSkipReason, eventually, testBundle } from "./support/sandboxes.js";
+
+const BUSYBOX = "tether-test/busybox";
+const dockerSkip = await engineSkipReason([BUSYBOX]);
+const bwrapSkip = await bwrapSkipReason();
+
+/** The same tests for every backend: how to make a sandbox there, and what it is. */
+const BACKENDS = [
+  { kind: "docker", image: BUSYBOX, skip: dockerSkip, isolation: "container" },
+  { kind: "bwrap", image: undefined, skip: bwrapSkip, isolation: "namespaces (bubblewrap)" },
+  { kind: "local", image: undefined, skip: undefined, isolation: "none" },
+] as const;
+
+let scratch: Awaited<ReturnType<typeof scratchHome>>;
+let sandboxes: Sandboxes;
+const agents: Agent[] = [];
+before(async () => {
+  scratch = await scratchHome();
+  sandboxes = new Sandboxes({ home: scratch.home, docker: { bundle: testBundle } });
+});
+after(async () => {
+  await new Promise((r) => setTimeout(r, 20));
+  for (const agent of agents) agent.close();
+  for (const s of await sandboxes.list({ states: ["creating", "running", "paused", "stopped", "error"] })) {
+    await sandboxes.remove(s.id).catch(() => {});
+  }
+  sandboxes.close();
+  await scratch.remove();
+});
+
+async function connect(id: string): Promise<Agent> {
+  const agent = await sandboxes.connect(id);
+  agents.push(agent);
+  return agent;
+}
+
+for (const backend of BACKENDS) {
+  describe(`backend ${backend.kind}`, { skip: backend.skip }, () => {
+    let info: SandboxInfo;
+    before(async () => {
+      info = await sandboxes.create(backend.image, { backend: backend.kind, labels: { suite: "backends" } });
+    });
+
+    test("create: running, recorded, with the backend's isolation", async () => {
+      assert.equal(info.state, "running");
+      assert.equal(info.backend, backend.kind);
+      assert.equal(info.isolation, backend.isolation);
+      const record = sandboxes.registry?.get(info.id);
+      assert.equal(record?.state, "running");
+      assert.equal(record?.backend, backend.kind);
+      assert.deepEqual(record?.labels, { suite: "backends" });
+    });
+
+    test("processes: output, exit codes, stdin, env", async () => {
+      const agent = await connect(info.id);
+      const r = await agent.commands.run(["sh", "-c", "echo out; echo err >&2; exit 3"], { reject: false });
+      assert.equal(r.stdout, "out\n");
+      assert.equal(r.stderr, "err\n");
+      assert.equal(r.exitCode, 3);
+      const env = await agent.commands.run(["sh", "-c", "echo $GREETING"], { envs: { GREETING: "hello" } });
+      assert.equal(env.stdout, "hello\n");
+      const cat = await agent.commands.run(["cat"], { stdin: "piped in" });
+      assert.equal(cat.stdout, "piped in");
+    });
+
+    test("files: write, read back, list, and visible to processes", async () => {
+      const agent = await connect(info.id);
+      const dir = backend.kind === "docker" ? "/tmp" : (await agent.commands.run(["pwd"])).stdout.trim();
+      const file = `${dir}/hello.txt`;
+      await agent.files.write(file, "file body\n");
+      assert.equal(await agent.files.read(file), "file body\n");
+      assert.equal((await agent.commands.run(["cat", file])).stdout, "file body\n");
+      const entries = await agent.files.list(dir);
+      assert.ok(entries.some((e) => e.name === "hello.txt"));
+    });
+
+    test("stop and start: the same sandbox answers again", async () => {
+      await sandboxes.stop(info.id, { timeoutSeconds: 5 });
+      assert.equal((await sandboxes.get(info.id)).state, "stopped");
+      await assert.rejects(sandboxes.connect(info.id), SandboxNotRunningError);
+      const started = await sandboxes.start(info.id);
+      assert.equal(started.state, "running");
+      const agent = await connect(info.id);
+      assert.equal((await agent.commands.run(["echo", "back"])).stdout, "back\n");
+    });
+
+    test("pause freezes, unpause resumes", async () => {
+      const agent = await connect(info.id);
+      const dir = backend.kind === "docker" ? "/tmp" : (await agent.commands.run(["pwd"])).stdout.trim();
+      const counter = await agent.commands.start([
+        "sh",
+        "-c",
+        `i=0; while :; do i=$((i+1)); echo $i > ${dir}/count; sleep 0.05; done`,
+      ]);
+      await eventually(
+        async () => ((await agent.files.read(`${dir}/count`).catch(() => "")) ? true : undefined),
+        "a count",
+      );
+      await sandboxes.pause(info.id);
+      assert.equal((await sandboxes.get(info.id)).state, "paused");
+      assert.equal(sandboxes.registry?.get(info.id)?.state, "paused");
+      await sandboxes.unpause(info.id);
+      const first = Number(await agent.files.read(`${dir}/count`));
+      await eventually(
+        async () => (Number(await agent.files.read(`${dir}/count`)) > first ? true : undefined),
+        "the counter to move again",
+      );
+      await counter.kill();
+    });
+
+    test("logs: the supervised command's output, stdout and stderr apart", async () => {
+      const made = await sandboxes.create(backend.image, {
+        backend: backend.kind,
+        command: ["sh", "-c", "echo out-line; echo err-line >&2; sleep 600"],
+      });
+      const seen = await eventually(async () => {
+        const chunks: string[] = [];
+        for await (const c of sandboxes.logs(made.id)) chunks.push(`${c.stream}:${c.data}`);
+        return chunks.some((s) => s.includes("err-line")) ? chunks : undefined;
+      }, "the command's output");
+      assert.ok(seen.some((s) => s.startsWith("stdout:") && s.includes("out-line")));
+      assert.ok(seen.some((s) => s.startsWith("stderr:") && s.includes("err-line")));
+      const tail = [];
+      for await (const c of sandboxes.logs(made.id, { tail: 1 })) tail.push(c);
+      assert.equal(tail.length, 1);
+      await sandboxes.remove(made.id);
+      assert.equal(sandboxes.registry?.get(made.id), undefined);
+    });
+
+    test("remove: gone from the backend, the registry and the host", async () => {
+      const made = await sandboxes.create(backend.image, { backend: backend.kind });
+      await sandboxes.remove(made.id);
+      assert.ok(!(await sandboxes.list()).some((s) => s.id === made.id));
+      assert.equal(await stat(path.join(scratch.home, "sandboxes", made.id)).catch(() => undefined), undefined);
+    });
+  });
+}
+
+describe("process backends", () => {
+  test("local: no isolation, its own work directory as the default workdir", async () => {
+    const info = await sandboxes.create(undefined, { backend: "local" });
+    const agent = await connect(info.id);
+    const pwd = (await agent.commands.run(["pwd"])).stdout.trim();
+    assert.equal(pwd, path.join(scratch.home, "sandboxes", info.id, "work"));
+    // It sees the host as it is: the same pid namespace.
+    const pids = (await agent.commands.run(["sh", "-c", "ls /proc | grep -c '^[0-9]'"])).stdout;
+    assert.ok(Number(pids) > 5);
+    const pidFile = JSON.parse(
+      await readFile(path.join(scratch.home, "sandboxes", info.id, "supervisor.json"), "utf8"),
+    );
+    assert.equal(typeof pidFile.pid, "number");
+    await sandboxes.remove(info.id);
+  });
+
+  test("local refuses what it cannot honour, and nothing is recorded", async () => {
+    await assert.rejects(sandboxes.create(undefined, { backend: "local", memory: "64m", cpus: 1 }), (err: Error) => {
+      assert.ok(err instanceof InvalidSandboxSpecError);
+      assert.match(err.message, /cpus, memory/);
+      return true;
+    });
+    await assert.rejects(sandboxes.create(BUSYBOX, { backend: "local" }), /image needs a container engine/);
+  });
+
+  test("bwrap: read-only host root, private /tmp and pids, no network, TETHER_HOME hidden", {
+    skip: bwrapSkip,
+  }, async () => {
+    const info = await sandboxes.create(undefined, { backend: "bwrap" });
+    const agent = await connect(info.id);
+    const run = async (script: string) => (await agent.commands.run(["sh", "-c", script], { reject: false })).stdout;
+    assert.match(await run("touch /etc/tether-x 2>&1 || echo refused"), /refused|Read-only/);
+    const marker = path.join(os.tmpdir(), `tether-bwrap-marker-${process.pid}`);
+    await writeFile(marker, "host");
+    assert.equal(await run(`cat ${marker} 2>/dev/null || echo private`), "private\n");
+    await rm(marker);
+    assert.ok(Number(await run("ls /proc | grep -c '^[0-9]'")) < 10);
+    assert.equal(await run("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"), "lo\n");
+    assert.equal(await run(`ls ${scratch.home}/sandboxes | wc -l`), "1\n");
+    assert.equal(await run(`test -e ${scratch.home}/tether.db && echo visible || echo hidden`), "hidden\n");
+    assert.equal(await run("grep CapEff /proc/self/status | tr -d '\\t'"), "CapEff:0000000000000000\n");
+    await sandboxes.remove(info.id);
+  });
+
+  test("bwrap refuses what it cannot honour", { skip: bwrapSkip }, async () => {
+    await assert.rejects(sandboxes.create(undefined, { backend: "bwrap", pidsLimit: 10 }), /pidsLimit/);
+  });
+});

@@ -8,6 +8,7 @@ import { type AgentProcess, startAgentProcess } from "./agent-process.js";
 import { type DockerContainer, startBusybox } from "./docker.js";
 import { type Row, renderTable, writeResults } from "./report.js";
 import { type Timing, timeRuns } from "./stats.js";
+import { measureTunnels } from "./tunnel.js";
 
 const EXEC_RUNS = Number(process.env.BENCH_EXEC_RUNS ?? 300);
 const EXEC_WARMUP = 30;
@@ -221,6 +222,9 @@ async function main(): Promise<void> {
       },
     ];
 
+    const tunnels = await measureTunnels(unix, agent, log);
+    rows.push(...tunnels.rows);
+
     process.stdout.write(`${renderTable(rows)}\n`);
     process.stdout.write(
       `\nload average during the run: ${os
@@ -236,6 +240,7 @@ async function main(): Promise<void> {
       exec: { spawn: spawnTiming, tetherUnix: unixTiming, tetherTcp: tcpTiming, dockerExec: dockerTiming },
       throughput: { tetherUnix: tetherStream, dockerExec: dockerStream },
       throughputRuns: { tetherUnix: tetherStreams, dockerExec: dockerStreams },
+      tunnels: { ...tunnels, rows: undefined },
       load: os.loadavg(),
       rss: {
         idle: idleRss,

@@ -5,6 +5,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Agent } from "@tether/sdk";
 import { type AgentProcess, startAgentProcess } from "./agent-process.js";
+import { measureBackends } from "./backends.js";
 import { type DockerContainer, startBusybox } from "./docker.js";
 import { type Row, renderTable, writeResults } from "./report.js";
 import { type Timing, timeRuns } from "./stats.js";
@@ -224,6 +225,8 @@ async function main(): Promise<void> {
 
     const tunnels = await measureTunnels(unix, agent, log);
     rows.push(...tunnels.rows);
+    const backends = await measureBackends(log);
+    rows.push(...backends.rows);
 
     process.stdout.write(`${renderTable(rows)}\n`);
     process.stdout.write(
@@ -241,6 +244,7 @@ async function main(): Promise<void> {
       throughput: { tetherUnix: tetherStream, dockerExec: dockerStream },
       throughputRuns: { tetherUnix: tetherStreams, dockerExec: dockerStreams },
       tunnels: { ...tunnels, rows: undefined },
+      createToFirstExec: backends.timings,
       load: os.loadavg(),
       rss: {
         idle: idleRss,

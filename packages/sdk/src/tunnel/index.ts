@@ -76,7 +76,7 @@ export async function openTunnel(
       const body = await readAll(stream);
       throw errorFromJsonBytes(body, undefined, new ConnectError(`HTTP ${status}`, Code.Unknown));
     }
-    tunnel.target = await tunnel.opened;
+    await tunnel.opened;
     return tunnel;
   } catch (err) {
     tunnel.destroy();
@@ -139,7 +139,9 @@ export class TunnelStream extends Duplex {
       const message = fromBinary(TunnelResponseSchema, env.data).message;
       switch (message.case) {
         case "opened":
-          this.resolveOpened({ address: message.value.address, port: message.value.port });
+          // Set at once: an error in the same chunk must find the tunnel open.
+          this.target = { address: message.value.address, port: message.value.port };
+          this.resolveOpened(this.target);
           break;
         case "data": {
           const data = message.value;
@@ -185,7 +187,10 @@ export class TunnelStream extends Duplex {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (!this.h2.closed) this.h2.close(http2.constants.NGHTTP2_CANCEL);
+    // Both halves ended cleanly: the agent ends the call once the last bytes are delivered;
+    // cancelling now could cut them off.
+    const clean = !error && this.readableEnded && this.writableFinished;
+    if (!this.h2.closed && !clean) this.h2.close(http2.constants.NGHTTP2_CANCEL);
     callback(error);
   }
 }

@@ -1,6 +1,7 @@
 import type net from "node:net";
 import { AGENT_DEFAULT_PORT } from "@tether/protocol";
 import { UserDirectory } from "./auth/users.js";
+import { type CocoonListeners, type CocoonOptions, startCocoon } from "./cocoon/listener.js";
 import type { AgentContext } from "./context.js";
 import { createFilesystemService } from "./files/service.js";
 import { createLogger, type Logger } from "./logger.js";
@@ -57,6 +58,8 @@ export interface AgentOptions {
   gitBaseUrl?: string;
   /** Clone attempts and first backoff of workspace init; default 4 attempts from 1 s. */
   cloneRetry?: CloneRetry;
+  /** cocoon-style line-JSON exec listeners (vsock, unix socket, TCP). */
+  cocoon?: CocoonOptions;
 }
 
 export interface RunningAgent {
@@ -67,6 +70,8 @@ export interface RunningAgent {
   supervised?: SupervisedCommand;
   /** Base URL for HTTP clients, when listening on TCP. */
   url?: string;
+  /** The cocoon-style exec listeners, when asked for. */
+  cocoon?: CocoonListeners;
   context: AgentContext;
   close(): Promise<void>;
 }
@@ -112,6 +117,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
       result.socket = options.socket;
     }
     await exposer?.start();
+    if (options.cocoon) result.cocoon = await startCocoon(context, options.cocoon);
     // Started once the agent listens, so a host waiting for health never misses it.
     if (options.supervise) {
       result.supervised = SupervisedCommand.start(await planSupervisedCommand(context, options.supervise), log);
@@ -127,6 +133,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
   return result;
 
   async function close(): Promise<void> {
+    await result.cocoon?.close();
     await result.supervised?.stop(options.superviseStopTimeoutMs ?? DEFAULT_SUPERVISE_STOP_TIMEOUT_MS);
     await exposer?.close();
     await Promise.all(services.map((s) => s.close()));

@@ -1,5 +1,13 @@
 /** tetherd: the agent inside every sandbox. */
 export { type AgentOptions, type RunningAgent, startAgent } from "./agent.js";
 export { type UnixUser, UnknownUserError, UserDirectory } from "./auth/users.js";
+export {
+  CocoonError,
+  type CocoonRequest,
+  type CocoonTarget,
+  runCocoonClient,
+  STDIN_CHUNK_BYTES,
+} from "./cocoon/client.js";
+export { COCOON_DEFAULT_VSOCK_PORT } from "./cocoon/listener.js";
 /** tetherd's command line, for `tether agent`. */
 export { main } from "./main.js";

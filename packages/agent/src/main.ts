@@ -2,12 +2,19 @@ import { AGENT_DEFAULT_PORT } from "@tether/protocol";
 import { Command, InvalidArgumentError } from "commander";
 import { DEFAULT_SUPERVISE_STOP_TIMEOUT_MS, startAgent } from "./agent.js";
 import { takeAccessTokenFile } from "./auth/token-file.js";
+import { COCOON_DEFAULT_VSOCK_PORT } from "./cocoon/listener.js";
 import { createLogger } from "./logger.js";
 
 function parsePort(value: string): number {
   const port = Number(value);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError("expected a port 0-65535");
   return port;
+}
+
+function parseHostPort(value: string): { host: string; port: number } {
+  const match = /^\[?([^\]]*)\]?:(\d+)$/.exec(value);
+  if (!match) throw new InvalidArgumentError("expected HOST:PORT, e.g. 127.0.0.1:1024");
+  return { host: match[1] || "127.0.0.1", port: parsePort(match[2]) };
 }
 
 function parseOwner(value: string): { uid: number; gid: number } {
@@ -48,6 +55,9 @@ export async function main(argv = process.argv): Promise<void> {
     )
     .option("--no-expose-loopback", "do not re-expose loopback-only services (the default)")
     .option("--git-base-url <url>", "where workspace init clones yolo's OWNER/NAME from", "https://github.com")
+    .option("--cocoon-vsock [port]", "serve cocoon-style line-JSON exec on this vsock port (host CID only)", parsePort)
+    .option("--cocoon-socket <path>", "serve cocoon-style line-JSON exec on this unix socket")
+    .option("--cocoon-tcp <host:port>", "serve cocoon-style line-JSON exec on this TCP address", parseHostPort)
     .option("--log-level <level>", "pino log level", process.env.TETHER_LOG_LEVEL ?? "info")
     .argument("[command...]", "supervise this command (after --): output to ours, SIGTERM passed on, exit logged")
     // Everything after the command's name is the command's, not ours.
@@ -67,6 +77,9 @@ export async function main(argv = process.argv): Promise<void> {
     workdir?: string;
     exposeLoopback?: boolean;
     gitBaseUrl: string;
+    cocoonVsock?: number | true;
+    cocoonSocket?: string;
+    cocoonTcp?: { host: string; port: number };
     logLevel: string;
   }>();
   if (!opts.tcp && !opts.socket) program.error("--no-tcp needs --socket: the agent must listen somewhere");
@@ -89,6 +102,14 @@ export async function main(argv = process.argv): Promise<void> {
     defaultWorkdir: opts.workdir,
     exposeLoopback: opts.exposeLoopback ?? false,
     gitBaseUrl: opts.gitBaseUrl,
+    cocoon:
+      opts.cocoonVsock !== undefined || opts.cocoonSocket || opts.cocoonTcp
+        ? {
+            vsockPort: opts.cocoonVsock === true ? COCOON_DEFAULT_VSOCK_PORT : opts.cocoonVsock,
+            socket: opts.cocoonSocket,
+            tcp: opts.cocoonTcp,
+          }
+        : undefined,
     logger,
   });
   // The token must not leak to the processes we start.

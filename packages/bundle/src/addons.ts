@@ -11,11 +11,13 @@ interface NativeAddon {
   javascript: (file: string) => boolean;
 }
 
-/** The agent's native addons. Both are N-API, so builds made with the host's node load in the bundled one. */
+/** The agent's native addons. All are N-API, so builds made with the host's node load in the bundled one. */
 export const NATIVE_ADDONS: readonly NativeAddon[] = [
   // Windows-only and test files are left out; on Linux node-pty needs only pty.node and lib/.
   { name: "node-pty", javascript: (f) => f.startsWith("lib/") && f.endsWith(".js") && !f.endsWith(".test.js") },
   { name: "fs-xattr", javascript: (f) => f === "index.js" },
+  // Ours (packages/vsock): AF_VSOCK for the cocoon-style exec listener and client.
+  { name: "@tether/vsock", javascript: (f) => f === "index.js" },
 ];
 
 /** Finds an installed package's directory as the agent would resolve it (works for packages with `exports`). */

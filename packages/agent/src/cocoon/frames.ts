@@ -1,0 +1,128 @@
+import type { z } from "zod";
+
+/** The longest line (one JSON frame) either side may send, newline excluded. */
+export const MAX_FRAME_BYTES = 8 << 20;
+
+/** Host entropy a reseed mixes in at most. */
+export const MAX_RESEED_BYTES = 512;
+
+/** Frames the agent sends. `exit_code` is omitted when 0. */
+export type AgentFrame =
+  | { type: "started"; pid: number }
+  | { type: "stdout"; data: string }
+  | { type: "stderr"; data: string }
+  | { type: "exit"; exit_code?: number }
+  | { type: "error"; message: string };
+
+/** Frames a client sends. */
+export type ClientFrame =
+  | { type: "exec"; argv: string[]; env?: Record<string, string> }
+  | { type: "reseed"; data: string; regen_machine_id?: boolean }
+  | { type: "stdin"; data: string }
+  | { type: "stdin_close" };
+
+/** A frame the agent cannot accept; the message goes back in an error frame. */
+export class FrameError extends Error {
+  override name = "FrameError";
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+let schemas: Promise<ReturnType<typeof buildSchemas>> | undefined;
+
+/** zod is loaded on the first session, like the /init schema: most agents never see one. */
+async function loadSchemas() {
+  schemas ??= import("zod").then(({ z }) => buildSchemas(z));
+  return schemas;
+}
+
+function buildSchemas(zod: typeof z) {
+  const data = zod.string().regex(BASE64, "data must be base64");
+  const noNul = (what: string) => zod.string().refine((s) => !s.includes("\0"), `${what} must not contain NUL`);
+  const first = zod.discriminatedUnion("type", [
+    zod.object({
+      type: zod.literal("exec"),
+      argv: zod.array(noNul("argv")).min(1, "argv is empty"),
+      env: zod
+        .record(zod.string().regex(/^[^=\0]+$/, "env names must be non-empty, without = or NUL"), noNul("env values"))
+        .optional(),
+    }),
+    zod.object({ type: zod.literal("reseed"), data, regen_machine_id: zod.boolean().optional() }),
+  ]);
+  const input = zod.discriminatedUnion("type", [
+    zod.object({ type: zod.literal("stdin"), data }),
+    zod.object({ type: zod.literal("stdin_close") }),
+  ]);
+  return { first, input, prettify: (e: z.ZodError) => zod.prettifyError(e).replace(/\n+/g, "; ") };
+}
+
+/** Parses the session's first frame: exec or reseed. */
+export async function parseFirstFrame(line: string): Promise<Extract<ClientFrame, { type: "exec" | "reseed" }>> {
+  const { first, prettify } = await loadSchemas();
+  const parsed = first.safeParse(parseJson(line));
+  if (!parsed.success) throw new FrameError(`bad first frame (want exec or reseed): ${prettify(parsed.error)}`);
+  return parsed.data;
+}
+
+/** Parses a frame after exec: stdin or stdin_close. */
+export async function parseInputFrame(line: string): Promise<Extract<ClientFrame, { type: "stdin" | "stdin_close" }>> {
+  const { input, prettify } = await loadSchemas();
+  const parsed = input.safeParse(parseJson(line));
+  if (!parsed.success) throw new FrameError(`bad stdin frame: ${prettify(parsed.error)}`);
+  return parsed.data;
+}
+
+function parseJson(line: string): unknown {
+  try {
+    return JSON.parse(line);
+  } catch (err) {
+    throw new FrameError(`frame is not JSON: ${(err as Error).message}`);
+  }
+}
+
+/** One frame as a line. */
+export function encodeFrame(frame: AgentFrame | ClientFrame): string {
+  return `${JSON.stringify(frame)}\n`;
+}
+
+/**
+ * Splits a byte stream into lines of at most `max` bytes; a longer one is an error (the
+ * bytes are not kept, so a peer cannot make us buffer more than that).
+ */
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private length = 0;
+
+  constructor(private readonly max = MAX_FRAME_BYTES) {}
+
+  /** Adds bytes and returns the complete lines; throws FrameError on an oversize line. */
+  push(chunk: Buffer): string[] {
+    const lines: string[] = [];
+    let start = 0;
+    for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
+      const piece = chunk.subarray(start, nl);
+      if (this.length + piece.length > this.max) throw this.oversize();
+      this.chunks.push(piece);
+      lines.push(Buffer.concat(this.chunks).toString("utf8"));
+      this.chunks = [];
+      this.length = 0;
+      start = nl + 1;
+    }
+    const rest = chunk.subarray(start);
+    if (this.length + rest.length > this.max) throw this.oversize();
+    if (rest.length > 0) {
+      this.chunks.push(rest);
+      this.length += rest.length;
+    }
+    return lines;
+  }
+
+  /** Bytes of an unfinished line, if any. */
+  get pending(): number {
+    return this.length;
+  }
+
+  private oversize(): FrameError {
+    return new FrameError(`frame longer than ${this.max} bytes`);
+  }
+}

@@ -1,8 +1,20 @@
 import { createRequire } from "node:module";
 import { Command, CommanderError } from "commander";
 import { agentCommand } from "./commands/agent.js";
+import { bundleCommand } from "./commands/bundle.js";
+import { cpCommand } from "./commands/cp.js";
+import { createCommand } from "./commands/create.js";
 import { execCommand } from "./commands/exec.js";
+import { imageCommand } from "./commands/image.js";
+import { logsCommand } from "./commands/logs.js";
+import { lsCommand } from "./commands/ls.js";
+import { pauseCommand } from "./commands/pause.js";
+import { rmCommand } from "./commands/rm.js";
 import { runCommand } from "./commands/run.js";
+import { shellCommand } from "./commands/shell.js";
+import { startCommand } from "./commands/start.js";
+import { stopCommand } from "./commands/stop.js";
+import { unpauseCommand } from "./commands/unpause.js";
 import { EXIT } from "./options.js";
 
 const { version } = createRequire(import.meta.url)("../../package.json") as { version: string };
@@ -18,8 +30,23 @@ export async function main(argv = process.argv): Promise<void> {
     .exitOverride()
     .addCommand(agentCommand())
     .addCommand(runCommand())
-    .addCommand(execCommand());
-  for (const command of program.commands) command.exitOverride().showHelpAfterError("(run with --help for usage)");
+    .addCommand(createCommand())
+    .addCommand(lsCommand())
+    .addCommand(execCommand())
+    .addCommand(shellCommand())
+    .addCommand(cpCommand())
+    .addCommand(logsCommand())
+    .addCommand(startCommand())
+    .addCommand(stopCommand())
+    .addCommand(pauseCommand())
+    .addCommand(unpauseCommand())
+    .addCommand(rmCommand())
+    .addCommand(bundleCommand())
+    .addCommand(imageCommand());
+  const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
+  for (const command of all(program).slice(1)) {
+    command.exitOverride().showHelpAfterError("(run with --help for usage)");
+  }
   try {
     await program.parseAsync(argv);
   } catch (err) {

@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 
 /** Collects `-e KEY=VALUE` (or `-e KEY`, taking this shell's value) into an env map. */
 export function collectEnv(value: string, previous: Record<string, string>): Record<string, string> {
@@ -22,3 +22,14 @@ export const EXIT = {
   /** The command was not found. */
   notFound: 127,
 } as const;
+
+/**
+ * Splits `ID [options] [--] ARGV` after commander has stopped at ID (passThroughOptions):
+ * options between the id and the command still belong to us, and land in `command.opts()`.
+ */
+export function optionsAfterTarget(command: Command, args: string[]): [string, string[]] {
+  const [target, ...rest] = args;
+  const { operands, unknown } = command.parseOptions(rest);
+  if (unknown.length > 0 && unknown[0].startsWith("-")) command.error(`error: unknown option '${unknown[0]}'`);
+  return [target, [...operands, ...unknown]];
+}

@@ -1,0 +1,45 @@
+import { Command } from "commander";
+import { SandboxCopy } from "../copy.js";
+import { connectSandbox } from "../sandboxes.js";
+
+/** One side of a copy: a local path, or a path in a sandbox. */
+type End = { sandbox?: undefined; path: string } | { sandbox: string; path: string };
+
+/** `ID:PATH` is in a sandbox; a path starting with / or . (or without a colon) is local. */
+export function parseEnd(arg: string): End {
+  const colon = arg.indexOf(":");
+  if (arg === "-" || arg.startsWith("/") || arg.startsWith(".") || colon <= 0) return { path: arg };
+  return { sandbox: arg.slice(0, colon), path: arg.slice(colon + 1) || "/" };
+}
+
+/** `tether cp ID:SRC DST` and `tether cp SRC ID:DST`: files and directories, streamed. */
+export function cpCommand(): Command {
+  return new Command("cp")
+    .summary("copy files and directories between this machine and a sandbox")
+    .description(
+      "Copies a file or a directory tree into (SRC ID:DST) or out of (ID:SRC DST) a sandbox,\n" +
+        "streamed through its agent's file API, so images without a shell or tar work too.\n" +
+        "An existing directory as DST receives SRC under its own name. '-' as the local side\n" +
+        "copies one file from stdin or to stdout. File permission bits are kept.",
+    )
+    .usage("ID:SRC DST | SRC ID:DST")
+    .argument("<source>")
+    .argument("<destination>")
+    .action(async function (this: Command, sourceArg: string, destinationArg: string) {
+      const source = parseEnd(sourceArg);
+      const destination = parseEnd(destinationArg);
+      if ((source.sandbox === undefined) === (destination.sandbox === undefined)) {
+        this.error("error: exactly one of SOURCE and DESTINATION must be ID:PATH (a path in a sandbox)");
+      }
+      const id = (source.sandbox ?? destination.sandbox) as string;
+      const agent = await connectSandbox(id);
+      const copy = new SandboxCopy(agent);
+      try {
+        if (source.sandbox !== undefined) await copy.out(source.path, destination.path);
+        else await copy.in(source.path, destination.path);
+      } finally {
+        agent.close();
+      }
+      for (const warning of copy.warnings) process.stderr.write(`tether: ${warning}\n`);
+    });
+}

@@ -1,0 +1,11 @@
+import { Command } from "commander";
+import { forEachSandbox } from "../each-sandbox.js";
+import { sandboxes } from "../sandboxes.js";
+
+/** `tether unpause ID...`: thaws paused sandboxes. */
+export function unpauseCommand(): Command {
+  return new Command("unpause")
+    .summary("thaw paused sandboxes")
+    .argument("<ids...>", "sandbox ids or names")
+    .action((ids: string[]) => forEachSandbox(ids, (id) => sandboxes().unpause(id)));
+}

@@ -1,0 +1,113 @@
+import { createReadStream, createWriteStream } from "node:fs";
+import { chmod, lstat, mkdir, readdir, readlink, stat, symlink } from "node:fs/promises";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { type Agent, type EntryInfo, NotFoundError } from "@tether/sdk";
+
+/**
+ * Copies between this machine and a sandbox over the agent's file API only (stat, list,
+ * streamed read and write), so it works in images without a shell or tar. Directories
+ * are walked entry by entry; file permission bits are kept both ways.
+ */
+export class SandboxCopy {
+  /** Notes for the user (entries that could not be copied as they are). */
+  readonly warnings: string[] = [];
+
+  constructor(private readonly agent: Agent) {}
+
+  /** Sandbox `source` to local `destination` (`-`: the file to stdout). */
+  async out(source: string, destination: string): Promise<void> {
+    const info = await this.agent.files.stat(source);
+    if (destination === "-") {
+      if (info.type !== "file")
+        throw new Error(`${source} is a ${kindName(info)}: only a single file can go to stdout`);
+      await writeToStdout(await this.agent.files.read(source, { format: "stream" }));
+      return;
+    }
+    const into = await stat(destination).catch(() => undefined);
+    const target = into?.isDirectory() ? path.join(destination, path.posix.basename(source)) : destination;
+    if (info.type === "dir")
+      await this.dirOut(info.symlinkTarget ?? source, target, info.mode, info.symlinkTarget ?? info.path, "");
+    else if (info.type === "file") await this.fileOut(source, target, info.mode);
+    else throw new Error(`${source} is a ${kindName(info)}: only files and directories can be copied`);
+  }
+
+  /** Local `source` (`-`: stdin, to one file) to sandbox `destination`. */
+  async in(source: string, destination: string): Promise<void> {
+    const into = await this.agent.files.stat(destination).catch((err: unknown) => {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    });
+    if (source === "-") {
+      if (into?.type === "dir") throw new Error(`${destination} is a directory: give a file path to copy stdin to`);
+      await this.agent.files.write(destination, process.stdin);
+      return;
+    }
+    const info = await stat(source);
+    const target =
+      into?.type === "dir" ? path.posix.join(destination, path.basename(path.resolve(source))) : destination;
+    if (info.isDirectory()) await this.dirIn(source, target);
+    else if (info.isFile())
+      await this.agent.files.write(target, createReadStream(source), { mode: info.mode & 0o7777 });
+    else throw new Error(`${source} is not a file or directory`);
+  }
+
+  private async fileOut(source: string, target: string, mode: number): Promise<void> {
+    const body = await this.agent.files.read(source, { format: "stream" });
+    await pipeline(body, createWriteStream(target, { mode }));
+    await chmod(target, mode);
+  }
+
+  /** `root` is the copied tree's real path in the sandbox, `relDir` this directory's place in it. */
+  private async dirOut(source: string, target: string, mode: number, root: string, relDir: string): Promise<void> {
+    await mkdir(target, { recursive: true, mode: 0o700 });
+    for (const entry of await this.agent.files.list(source)) {
+      const to = path.join(target, entry.name);
+      const rel = path.posix.join(relDir, entry.name);
+      if (entry.symlinkTarget !== undefined) await symlink(linkText(entry.symlinkTarget, root, relDir), to);
+      else if (entry.type === "dir") await this.dirOut(entry.path, to, entry.mode, root, rel);
+      else if (entry.type === "file") await this.fileOut(entry.path, to, entry.mode);
+      else this.warnings.push(`skipped ${entry.path}: a ${kindName(entry)} is not copied`);
+    }
+    // Last, so a read-only directory can still be filled first.
+    await chmod(target, mode);
+  }
+
+  private async dirIn(source: string, target: string): Promise<void> {
+    await this.agent.files.makeDir(target);
+    for (const entry of await readdir(source, { withFileTypes: true })) {
+      const from = path.join(source, entry.name);
+      const to = path.posix.join(target, entry.name);
+      if (entry.isDirectory()) await this.dirIn(from, to);
+      else if (entry.isFile()) {
+        const { mode } = await lstat(from);
+        await this.agent.files.write(to, createReadStream(from), { mode: mode & 0o7777 });
+      } else if (entry.isSymbolicLink()) {
+        this.warnings.push(
+          `skipped ${from}: a symlink (-> ${await readlink(from)}); the agent's file API cannot make links`,
+        );
+      } else this.warnings.push(`skipped ${from}: not a file or directory`);
+    }
+  }
+}
+
+/**
+ * The agent reports a link by the real path it resolves to. A target inside the copied
+ * tree becomes a relative link, so the copy stays self-contained; others stay absolute.
+ */
+function linkText(resolved: string, root: string, relDir: string): string {
+  if (resolved !== root && !resolved.startsWith(`${root}/`)) return resolved;
+  return path.posix.relative(path.posix.join(root, relDir), resolved) || ".";
+}
+
+function kindName(info: EntryInfo): string {
+  if (info.symlinkTarget !== undefined && info.type === "unknown") return "dangling symlink";
+  return info.type === "unknown" ? "special file" : info.type;
+}
+
+async function writeToStdout(body: Readable): Promise<void> {
+  for await (const chunk of body) {
+    if (!process.stdout.write(chunk)) await new Promise((resolve) => process.stdout.once("drain", resolve));
+  }
+}

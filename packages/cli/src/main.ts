@@ -5,10 +5,12 @@ import { bundleCommand } from "./commands/bundle.js";
 import { cpCommand } from "./commands/cp.js";
 import { createCommand } from "./commands/create.js";
 import { execCommand } from "./commands/exec.js";
+import { forwardCommand } from "./commands/forward.js";
 import { imageCommand } from "./commands/image.js";
 import { logsCommand } from "./commands/logs.js";
 import { lsCommand } from "./commands/ls.js";
 import { pauseCommand } from "./commands/pause.js";
+import { portsCommand } from "./commands/ports.js";
 import { rmCommand } from "./commands/rm.js";
 import { runCommand } from "./commands/run.js";
 import { shellCommand } from "./commands/shell.js";
@@ -33,6 +35,8 @@ export async function main(argv = process.argv): Promise<void> {
     .addCommand(createCommand())
     .addCommand(lsCommand())
     .addCommand(execCommand())
+    .addCommand(portsCommand())
+    .addCommand(forwardCommand())
     .addCommand(shellCommand())
     .addCommand(cpCommand())
     .addCommand(logsCommand())

@@ -248,7 +248,7 @@ describe("workspace init", { skip }, () => {
       error = ConnectError.from(err);
     }
     assert.equal(error?.code, Code.Aborted);
-    assert.match(error?.rawMessage ?? "", /failed 2 times/);
+    assert.match(error?.rawMessage ?? "", /failed after 2 attempts/);
     assert.match(error?.rawMessage ?? "", /does not appear to be a git repository|not found|does not exist/);
     const lines = logText(responses);
     assert.ok(

@@ -5,6 +5,7 @@ import { Files } from "./files/index.js";
 import { Ports } from "./ports/index.js";
 import { Pty } from "./pty/index.js";
 import { openTunnel, type TunnelOptions, type TunnelStream } from "./tunnel/index.js";
+import { Workspace } from "./workspace/index.js";
 
 /** A client for one tetherd: commands, pseudo-terminals, files, ports and tunnels over one connection. */
 export class Agent {
@@ -12,6 +13,7 @@ export class Agent {
   readonly pty: Pty;
   readonly files: Files;
   readonly ports: Ports;
+  readonly workspace: Workspace;
   readonly connection: Connection;
 
   /** Creates a client; it connects on the first call. See also `connect()`. */
@@ -21,6 +23,7 @@ export class Agent {
     this.pty = new Pty(this.connection, this.commands);
     this.files = new Files(this.connection);
     this.ports = new Ports(this.connection);
+    this.workspace = new Workspace(this.connection);
   }
 
   /** Resolves when the agent answers `GET /health`; throws AgentUnavailableError if not. */

@@ -45,3 +45,11 @@ export {
 export { type ListeningPort, type PortEvent, Ports } from "./ports/index.js";
 export { Pty, PtyHandle, type PtyOptions, type PtySize } from "./pty/index.js";
 export { type TunnelOptions, TunnelStream, type TunnelTarget } from "./tunnel/index.js";
+export {
+  type RepositorySpec,
+  Workspace,
+  type WorkspaceInitOptions,
+  type WorkspaceInitResult,
+  WorkspaceInitRun,
+  type WorkspaceLogLine,
+} from "./workspace/index.js";

@@ -61,7 +61,7 @@ export async function cloneWithRetries(
   }
   const tail = lines.slice(-10).join("\n");
   throw new ConnectError(
-    `cloning ${repo.url} into ${repo.dir} failed ${retry.attempts} times; last output:\n${tail}`,
+    `cloning ${repo.url} into ${repo.dir} failed after ${retry.attempts} attempt${retry.attempts === 1 ? "" : "s"}; last output:\n${tail}`,
     Code.Aborted,
   );
 }

@@ -8,6 +8,7 @@ import { type AgentProcess, startAgentProcess } from "./agent-process.js";
 import { measureBackends } from "./backends.js";
 import { type DockerContainer, startBusybox } from "./docker.js";
 import { type Row, renderTable, writeResults } from "./report.js";
+import { measureSandbox } from "./sandbox.js";
 import { type Timing, timeRuns } from "./stats.js";
 import { measureTunnels } from "./tunnel.js";
 
@@ -227,6 +228,9 @@ async function main(): Promise<void> {
     rows.push(...tunnels.rows);
     const backends = await measureBackends(log);
     rows.push(...backends.rows);
+    const sandbox = await measureSandbox(log);
+    if ("skipped" in sandbox) log(`docker sandbox rows skipped: ${sandbox.skipped}`);
+    else rows.push(...sandbox.rows);
 
     process.stdout.write(`${renderTable(rows)}\n`);
     process.stdout.write(
@@ -245,6 +249,7 @@ async function main(): Promise<void> {
       throughputRuns: { tetherUnix: tetherStreams, dockerExec: dockerStreams },
       tunnels: { ...tunnels, rows: undefined },
       createToFirstExec: backends.timings,
+      dockerSandbox: "skipped" in sandbox ? { skipped: sandbox.skipped } : sandbox.results,
       load: os.loadavg(),
       rss: {
         idle: idleRss,

@@ -11,8 +11,9 @@ import * as pty from "node-pty";
 
 const TETHER = fileURLToPath(new URL("../../bin/tether.js", import.meta.url));
 
-/** A scratch TMPDIR per test file, so we can see that `run` leaves nothing behind. */
+/** A scratch TMPDIR and TETHER_HOME per test file, so we can see that `run` leaves nothing behind. */
 const tmp = mkdtempSync(path.join(os.tmpdir(), "tether-cli-test-"));
+const home = path.join(tmp, "home");
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 interface Outcome {
@@ -33,7 +34,7 @@ function tether(
 ): Promise<Outcome> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [TETHER, ...args], {
-      env: { ...process.env, TMPDIR: tmp, ...options.env },
+      env: { ...process.env, TMPDIR: tmp, TETHER_HOME: home, ...options.env },
       stdio: ["pipe", "pipe", "pipe"],
     });
     let stdout = "";
@@ -51,10 +52,14 @@ function tether(
   });
 }
 
-/** `tether run` must remove its private agent's directory, whatever happened. */
+/** `tether run` must remove its sandbox (and any scratch home), whatever happened. */
 function assertNoLeftovers() {
   assert.deepEqual(
     readdirSync(tmp).filter((n) => n.startsWith("tether-run-")),
+    [],
+  );
+  assert.deepEqual(
+    readdirSync(path.join(home, "sandboxes"), { withFileTypes: true }).filter((d) => d.isDirectory()),
     [],
   );
 }
@@ -87,8 +92,9 @@ describe("tether run", () => {
   });
 
   test("-e and -w set env and working directory", async () => {
-    const r = await tether(["run", "-e", "GREETING=hi there", "-w", tmp, "--", "sh", "-c", 'echo "$GREETING"; pwd']);
-    assert.equal(r.stdout, `hi there\n${tmp}\n`);
+    // A directory the sandbox sees too (under bwrap the host's /tmp is not visible).
+    const r = await tether(["run", "-e", "GREETING=hi there", "-w", "/usr", "--", "sh", "-c", 'echo "$GREETING"; pwd']);
+    assert.equal(r.stdout, "hi there\n/usr\n");
   });
 
   test("death by signal gives 128 + signal", async () => {

@@ -16,6 +16,8 @@ import { LocalBackend } from "./backends/local/local-backend.js";
 import { HOST_IMAGE } from "./backends/process/process-backend.js";
 import { validateSpec } from "./backends/spec.js";
 import {
+  EngineUnavailableError,
+  ImageNotFoundError,
   InvalidSandboxSpecError,
   RegistryError,
   SandboxNotFoundError,
@@ -159,7 +161,8 @@ export class Sandboxes {
    * Creates and starts a sandbox; resolves once its agent answers. With an image it is
    * a container (docker); without, the embedded default (bwrap where it works, else local)
    * unless `options.backend` says otherwise. The record is written first, in state
-   * `creating`, then set to what the backend made, or to `error` with the reason.
+   * `creating`, then set to what the backend made, or to `error` with the reason (or
+   * dropped when the backend refused before making anything: no engine, no image, bad spec).
    */
   async create(image?: string, options: CreateOptions = {}): Promise<SandboxInfo> {
     const { backend: requested, timeoutMs, idleTimeoutMs, onExpiry, metadata, ...specOptions } = options;
@@ -207,11 +210,21 @@ export class Sandboxes {
     try {
       info = await backend.create(spec);
     } catch (err) {
-      registry?.update(
-        id,
-        { state: "error", error: (err as Error).message, creator: undefined },
-        { event: { kind: "create-failed", detail: (err as Error).message } },
-      );
+      const message = (err as Error).message;
+      if (
+        err instanceof EngineUnavailableError ||
+        err instanceof InvalidSandboxSpecError ||
+        err instanceof ImageNotFoundError
+      ) {
+        // Refused before anything was made: nothing to record.
+        registry?.delete(id, { event: { kind: "create-refused", detail: message } });
+      } else {
+        registry?.update(
+          id,
+          { state: "error", error: message, creator: undefined },
+          { event: { kind: "create-failed", detail: message } },
+        );
+      }
       throw err;
     }
     const record = registry?.update(
@@ -222,7 +235,7 @@ export class Sandboxes {
     return this.merge(info, record);
   }
 
-  /** The sandbox by id (or name); SandboxNotFoundError when it is gone. */
+  /** The sandbox by id (or name); SandboxNotFoundError when neither the registry nor a backend knows it. */
   async get(id: string): Promise<SandboxInfo> {
     await this.maintain();
     const { info } = await this.resolve(id);
@@ -435,8 +448,8 @@ export class Sandboxes {
 
   /**
    * Finds a sandbox: its record (by id or name), its backend, and what the backend says
-   * now. A record whose sandbox is gone is marked vanished and SandboxNotFoundError
-   * thrown; a drifted state is corrected.
+   * now. A record whose sandbox is gone is marked vanished (state error, no endpoint);
+   * a drifted state is corrected. SandboxNotFoundError only for what nothing knows.
    */
   private async resolve(
     id: string,
@@ -461,17 +474,17 @@ export class Sandboxes {
     try {
       info = await backend.inspect(record.id);
     } catch (err) {
-      if (err instanceof SandboxNotFoundError && record.state !== "creating") {
-        if (record.state !== "error") {
-          this.registry?.update(
-            record.id,
-            { state: "error", error: VANISHED, backendId: undefined },
-            { event: { kind: "vanished", detail: `was ${record.state}` } },
-          );
-        }
-        throw new SandboxNotFoundError(id);
-      }
-      throw err;
+      if (!(err instanceof SandboxNotFoundError) || record.state === "creating") throw err;
+      // Known but gone (removed behind our back, or never made): the record says so.
+      const marked =
+        record.state === "error"
+          ? record
+          : (this.registry?.update(
+              record.id,
+              { state: "error", error: VANISHED, backendId: undefined },
+              { event: { kind: "vanished", detail: `was ${record.state}` } },
+            ) ?? record);
+      return { record: marked, backend, info: this.merge(undefined, marked) };
     }
     let current = record;
     if (info.state !== record.state && record.state !== "creating") {

@@ -11,6 +11,7 @@ import {
   SandboxNotFoundError,
   SandboxNotRunningError,
   SandboxStartError,
+  VANISHED,
 } from "../src/index.js";
 import { engineSkipReason, eventually, TestSandboxes } from "./support/sandboxes.js";
 
@@ -81,11 +82,15 @@ describe("lifecycle", { skip }, () => {
     assert.equal(tail.length, 1);
   });
 
-  test("docker rm -f behind our back: get says it is gone, remove is idempotent and clears the host dir", async () => {
+  test("docker rm -f behind our back: get says it vanished, remove is idempotent and clears the host dir", async () => {
     const info = await t.create(BUSYBOX);
     await t.docker.getContainer(info.backendId).remove({ force: true });
-    await assert.rejects(t.sandboxes.get(info.id), SandboxNotFoundError);
-    await assert.rejects(t.sandboxes.connect(info.id), SandboxNotFoundError);
+    // The registry still knows it: marked as vanished, and it cannot be reached.
+    const gone = await t.sandboxes.get(info.id);
+    assert.equal(gone.state, "error");
+    assert.equal(gone.error, VANISHED);
+    assert.equal(gone.endpoint, undefined);
+    await assert.rejects(t.sandboxes.connect(info.id), SandboxNotRunningError);
     assert.ok((await t.sandboxDirs()).includes(info.id));
     await t.sandboxes.remove(info.id);
     await t.sandboxes.remove(info.id);

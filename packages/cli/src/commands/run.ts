@@ -1,31 +1,59 @@
+import type { SandboxInfo } from "@tether/host";
+import type { Agent } from "@tether/sdk";
 import { Command } from "commander";
 import { type Attached, attach, flushOutput } from "../attach.js";
-import { type LocalAgent, startLocalAgent } from "../local-agent.js";
+import { addCreateOptions, type CreateFlags, createOptionsFrom } from "../create-options.js";
+import { embeddedSandboxes } from "../embedded.js";
+import {
+  addLifecycleOptions,
+  type LifecycleFlags,
+  lifecycleOptionsFrom,
+  warnIfUnisolated,
+} from "../lifecycle-options.js";
 import { collectEnv, EXIT } from "../options.js";
+import { progress, sandboxes } from "../sandboxes.js";
 
-interface RunFlags {
+interface RunFlags extends Partial<CreateFlags>, LifecycleFlags {
+  image?: string;
   env: Record<string, string>;
   workdir?: string;
+  user?: string;
   tty?: boolean;
 }
 
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
+/**
+ * A run's sandbox is removed when the run ends; should this process be killed first
+ * (kill -9), the next tether call removes it once it has been idle this long.
+ */
+const RUN_IDLE_GUARD_MS = 10 * 60_000;
 
 /**
- * `tether run -- ARGV`: runs a command through a private tetherd started for this one
- * command. Until sandbox backends exist, that agent runs on this machine, as this user.
+ * `tether run [--image IMG | --backend KIND] [sandbox options] -- ARGV`: runs the command in a
+ * sandbox made for it and removed after: from the image (docker), or without one in the
+ * embedded default (bwrap where it works, else local).
  */
 export function runCommand(): Command {
-  return new Command("run")
-    .summary("run a command through a private agent started just for it")
-    .description(
-      "Starts a private tetherd on a unix socket, runs the command through it with this terminal's\n" +
-        "stdin, stdout and stderr, and exits with the command's exit code (128+N after signal N).\n" +
-        "For now the agent runs on this machine as this user: there is no sandbox backend yet.",
-    )
-    .option("-e, --env <KEY=VALUE>", "set an environment variable (repeatable)", collectEnv, {})
-    .option("-w, --workdir <dir>", "working directory for the command")
-    .option("-t, --tty", "run on a pseudo-terminal (raw mode, follows window resizes)")
+  const command = addCreateOptions(
+    new Command("run")
+      .summary("run a command in a fresh sandbox (from --image, or bwrap/local without one)")
+      .description(
+        "Creates a sandbox, runs the command in it with this terminal's stdin, stdout and stderr,\n" +
+          "removes the sandbox (also after Ctrl-C or an error) and exits with the command's exit code\n" +
+          "(128+N after signal N; 125 when tether itself failed).\n" +
+          "With --image the sandbox is a container (docker). Without, it is the embedded default, which\n" +
+          "needs no image, registry or daemon: bubblewrap (host root read-only, private /tmp, no network)\n" +
+          "where it works, else local: a plain process of this user with NO isolation (said on stderr).\n" +
+          "`tether doctor` says which one this machine gets.",
+      )
+      .option("--image <image>", "run in a new sandbox from this local image")
+      .option("-e, --env <KEY=VALUE>", "set an environment variable (repeatable)", collectEnv, {})
+      .option("-w, --workdir <dir>", "working directory for the command")
+      .option("-u, --user <name>", "Unix user to run as")
+      .option("-t, --tty", "run on a pseudo-terminal (raw mode, follows window resizes)"),
+    false,
+  );
+  return addLifecycleOptions(command)
     .argument("<command...>", "the command and its arguments, after --")
     .passThroughOptions()
     .action(async (argv: string[], flags: RunFlags) => {
@@ -35,16 +63,19 @@ export function runCommand(): Command {
     });
 }
 
+/** What the command runs through: a sandbox made for it, or a private local agent. */
+interface Runner {
+  client: Agent;
+  dispose(): Promise<void>;
+}
+
 async function run(argv: string[], flags: RunFlags): Promise<number> {
-  const progress = (text: string) => {
-    if (process.stderr.isTTY) process.stderr.write(`tether: ${text}\n`);
-  };
-  let agent: LocalAgent | undefined;
+  let runner: Runner | undefined;
   let running: Attached | undefined;
   let interrupted: string | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) {
-      // A second Ctrl-C: stop waiting for a clean end (the exit hook still kills the agent).
+      // A second Ctrl-C: stop waiting for a clean end (a sandbox left behind is removed once idle).
       process.exit(SIGNAL_EXIT[signal] ?? EXIT.failure);
     }
     interrupted = signal;
@@ -54,24 +85,104 @@ async function run(argv: string[], flags: RunFlags): Promise<number> {
   const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   for (const s of signals) process.on(s, onSignal);
   try {
-    progress("starting a private agent on this machine (no sandbox)");
     try {
-      agent = await startLocalAgent();
+      runner = flags.image !== undefined ? await sandboxRunner(flags.image, flags) : await embeddedRunner(flags);
     } catch (err) {
       process.stderr.write(`tether: ${err instanceof Error ? err.message : err}\n`);
       return EXIT.failure;
     }
     if (interrupted) return SIGNAL_EXIT[interrupted] ?? EXIT.failure;
     const code = await attach(
-      agent.client,
-      { argv, envs: flags.env, cwd: flags.workdir, tty: flags.tty ?? false, stdin: true },
+      runner.client,
+      {
+        argv,
+        envs: flags.env,
+        cwd: flags.workdir,
+        user: flags.user,
+        tty: flags.tty ?? false,
+        stdin: true,
+      },
       (a) => {
         running = a;
       },
     );
     return interrupted ? (SIGNAL_EXIT[interrupted] ?? code) : code;
   } finally {
-    await agent?.stop();
+    await runner?.dispose().catch((err: unknown) => {
+      process.stderr.write(`tether: ${err instanceof Error ? err.message : err}\n`);
+      process.exitCode = EXIT.failure;
+    });
     for (const s of signals) process.off(s, onSignal);
   }
+}
+
+/** A sandbox from `image` just for this command: the image's own command does not run. */
+async function sandboxRunner(image: string, flags: RunFlags): Promise<Runner> {
+  progress(`creating a sandbox from ${image}`);
+  const { env: _env, workdir: _workdir, user: _user, ...sandboxFlags } = flags;
+  const info: SandboxInfo = await sandboxes().create(image, {
+    ...createOptionsFrom(sandboxFlags),
+    ...lifecycleOptionsFrom(flags),
+    runCommand: false,
+  });
+  const remove = async () => {
+    progress(`removing sandbox ${info.id}`);
+    await sandboxes().remove(info.id);
+  };
+  let client: Agent;
+  try {
+    client = await sandboxes().connect(info.id);
+  } catch (err) {
+    await remove().catch(() => {});
+    throw err;
+  }
+  return {
+    client,
+    async dispose() {
+      client.close();
+      await remove();
+    },
+  };
+}
+
+/**
+ * A sandbox without an image, in the embedded default (or --backend): recorded in the
+ * registry when it can be, removed after the command.
+ */
+async function embeddedRunner(flags: RunFlags): Promise<Runner> {
+  const { sandboxes: embedded, dispose } = await embeddedSandboxes();
+  const { env: _env, workdir: _workdir, user: _user, ...sandboxFlags } = flags;
+  let info: SandboxInfo;
+  try {
+    info = await embedded.create(undefined, {
+      idleTimeoutMs: RUN_IDLE_GUARD_MS,
+      onExpiry: "remove",
+      metadata: { createdBy: "tether run" },
+      ...createOptionsFrom(sandboxFlags),
+      ...lifecycleOptionsFrom(flags),
+    });
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+  warnIfUnisolated(info);
+  progress(`running in ${info.backend} sandbox ${info.id}`);
+  const remove = async () => {
+    await embedded.remove(info.id);
+    await dispose();
+  };
+  let client: Agent;
+  try {
+    client = await embedded.connect(info.id);
+  } catch (err) {
+    await remove().catch(() => {});
+    throw err;
+  }
+  return {
+    client,
+    async dispose() {
+      client.close();
+      await remove();
+    },
+  };
 }

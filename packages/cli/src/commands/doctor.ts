@@ -1,0 +1,49 @@
+import { constants } from "node:fs";
+import { access, mkdir } from "node:fs/promises";
+import { backendStatuses, embeddedBackendKind, REGISTRY_FILE, tetherHome } from "@tether/host";
+import { Command } from "commander";
+
+/** `tether doctor`: which backends work here, which do not, and why. Always exits 0. */
+export function doctorCommand(): Command {
+  return new Command("doctor")
+    .summary("show which sandbox backends are available here, and why not")
+    .description(
+      "Checks every backend: docker (the engine answers; its runtimes), bwrap (the binary is there\n" +
+        "and a probe sandbox runs), local (always, with no isolation); says which one `tether run`\n" +
+        "without --image uses, and where TETHER_HOME and its registry are.",
+    )
+    .option("--json", "print JSON instead of text")
+    .action(async (flags: { json?: boolean }) => {
+      const [statuses, embedded] = await Promise.all([backendStatuses(), embeddedBackendKind()]);
+      const home = tetherHome();
+      const writable = await mkdir(home, { recursive: true, mode: 0o700 })
+        .then(() => access(home, constants.W_OK))
+        .then(
+          () => true,
+          () => false,
+        );
+      if (flags.json) {
+        const out = {
+          backends: statuses,
+          embeddedDefault: embedded,
+          home,
+          registry: `${home}/${REGISTRY_FILE}`,
+          writable,
+        };
+        process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+        return;
+      }
+      const rows = [
+        ["BACKEND", "AVAILABLE", "ISOLATION", "WHY"],
+        ...statuses.map((s) => [s.kind, s.available ? "yes" : "no", s.isolation, s.reason]),
+      ];
+      const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length)));
+      for (const r of rows) {
+        process.stdout.write(`${r.map((cell, i) => (i < 3 ? cell.padEnd(widths[i]) : cell)).join("   ")}\n`);
+      }
+      process.stdout.write(
+        `\nwithout --image, tether run uses: ${embedded}${embedded === "local" ? " (no isolation)" : ""}\n` +
+          `TETHER_HOME: ${home} (${writable ? "writable" : "NOT writable: tether run falls back to a scratch home"})\n`,
+      );
+    });
+}

@@ -1,4 +1,4 @@
-import { Sandboxes } from "@tether/host";
+import { Sandboxes, SandboxNotRunningError } from "@tether/host";
 import type { Agent } from "@tether/sdk";
 
 let shared: Sandboxes | undefined;
@@ -9,9 +9,21 @@ export function sandboxes(): Sandboxes {
   return shared;
 }
 
-/** Connects to a running sandbox's agent; the error names the sandbox when it is missing or stopped. */
-export function connectSandbox(id: string, user?: string): Promise<Agent> {
-  return sandboxes().connect(id, { user });
+/** Connects to a running sandbox's agent; the error names the sandbox when it is missing, stopped or broken. */
+export async function connectSandbox(id: string, user?: string): Promise<Agent> {
+  try {
+    return await sandboxes().connect(id, { user });
+  } catch (err) {
+    // A sandbox in state error says why (e.g. its container was removed behind our back).
+    if (err instanceof SandboxNotRunningError && err.state === "error") {
+      const info = await sandboxes()
+        .get(id)
+        .catch(() => undefined);
+      if (info?.error)
+        throw new Error(`sandbox ${err.id} cannot be used: ${info.error} (tether rm ${err.id} clears it)`);
+    }
+    throw err;
+  }
 }
 
 /** Writes a one-line progress note on stderr, only when stderr is a terminal. */

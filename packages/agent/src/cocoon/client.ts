@@ -125,7 +125,11 @@ function readFrames(socket: net.Socket, io: { stdout: Writable; stderr: Writable
         }
       }
     });
-    socket.on("error", (err) => settle(() => reject(err)));
+    socket.on("error", (err: NodeJS.ErrnoException) => {
+      // The agent hanging up while we write is the same failure as it hanging up while we read.
+      const closed = err.code === "EPIPE" || err.code === "ECONNRESET";
+      settle(() => reject(closed ? new Error(`connection closed before exit frame (${err.code})`) : err));
+    });
     socket.on("close", () => settle(() => reject(new Error("connection closed before exit frame"))));
   });
 }

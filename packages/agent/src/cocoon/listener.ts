@@ -72,6 +72,8 @@ export async function startCocoon(ctx: AgentContext, options: CocoonOptions): Pr
 
   async function close(): Promise<void> {
     vsock?.close();
+    // Sessions first: server.close() waits for every open connection to end.
+    for (const socket of sockets) socket.destroy();
     await Promise.all(
       servers.map(
         (server) =>
@@ -80,6 +82,5 @@ export async function startCocoon(ctx: AgentContext, options: CocoonOptions): Pr
           }),
       ),
     );
-    for (const socket of sockets) socket.destroy();
   }
 }

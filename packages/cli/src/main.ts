@@ -5,14 +5,17 @@ import { bundleCommand } from "./commands/bundle.js";
 import { clientCommand } from "./commands/client.js";
 import { cpCommand } from "./commands/cp.js";
 import { createCommand } from "./commands/create.js";
+import { doctorCommand } from "./commands/doctor.js";
 import { execCommand } from "./commands/exec.js";
 import { forwardCommand } from "./commands/forward.js";
+import { gcCommand } from "./commands/gc.js";
 import { imageCommand } from "./commands/image.js";
 import { initCommand } from "./commands/init.js";
 import { logsCommand } from "./commands/logs.js";
 import { lsCommand } from "./commands/ls.js";
 import { pauseCommand } from "./commands/pause.js";
 import { portsCommand } from "./commands/ports.js";
+import { reconcileCommand } from "./commands/reconcile.js";
 import { rmCommand } from "./commands/rm.js";
 import { runCommand } from "./commands/run.js";
 import { shellCommand } from "./commands/shell.js";
@@ -49,6 +52,9 @@ export async function main(argv = process.argv): Promise<void> {
     .addCommand(pauseCommand())
     .addCommand(unpauseCommand())
     .addCommand(rmCommand())
+    .addCommand(gcCommand())
+    .addCommand(reconcileCommand())
+    .addCommand(doctorCommand())
     .addCommand(bundleCommand())
     .addCommand(imageCommand());
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];

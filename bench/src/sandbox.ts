@@ -81,7 +81,12 @@ export async function measureSandbox(
         copy[key] = Math.max(copy[key], COPY_BYTES / MB / seconds);
       };
       for (let i = 0; i < COPY_RUNS; i++) {
-        best("tetherIn", await seconds(() => agent.files.write("/tmp/tether.bin", createReadStream(source))));
+        best(
+          "tetherIn",
+          await seconds(() =>
+            agent.files.write("/tmp/tether.bin", createReadStream(source, { highWaterMark: 1 << 20 })),
+          ),
+        );
         best("dockerIn", await seconds(() => run("docker", ["cp", source, `${info.backendId}:/tmp/docker.bin`])));
         const tetherOut = path.join(scratch, "tether-out.bin");
         best(

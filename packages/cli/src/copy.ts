@@ -49,7 +49,9 @@ export class SandboxCopy {
       into?.type === "dir" ? path.posix.join(destination, path.basename(path.resolve(source))) : destination;
     if (info.isDirectory()) await this.dirIn(source, target);
     else if (info.isFile())
-      await this.agent.files.write(target, createReadStream(source), { mode: info.mode & 0o7777 });
+      await this.agent.files.write(target, createReadStream(source, { highWaterMark: 1 << 20 }), {
+        mode: info.mode & 0o7777,
+      });
     else throw new Error(`${source} is not a file or directory`);
   }
 
@@ -82,7 +84,7 @@ export class SandboxCopy {
       if (entry.isDirectory()) await this.dirIn(from, to);
       else if (entry.isFile()) {
         const { mode } = await lstat(from);
-        await this.agent.files.write(to, createReadStream(from), { mode: mode & 0o7777 });
+        await this.agent.files.write(to, createReadStream(from, { highWaterMark: 1 << 20 }), { mode: mode & 0o7777 });
       } else if (entry.isSymbolicLink()) {
         this.warnings.push(
           `skipped ${from}: a symlink (-> ${await readlink(from)}); the agent's file API cannot make links`,

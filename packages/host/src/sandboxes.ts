@@ -322,14 +322,13 @@ export class Sandboxes {
     await this.maintain();
     const record = this.registry?.get(id);
     if (!record) {
-      // Unrecorded (or no registry): whatever the backends have under this id or name.
-      for (const kind of this.single ? [this.backend.kind] : this.kinds()) {
-        await this.backendFor(kind)
-          .remove(id)
-          .catch((err) => {
-            if (kind === this.backend.kind) throw err;
-          });
-      }
+      // Unrecorded (or no registry): the backend that has it, else the default one (which
+      // clears a host directory left behind).
+      const found = await this.resolve(id).catch((err) => {
+        if (err instanceof SandboxNotFoundError) return undefined;
+        throw err;
+      });
+      await (found?.backend ?? this.backend).remove(found?.info.id ?? id);
       return;
     }
     if (record.state !== "archived") await this.backendFor(record.backend).remove(record.id);
@@ -456,17 +455,17 @@ export class Sandboxes {
   ): Promise<{ record: SandboxRecord | undefined; backend: SandboxBackend; info: SandboxInfo }> {
     const record = this.registry?.get(id);
     if (!record) {
-      if (this.registry && !this.single) throw new SandboxNotFoundError(id);
-      // No registry: ask the backends in turn.
+      // Unrecorded (no registry, or not adopted yet): ask the backends in turn.
+      let failure: unknown;
       for (const kind of this.single ? [this.backend.kind] : this.kinds()) {
         const backend = this.backendFor(kind);
         const info = await backend.inspect(id).catch((err) => {
-          if (err instanceof SandboxNotFoundError || kind !== this.backend.kind) return undefined;
-          throw err;
+          if (!(err instanceof SandboxNotFoundError) && kind === this.backend.kind) failure = err;
+          return undefined;
         });
         if (info) return { record: undefined, backend, info: this.merge(info, undefined) };
       }
-      throw new SandboxNotFoundError(id);
+      throw failure ?? new SandboxNotFoundError(id);
     }
     const backend = this.backendFor(record.backend);
     if (record.state === "archived") return { record, backend, info: this.merge(undefined, record) };

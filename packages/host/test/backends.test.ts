@@ -4,7 +4,13 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Agent } from "@tether/sdk";
-import { InvalidSandboxSpecError, Sandboxes, type SandboxInfo, SandboxNotRunningError } from "../src/index.js";
+import {
+  InvalidSandboxSpecError,
+  processIdentity,
+  Sandboxes,
+  type SandboxInfo,
+  SandboxNotRunningError,
+} from "../src/index.js";
 import { bwrapSkipReason, scratchHome } from "./support/backends.js";
 import { engineSkipReason, eventually, testBundle } from "./support/sandboxes.js";
 
@@ -158,6 +164,21 @@ describe("process backends", () => {
     );
     assert.equal(typeof pidFile.pid, "number");
     await sandboxes.remove(info.id);
+  });
+
+  test("without a registry, remove finds the sandbox's backend and leaves no process behind", async () => {
+    const bare = new Sandboxes({ home: scratch.home, registry: false, docker: { bundle: testBundle } });
+    const info = await bare.create(undefined, { backend: "local" });
+    const supervisor = JSON.parse(
+      await readFile(path.join(scratch.home, "sandboxes", info.id, "supervisor.json"), "utf8"),
+    );
+    assert.equal((await bare.get(info.id)).state, "running");
+    await bare.remove(info.id);
+    await eventually(
+      async () => (!processIdentity(supervisor.pid) && !processIdentity(supervisor.agentPid) ? true : undefined),
+      "the supervisor and agent to be gone",
+    );
+    assert.equal(await stat(path.join(scratch.home, "sandboxes", info.id)).catch(() => undefined), undefined);
   });
 
   test("local refuses what it cannot honour, and nothing is recorded", async () => {

@@ -255,7 +255,9 @@ export class ProcessBackend implements SandboxBackend {
     const sandboxId = status?.meta.id ?? id;
     if (!isValidSandboxId(sandboxId)) return;
     const dir = this.dir(sandboxId);
-    if (status && (await dir.readJson<SandboxMeta>(META_FILE))?.backend !== this.kind) return;
+    // Another backend's sandbox is not ours to remove; a directory without sandbox.json is a half-made one of ours.
+    const meta = await dir.readJson<SandboxMeta>(META_FILE);
+    if (meta && meta.backend !== this.kind) return;
     await this.kill(dir);
     await dir.remove();
   }

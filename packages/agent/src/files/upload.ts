@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { chmod, open, realpath, rename, rm, stat } from "node:fs/promises";
+import { chmod, realpath, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -8,6 +8,9 @@ import { fsError, invalidPath } from "./errors.js";
 import { writeMetadata } from "./metadata.js";
 import { applyOwner, ensureDirs, type FileOwner } from "./ownership.js";
 import type { RecentUploads } from "./runtime.js";
+
+/** How much an upload may have queued for the disk before the client is slowed down. */
+const WRITE_BUFFER = 1 << 20;
 
 /** Suffix of the temp files uploads stream into; watchers ignore such names. */
 const TEMP_SUFFIX = ".tether-upload";
@@ -26,8 +29,11 @@ export interface StageOptions {
 }
 
 /**
- * An upload written in full to a temp file beside its target, flushed to disk, waiting
- * for `commit` (rename over the target) or `discard`.
+ * An upload written in full to a temp file beside its target, waiting for `commit` (rename
+ * over the target) or `discard`. Readers see the old file or the whole new one, whatever
+ * happens to the agent or the client meanwhile. It is not fsynced: a sandbox's files need
+ * not outlive a power cut, and flushing every upload cut its speed to a quarter (about
+ * 200 MB/s against 730 MB/s here for 512 MiB).
  */
 export class StagedFile {
   private done = false;
@@ -64,7 +70,7 @@ export class StagedFile {
 
 /**
  * Streams `source` into a temp file in the target's directory (parents created and
- * owned by the request user), with backpressure, then fsyncs it. On any failure,
+ * owned by the request user), with backpressure. On any failure,
  * including the client going away mid-body, the temp file is removed and the old
  * target, if any, is left untouched.
  */
@@ -78,14 +84,8 @@ export async function stageFile(source: Readable, target: string, options: Stage
 
   const temp = path.join(dir, `.${path.basename(destination)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
   try {
-    await pipeline(source, createWriteStream(temp, { flags: "wx", mode: 0o666 }));
-    // fsync works on the inode, so a second descriptor flushes what the stream wrote.
-    const handle = await open(temp, "r");
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    // Large writes: the file stream batches queued chunks into one writev per round trip.
+    await pipeline(source, createWriteStream(temp, { flags: "wx", mode: 0o666, highWaterMark: WRITE_BUFFER }));
     // Replacing a file keeps its permission bits, as envd's in-place write does.
     if (existing) await chmod(temp, existing.mode & 0o7777);
     if (options.mode !== undefined) await chmod(temp, options.mode);

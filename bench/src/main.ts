@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { type AgentProcess, spawnAgentProcess } from "@tether/agent";
 import { Agent } from "@tether/sdk";
-import { type AgentProcess, startAgentProcess } from "./agent-process.js";
 import { measureBackends } from "./backends.js";
 import { type DockerContainer, startBusybox } from "./docker.js";
 import { type Row, renderTable, writeResults } from "./report.js";
@@ -82,12 +82,14 @@ async function main(): Promise<void> {
   const clients: Agent[] = [];
   try {
     log("starting tetherd as a child process");
-    agent = await startAgentProcess(path.join(dir, "agent.sock"));
+    const socket = path.join(dir, "agent.sock");
+    agent = await spawnAgentProcess(["--port", "0", "--socket", socket, "--log-level", "info"]);
     // Let startup garbage settle before calling the agent idle.
     await new Promise((r) => setTimeout(r, 1500));
     const idleRss = agent.rss();
 
-    const unix = new Agent({ socket: agent.socket });
+    const unix = new Agent({ socket });
+    if (!agent.url) throw new Error("tetherd did not report its TCP address");
     const tcp = new Agent({ url: agent.url });
     clients.push(unix, tcp);
     await Promise.all([unix.health(), tcp.health()]);

@@ -5,8 +5,8 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import type { Duplex } from "node:stream";
+import type { AgentProcess } from "@tether/agent";
 import type { Agent } from "@tether/sdk";
-import type { AgentProcess } from "./agent-process.js";
 import type { Row } from "./report.js";
 
 const TUNNEL_BYTES = Number(process.env.BENCH_TUNNEL_BYTES ?? 1 << 30);

@@ -1,5 +1,6 @@
 /** tetherd: the agent inside every sandbox. */
 export { type AgentOptions, type RunningAgent, startAgent } from "./agent.js";
+export { type AgentProcess, sampleMax, spawnAgentProcess, TETHERD_BIN } from "./agent-process.js";
 export { type UnixUser, UnknownUserError, UserDirectory } from "./auth/users.js";
 export {
   CocoonError,

@@ -20,7 +20,7 @@ describe("agent memory with 200 MB of output", () => {
   let exec: Client<typeof Exec>;
   before(async () => {
     agent = await spawnAgentProcess();
-    exec = execClient(agent.url);
+    exec = execClient(agent.url as string);
   });
   after(() => agent.stop());
 
@@ -93,7 +93,7 @@ describe("out-of-memory kill", () => {
     const agent = await spawnAgentProcess();
     try {
       writeFileSync(path.join(cgroup.dir, "cgroup.procs"), String(agent.pid));
-      const exec = execClient(agent.url);
+      const exec = execClient(agent.url as string);
       // The hog volunteers as the OOM killer's victim, so the agent itself is spared.
       const hog = "const a = []; for (;;) a.push(Buffer.alloc(1 << 24, 1));";
       const seen = await collectExec(

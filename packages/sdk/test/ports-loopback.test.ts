@@ -96,7 +96,7 @@ describe("loopback re-exposure in a network namespace", { skip }, () => {
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), "tether-netns-"));
     const socket = path.join(dir, "agent.sock");
-    agent = await spawnAgentProcess(["--port", "0", "--socket", socket, "--expose-loopback"], IN_SANDBOX);
+    agent = await spawnAgentProcess(["--port", "0", "--socket", socket, "--expose-loopback"], { prefix: IN_SANDBOX });
     client = new Agent({ socket });
   });
   after(async () => {

@@ -1,0 +1,90 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** tetherd's executable script in this package. */
+export const TETHERD_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/tetherd.js");
+
+/** A tetherd running as a separate process, so its memory and CPU can be read from outside. */
+export interface AgentProcess {
+  child: ChildProcess;
+  pid: number;
+  /** Its TCP URL, when it listens on TCP. */
+  url?: string;
+  /** Resident set size now, in bytes (VmRSS). */
+  rss(): number;
+  /** Peak resident set size since start, in bytes (VmHWM). */
+  peakRss(): number;
+  /** CPU time used so far (user + system), in seconds. */
+  cpuSeconds(): number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts tetherd with the host's node (`argv` after the script; `prefix` runs it through
+ * another command, such as `ip netns exec NS`) and resolves on its "tetherd listening" line.
+ */
+export async function spawnAgentProcess(
+  argv: string[] = ["--port", "0"],
+  options: { prefix?: string[] } = {},
+): Promise<AgentProcess> {
+  const [command, ...args] = [...(options.prefix ?? []), process.execPath, TETHERD_BIN, ...argv];
+  const child = spawn(command, args, { stdio: ["ignore", "ignore", "pipe"] });
+  const url = await new Promise<string | undefined>((resolve, reject) => {
+    let text = "";
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString("utf8");
+      for (const line of text.split("\n")) {
+        if (!line.includes("tetherd listening")) continue;
+        child.stderr?.off("data", onData);
+        child.stderr?.resume();
+        resolve((JSON.parse(line) as { tcp?: string }).tcp);
+        return;
+      }
+    };
+    child.stderr?.on("data", onData);
+    child.once("exit", (code) => reject(new Error(`tetherd exited (${code}) before listening: ${text}`)));
+  });
+  const pid = child.pid as number;
+  const status = (field: string) => {
+    const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return Number(match?.[1] ?? 0) * 1024;
+  };
+  return {
+    child,
+    pid,
+    url,
+    rss: () => status("VmRSS"),
+    peakRss: () => status("VmHWM"),
+    cpuSeconds() {
+      // After the command name, utime and stime are the 12th and 13th fields, in clock ticks (100/s).
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+      return (Number(fields[11]) + Number(fields[12])) / 100;
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+/** Samples a number every `everyMs` until stopped; reports the largest seen. */
+export function sampleMax(read: () => number, everyMs = 50): { stop(): number } {
+  let max = read();
+  const timer = setInterval(() => {
+    try {
+      max = Math.max(max, read());
+    } catch {
+      // The process is gone; keep the last maximum.
+    }
+  }, everyMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      return max;
+    },
+  };
+}

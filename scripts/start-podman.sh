@@ -12,7 +12,8 @@ if ! command -v podman >/dev/null; then
 fi
 answers() { curl -fsS --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; }
 if ! answers; then
-  nohup podman system service --time=0 "unix://$SOCKET" >/tmp/podman-service.log 2>&1 &
+  # From /: conmon fails ("Failed to get working directory") once the service's cwd is deleted.
+  (cd / && nohup podman system service --time=0 "unix://$SOCKET" >/tmp/podman-service.log 2>&1 &)
   for _ in $(seq 1 30); do
     answers && break
     sleep 1

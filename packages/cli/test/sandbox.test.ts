@@ -213,9 +213,12 @@ describe("sandbox lifecycle through the CLI", { skip }, () => {
       "-c",
       "i=0; while :; do echo tick$i; i=$((i+1)); sleep 0.1; done",
     );
+    let interrupted = false;
     const r = await tether(["logs", "-f", id], {
       onStdout: (out, kill) => {
-        if (out.includes("tick5\n")) kill("SIGINT");
+        if (interrupted || !out.includes("tick5\n")) return;
+        interrupted = true;
+        kill("SIGINT");
       },
     });
     assert.equal(r.code, 0, r.stderr);

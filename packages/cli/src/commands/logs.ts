@@ -20,7 +20,8 @@ export function logsCommand(): Command {
         // The engine's log stream may not end at once when torn down; do not wait on it.
         setTimeout(() => void flushOutput().then(() => process.exit(0)), 200).unref();
       };
-      process.once("SIGINT", onSignal);
+      // on, not once: a second Ctrl-C while the stream winds down must not kill us mid-flush.
+      process.on("SIGINT", onSignal);
       try {
         for await (const chunk of sandboxes().logs(id, {
           follow: flags.follow,

@@ -41,33 +41,32 @@ export function createTunnelService(ctx: AgentContext): AgentService {
           const abort = () => socket.destroy();
           context.signal.addEventListener("abort", abort, { once: true });
           ctx.log.debug({ target: where }, "tunnel opened");
+          const events = new TunnelEvents(socket);
           try {
             yield {
               message: { case: "opened", value: { address: socket.remoteAddress ?? host, port } },
             } satisfies TunnelResponseInit;
-            const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
-            let upstreamError: unknown;
-            const upstream = pumpRequests(incoming, socket);
-            // A failure of the client's half ends the socket and is reported below (never
-            // as an unhandled rejection).
-            upstream.catch((err: unknown) => {
-              upstreamError = err;
-              socket.destroy();
-            });
-            try {
-              for await (const chunk of socket.iterator({ destroyOnReturn: false })) {
-                yield { message: { case: "data", value: chunk as Buffer } } satisfies TunnelResponseInit;
+            const acks = first.value.message.value.acks;
+            pumpRequests(incoming, socket, acks ? (n) => events.written(n) : undefined).then(
+              () => events.upstreamDone(),
+              (err: unknown) => {
+                events.upstreamDone(err);
+                socket.destroy();
+              },
+            );
+            for (;;) {
+              const event = await events.next();
+              if (event.type === "done") break;
+              if (event.type === "error") throw midStreamError(event.error, where);
+              if (event.type === "data") {
+                yield { message: { case: "data", value: event.data } } satisfies TunnelResponseInit;
+                socket.resume();
+              } else if (event.type === "written") {
+                yield { message: { case: "written", value: BigInt(event.bytes) } } satisfies TunnelResponseInit;
+              } else {
+                yield { message: { case: "eof", value: {} } } satisfies TunnelResponseInit;
               }
-            } catch (err) {
-              throw midStreamError(upstreamError ?? err, where);
             }
-            yield { message: { case: "eof", value: {} } } satisfies TunnelResponseInit;
-            // The sandbox side is done sending; the call lasts until the client's half ends
-            // too, or the socket goes (a peer that closed fully refuses more bytes).
-            await Promise.race([upstream, closed]).catch((err: unknown) => {
-              throw midStreamError(upstreamError ?? err, where);
-            });
-            if (socket.errored) throw midStreamError(upstreamError ?? socket.errored, where);
           } finally {
             context.signal.removeEventListener("abort", abort);
             socket.destroy();
@@ -134,8 +133,15 @@ function connectError(err: NodeJS.ErrnoException, where: string): ConnectError {
   }
 }
 
-/** Writes the client's bytes to the socket, one message at a time as the socket drains; FIN at the end. */
-async function pumpRequests(incoming: AsyncIterator<TunnelRequest>, socket: net.Socket): Promise<void> {
+/**
+ * Writes the client's bytes to the socket, one message at a time as the socket drains;
+ * FIN at the end. `written` hears of each message once the socket took it.
+ */
+async function pumpRequests(
+  incoming: AsyncIterator<TunnelRequest>,
+  socket: net.Socket,
+  written?: (bytes: number) => void,
+): Promise<void> {
   for (;;) {
     const next = await incoming.next();
     if (next.done) break;
@@ -143,8 +149,10 @@ async function pumpRequests(incoming: AsyncIterator<TunnelRequest>, socket: net.
     if (message.case !== "data") {
       throw new ConnectError("only a tunnel's first message may be `open`", Code.InvalidArgument);
     }
-    if (message.value.length === 0) continue;
-    if (!socket.write(message.value)) await drained(socket);
+    const bytes = message.value.length;
+    if (bytes === 0) continue;
+    const accepted = socket.write(message.value, written && ((err) => err || written(bytes)));
+    if (!accepted) await drained(socket);
   }
   if (!socket.destroyed) socket.end();
 }
@@ -172,4 +180,99 @@ function midStreamError(err: unknown, where: string): ConnectError {
     return new ConnectError(`${where} reset the connection`, Code.Aborted);
   }
   return new ConnectError(`tunnel to ${where} failed: ${(err as Error).message}`, Code.Aborted);
+}
+
+type TunnelEvent =
+  | { type: "data"; data: Buffer }
+  | { type: "written"; bytes: number }
+  | { type: "eof" }
+  | { type: "error"; error: unknown }
+  | { type: "done" };
+
+/**
+ * What the response stream sends next, from the socket and from the client's half: at
+ * most one chunk of the socket's data at a time (the socket stays paused until it was
+ * sent, so a slow client holds the socket back), acknowledgements (merged while waiting),
+ * the socket's end, and the tunnel's end: once the socket ended and the client's half is
+ * done, or the socket closed.
+ */
+class TunnelEvents {
+  private data: Buffer | undefined;
+  private writtenBytes = 0;
+  private eof = false;
+  private eofSent = false;
+  private upstreamFinished = false;
+  private closed = false;
+  private error: unknown;
+  private wake: (() => void) | undefined;
+
+  constructor(socket: net.Socket) {
+    socket.on("data", (chunk: Buffer) => {
+      socket.pause();
+      this.data = chunk;
+      this.notify();
+    });
+    socket.once("end", () => {
+      this.eof = true;
+      this.notify();
+    });
+    socket.on("error", (err) => {
+      this.error ??= err;
+      this.notify();
+    });
+    socket.once("close", () => {
+      this.closed = true;
+      this.notify();
+    });
+  }
+
+  written(bytes: number): void {
+    this.writtenBytes += bytes;
+    this.notify();
+  }
+
+  upstreamDone(err?: unknown): void {
+    this.upstreamFinished = true;
+    if (err !== undefined) this.error = err;
+    this.notify();
+  }
+
+  async next(): Promise<TunnelEvent> {
+    for (;;) {
+      const event = this.take();
+      if (event) return event;
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+      });
+    }
+  }
+
+  private take(): TunnelEvent | undefined {
+    if (this.error !== undefined) return { type: "error", error: this.error };
+    if (this.writtenBytes > 0) {
+      const bytes = this.writtenBytes;
+      this.writtenBytes = 0;
+      return { type: "written", bytes };
+    }
+    if (this.data) {
+      const data = this.data;
+      this.data = undefined;
+      return { type: "data", data };
+    }
+    if (this.eof && !this.eofSent) {
+      this.eofSent = true;
+      return { type: "eof" };
+    }
+    // The sandbox side is done sending; the call lasts until the client's half ends too,
+    // or the socket goes (a peer that closed fully refuses more bytes).
+    if (this.eofSent && (this.upstreamFinished || this.closed)) return { type: "done" };
+    if (this.closed && !this.eof) return { type: "error", error: new Error("the connection closed") };
+    return undefined;
+  }
+
+  private notify(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
 }

@@ -22,7 +22,15 @@ export interface TunnelTarget {
 }
 
 /** Bytes per message: well under the agent's 16 MiB message limit, large enough to be cheap. */
-const MAX_MESSAGE_DATA = 256 << 10;
+const MAX_MESSAGE_DATA = 64 << 10;
+/**
+ * Bytes sent that the agent has not yet handed to the connection (it says so with
+ * `written` messages). Kept below what the kernel's socket buffers hold (a unix socket's
+ * are about 200 KB), so the HTTP/2 session never has a write pending long: Node's HTTP/2
+ * stops reading while its write is pending, and two peers both sending bulk data could
+ * otherwise wait for each other forever (see tunnel.proto).
+ */
+const UNACKED_LIMIT = 128 << 10;
 /** Protobuf tag of TunnelRequest.data: field 2, length-delimited. */
 const DATA_TAG = (2 << 3) | 2;
 const PATH = `/${Tunnel.typeName}/${Tunnel.method.open.name}`;
@@ -57,7 +65,7 @@ export async function openTunnel(
   }
   const open = toBinary(
     TunnelRequestSchema,
-    create(TunnelRequestSchema, { message: { case: "open", value: { port, host } } }),
+    create(TunnelRequestSchema, { message: { case: "open", value: { port, host, acks: true } } }),
   );
   const envelope = Buffer.allocUnsafe(5 + open.length);
   envelope[0] = 0;
@@ -96,6 +104,8 @@ export class TunnelStream extends Duplex {
   /** The agent sent its end-of-stream message: nothing more arrives. */
   private finished = false;
   private eof = false;
+  private unacked = 0;
+  private ackWaiter: { resolve(): void; reject(err: Error): void } | undefined;
 
   constructor(
     private readonly h2: http2.ClientHttp2Stream,
@@ -152,6 +162,13 @@ export class TunnelStream extends Duplex {
           this.eof = true;
           this.push(null);
           break;
+        case "written": {
+          this.unacked -= Number(message.value);
+          const waiter = this.ackWaiter;
+          this.ackWaiter = undefined;
+          waiter?.resolve();
+          break;
+        }
       }
     }
   }
@@ -168,17 +185,23 @@ export class TunnelStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    let offset = 0;
-    let last = false;
-    while (!last) {
+    this.send(chunk).then(() => callback(), callback);
+  }
+
+  /** Sends in messages of at most 64 KiB, each once the unacknowledged bytes leave room. */
+  private async send(chunk: Buffer): Promise<void> {
+    for (let offset = 0; offset < chunk.length; ) {
       const part = chunk.subarray(offset, offset + MAX_MESSAGE_DATA);
       offset += part.length;
-      last = offset >= chunk.length;
+      while (this.unacked > 0 && this.unacked + part.length > UNACKED_LIMIT) {
+        await new Promise<void>((resolve, reject) => {
+          this.ackWaiter = { resolve, reject };
+        });
+      }
+      this.unacked += part.length;
       // Envelope and protobuf field header by hand, so the bytes themselves are never copied.
-      const header = dataHeader(part.length);
-      this.h2.write(header);
-      if (last) this.h2.write(part, callback);
-      else this.h2.write(part);
+      this.h2.write(dataHeader(part.length));
+      this.h2.write(part);
     }
   }
 
@@ -190,6 +213,8 @@ export class TunnelStream extends Duplex {
     // Both halves ended cleanly: the agent ends the call once the last bytes are delivered;
     // cancelling now could cut them off.
     const clean = !error && this.readableEnded && this.writableFinished;
+    this.ackWaiter?.reject(error ?? new Error("the tunnel was destroyed"));
+    this.ackWaiter = undefined;
     if (!this.h2.closed && !clean) this.h2.close(http2.constants.NGHTTP2_CANCEL);
     callback(error);
   }

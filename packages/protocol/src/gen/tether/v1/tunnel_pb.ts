@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tether/v1/tunnel.proto.
  */
 export const file_tether_v1_tunnel: GenFile = /*@__PURE__*/
-  fileDesc("ChZ0ZXRoZXIvdjEvdHVubmVsLnByb3RvEgl0ZXRoZXIudjEiKAoKVHVubmVsT3BlbhIMCgRwb3J0GAEgASgNEgwKBGhvc3QYAiABKAkiLQoMVHVubmVsT3BlbmVkEg8KB2FkZHJlc3MYASABKAkSDAoEcG9ydBgCIAEoDSILCglUdW5uZWxFb2YiUQoNVHVubmVsUmVxdWVzdBIlCgRvcGVuGAEgASgLMhUudGV0aGVyLnYxLlR1bm5lbE9wZW5IABIOCgRkYXRhGAIgASgMSABCCQoHbWVzc2FnZSJ7Cg5UdW5uZWxSZXNwb25zZRIpCgZvcGVuZWQYASABKAsyFy50ZXRoZXIudjEuVHVubmVsT3BlbmVkSAASDgoEZGF0YRgCIAEoDEgAEiMKA2VvZhgDIAEoCzIULnRldGhlci52MS5UdW5uZWxFb2ZIAEIJCgdtZXNzYWdlMkkKBlR1bm5lbBI/CgRPcGVuEhgudGV0aGVyLnYxLlR1bm5lbFJlcXVlc3QaGS50ZXRoZXIudjEuVHVubmVsUmVzcG9uc2UoATABYgZwcm90bzM");
+  fileDesc("ChZ0ZXRoZXIvdjEvdHVubmVsLnByb3RvEgl0ZXRoZXIudjEiNgoKVHVubmVsT3BlbhIMCgRwb3J0GAEgASgNEgwKBGhvc3QYAiABKAkSDAoEYWNrcxgDIAEoCCItCgxUdW5uZWxPcGVuZWQSDwoHYWRkcmVzcxgBIAEoCRIMCgRwb3J0GAIgASgNIgsKCVR1bm5lbEVvZiJRCg1UdW5uZWxSZXF1ZXN0EiUKBG9wZW4YASABKAsyFS50ZXRoZXIudjEuVHVubmVsT3BlbkgAEg4KBGRhdGEYAiABKAxIAEIJCgdtZXNzYWdlIo4BCg5UdW5uZWxSZXNwb25zZRIpCgZvcGVuZWQYASABKAsyFy50ZXRoZXIudjEuVHVubmVsT3BlbmVkSAASDgoEZGF0YRgCIAEoDEgAEiMKA2VvZhgDIAEoCzIULnRldGhlci52MS5UdW5uZWxFb2ZIABIRCgd3cml0dGVuGAQgASgESABCCQoHbWVzc2FnZTJJCgZUdW5uZWwSPwoET3BlbhIYLnRldGhlci52MS5UdW5uZWxSZXF1ZXN0GhkudGV0aGVyLnYxLlR1bm5lbFJlc3BvbnNlKAEwAWIGcHJvdG8z");
 
 /**
  * The first request of a tunnel: where to connect inside the sandbox.
@@ -32,6 +32,18 @@ export type TunnelOpen = Message<"tether.v1.TunnelOpen"> & {
    * @generated from field: string host = 2;
    */
   host: string;
+
+  /**
+   * Ask for `written` messages: how many of the client's bytes the agent handed to the
+   * connection. A client that keeps its unacknowledged bytes below a small window (the
+   * SDK: 128 KiB) never has much in flight towards the agent. That matters on one HTTP/2
+   * connection carrying bulk data both ways at once: Node's HTTP/2 stops reading a socket
+   * while its own write to it is pending, so two peers that both have more in flight than
+   * the kernel's socket buffers hold wait for each other forever.
+   *
+   * @generated from field: bool acks = 3;
+   */
+  acks: boolean;
 };
 
 /**
@@ -143,6 +155,14 @@ export type TunnelResponse = Message<"tether.v1.TunnelResponse"> & {
      */
     value: TunnelEof;
     case: "eof";
+  } | {
+    /**
+     * With `acks`: this many more of the client's bytes were handed to the connection.
+     *
+     * @generated from field: uint64 written = 4;
+     */
+    value: bigint;
+    case: "written";
   } | { case: undefined; value?: undefined };
 };
 

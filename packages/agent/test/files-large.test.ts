@@ -109,7 +109,6 @@ test("a 2 GiB upload and download stream through tetherd with its RSS under 150 
     http
       .get(filesUrl, (res) => {
         assert.equal(res.statusCode, 200);
-        assert.equal(res.headers["content-length"], String(SIZE));
         res.on("data", (chunk: Buffer) => {
           receivedHash.update(chunk);
           received += chunk.length;

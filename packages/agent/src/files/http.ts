@@ -70,8 +70,10 @@ export async function handleFilesDownload(
       "last-modified": info.mtime.toUTCString(),
       vary: "Accept-Encoding",
     };
+    // No Content-Length: a file rewritten while it is read (a log, a counter) may end up shorter
+    // or longer than its stat said, and HTTP/2 resets a response whose body does not match it.
+    // The client gets what was read, as `cat` would.
     if (gzip) headers["content-encoding"] = "gzip";
-    else headers["content-length"] = info.size;
     res.writeHead(200, headers);
     try {
       if (gzip) await pipeline(file, createGzip(), res);

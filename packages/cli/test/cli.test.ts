@@ -5,51 +5,18 @@ import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { type RunningAgent, startAgent } from "@tether/agent";
 import * as pty from "node-pty";
-
-const TETHER = fileURLToPath(new URL("../../bin/tether.js", import.meta.url));
+import { type Outcome, runTether, TETHER, type TetherOptions } from "./support/cli.js";
 
 /** A scratch TMPDIR and TETHER_HOME per test file, so we can see that `run` leaves nothing behind. */
 const tmp = mkdtempSync(path.join(os.tmpdir(), "tether-cli-test-"));
 const home = path.join(tmp, "home");
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-interface Outcome {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the real `tether` bin as a child process. */
-function tether(
-  args: string[],
-  options: {
-    input?: string;
-    env?: Record<string, string>;
-    onStdout?: (text: string, kill: (s: NodeJS.Signals) => void) => void;
-  } = {},
-): Promise<Outcome> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [TETHER, ...args], {
-      env: { ...process.env, TMPDIR: tmp, TETHER_HOME: home, ...options.env },
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (t: string) => {
-      stdout += t;
-      options.onStdout?.(stdout, (s) => child.kill(s));
-    });
-    child.stderr.setEncoding("utf8").on("data", (t: string) => {
-      stderr += t;
-    });
-    child.on("error", reject);
-    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
-    child.stdin.end(options.input ?? "");
-  });
+/** Runs the real `tether` bin with this file's TMPDIR and TETHER_HOME. */
+function tether(args: string[], options: TetherOptions = {}): Promise<Outcome> {
+  return runTether(args, { ...options, env: { TMPDIR: tmp, TETHER_HOME: home, ...options.env } });
 }
 
 /** `tether run` must remove its sandbox (and any scratch home), whatever happened. */

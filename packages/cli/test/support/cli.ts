@@ -25,6 +25,29 @@ export interface TetherOptions {
   onStdout?: (text: string, kill: (s: NodeJS.Signals) => void) => void;
 }
 
+/** Runs the real `tether` bin as a child process (env over ours), collecting what it printed. */
+export function runTether(args: string[], options: TetherOptions = {}): Promise<Outcome> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [TETHER, ...args], {
+      env: { ...process.env, ...options.env },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (t: string) => {
+      stdout += t;
+      options.onStdout?.(stdout, (s) => child.kill(s));
+    });
+    child.stderr.setEncoding("utf8").on("data", (t: string) => {
+      stderr += t;
+    });
+    child.on("error", reject);
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+    child.stdin.on("error", () => {});
+    child.stdin.end(options.input ?? "");
+  });
+}
+
 /**
  * A scratch TETHER_HOME for one test file and a label value unique to it: every sandbox a
  * test creates carries `tether-test.cli=<run>`, so cleanup removes ours and nothing else.
@@ -42,25 +65,7 @@ export class CliHome {
 
   /** Runs the real `tether` bin with this home. */
   tether(args: string[], options: TetherOptions = {}): Promise<Outcome> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [TETHER, ...args], {
-        env: { ...process.env, TETHER_HOME: this.home, ...options.env },
-        stdio: ["pipe", "pipe", "pipe"],
-      });
-      let stdout = "";
-      let stderr = "";
-      child.stdout.setEncoding("utf8").on("data", (t: string) => {
-        stdout += t;
-        options.onStdout?.(stdout, (s) => child.kill(s));
-      });
-      child.stderr.setEncoding("utf8").on("data", (t: string) => {
-        stderr += t;
-      });
-      child.on("error", reject);
-      child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
-      child.stdin.on("error", () => {});
-      child.stdin.end(options.input ?? "");
-    });
+    return runTether(args, { ...options, env: { TETHER_HOME: this.home, ...options.env } });
   }
 
   /** `tether create [flags] IMAGE [-- command]` with this file's label; the new id. */

@@ -6,6 +6,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { KEEPALIVE_INTERVAL_HEADER } from "@tether/protocol";
 import { Process, Signal, type StreamInputRequestSchema } from "@tether/protocol/process";
 import { createGrpcTransport, startTestAgent, type TestAgent } from "./support/agent.js";
+import { isGoneOrZombie, waitGone } from "./support/exec-events.js";
 import { collect, ProcessEventReader } from "./support/process-events.js";
 import { createTestUser, userTool } from "./support/users.js";
 
@@ -431,8 +432,8 @@ describe("shutdown", () => {
       await own.close();
       // The stream ends with the agent; drain it so nothing dangles.
       await reader.rest().catch(() => undefined);
-      assert.ok(await waitGone(pid), `child ${pid} is gone`);
-      assert.ok(await waitGone(sleepPid), `grandchild ${sleepPid} is gone`);
+      assert.ok(await waitGone(pid, 100), `child ${pid} is gone`);
+      assert.ok(await waitGone(sleepPid, 100), `grandchild ${sleepPid} is gone`);
     } finally {
       await own.close().catch(() => undefined);
     }
@@ -441,23 +442,4 @@ describe("shutdown", () => {
 
 function basicAuth(user: string): string {
   return `Basic ${Buffer.from(`${user}:`).toString("base64")}`;
-}
-
-/** True when the pid no longer runs (gone, or a zombie nobody reaped yet). */
-function isGoneOrZombie(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
-  } catch {
-    return true;
-  }
-}
-
-/** Waits (briefly, event-driven by polling /proc) for SIGKILL to take effect. */
-async function waitGone(pid: number): Promise<boolean> {
-  for (let i = 0; i < 100; i++) {
-    if (isGoneOrZombie(pid)) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return false;
 }

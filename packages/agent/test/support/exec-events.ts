@@ -110,9 +110,9 @@ export function isGoneOrZombie(pid: number): boolean {
   }
 }
 
-/** Polls /proc until the pid is dead (or gives up, returning false). */
-export async function waitGone(pid: number): Promise<boolean> {
-  for (let i = 0; i < 250; i++) {
+/** Polls /proc every 20 ms until the pid is dead (or gives up after `attempts`, returning false). */
+export async function waitGone(pid: number, attempts = 250): Promise<boolean> {
+  for (let i = 0; i < attempts; i++) {
     if (isGoneOrZombie(pid)) return true;
     await new Promise((r) => setTimeout(r, 20));
   }

@@ -88,3 +88,22 @@ export function sampleMax(read: () => number, everyMs = 50): { stop(): number } 
     },
   };
 }
+
+/** True when the pid is gone or a zombie (dead, not yet reaped by whoever inherited it). */
+export function isGoneOrZombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return true;
+  }
+}
+
+/** Polls /proc every 20 ms until the pid is dead (or gives up after `attempts`, returning false). */
+export async function waitGone(pid: number, attempts = 250): Promise<boolean> {
+  for (let i = 0; i < attempts; i++) {
+    if (isGoneOrZombie(pid)) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return false;
+}

@@ -1,6 +1,13 @@
 /** tetherd: the agent inside every sandbox. */
 export { type AgentOptions, type RunningAgent, startAgent } from "./agent.js";
-export { type AgentProcess, sampleMax, spawnAgentProcess, TETHERD_BIN } from "./agent-process.js";
+export {
+  type AgentProcess,
+  isGoneOrZombie,
+  sampleMax,
+  spawnAgentProcess,
+  TETHERD_BIN,
+  waitGone,
+} from "./agent-process.js";
 export { type UnixUser, UnknownUserError, UserDirectory } from "./auth/users.js";
 export {
   CocoonError,

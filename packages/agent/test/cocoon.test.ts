@@ -7,6 +7,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { pino } from "pino";
 import { type RunningAgent, startAgent } from "../src/agent.js";
+import { isGoneOrZombie, waitGone } from "../src/agent-process.js";
 import { MAX_FRAME_BYTES } from "../src/cocoon/frames.js";
 import { listenVsock } from "../src/cocoon/vsock.js";
 
@@ -49,20 +50,6 @@ const b64 = (text: string) => Buffer.from(text).toString("base64");
 const text = (frames: Frame[], type: string) =>
   Buffer.concat(frames.filter((f) => f.type === type).map((f) => Buffer.from(f.data as string, "base64"))).toString();
 const terminal = (frames: Frame[]) => frames.filter((f) => f.type === "exit" || f.type === "error");
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function waitGone(pid: number): Promise<void> {
-  for (let i = 0; i < 200 && alive(pid); i++) await new Promise((r) => setTimeout(r, 25));
-  assert.equal(alive(pid), false, `process ${pid} should be gone`);
-}
 
 describe("cocoon-style line-JSON exec", () => {
   before(async () => {
@@ -166,7 +153,7 @@ describe("cocoon-style line-JSON exec", () => {
     assert.equal(frames.at(-1)?.type, "error");
     assert.match(frames.at(-1)?.message as string, /bad stdin frame/);
     assert.equal(terminal(frames).length, 1);
-    await waitGone(pid);
+    assert.ok(await waitGone(pid), `process ${pid} should be gone`);
   });
 
   test("a frame longer than 8 MiB is an error and closes the session", async () => {
@@ -197,8 +184,8 @@ describe("cocoon-style line-JSON exec", () => {
       },
     });
     assert.ok(grandchild > 0);
-    await waitGone(grandchild);
-    await waitGone(child);
+    assert.ok(await waitGone(grandchild), `grandchild ${grandchild} should be gone`);
+    assert.ok(await waitGone(child), `child ${child} should be gone`);
   });
 
   test("a daemonised grandchild does not hold the session open", async () => {
@@ -216,7 +203,7 @@ describe("cocoon-style line-JSON exec", () => {
     });
     try {
       assert.deepEqual(frames.at(-1), { type: "exit", exit_code: 4 });
-      assert.ok(daemon > 0 && alive(daemon), "the daemon outlives its session");
+      assert.ok(daemon > 0 && !isGoneOrZombie(daemon), "the daemon outlives its session");
     } finally {
       if (daemon > 0) process.kill(daemon, "SIGKILL");
     }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { waitGone } from "@tether/agent";
 import { CommandExitError, InvalidArgumentError } from "../src/index.js";
 import { startTestAgent, type TestAgent, TRANSPORTS } from "./support/agent.js";
 
@@ -18,23 +19,6 @@ function seqOutput(n: number): string {
   let out = "";
   for (let i = 1; i <= n; i++) out += `${i}\n`;
   return out;
-}
-
-function isGone(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
-  } catch {
-    return true;
-  }
-}
-
-async function waitGone(pid: number): Promise<boolean> {
-  for (let i = 0; i < 250; i++) {
-    if (isGone(pid)) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return false;
 }
 
 for (const transport of TRANSPORTS) {

@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import type { ExecEvent, ExecEvent_Dropped, ExecEvent_Started, Exit } from "@tether/protocol/exec";
 import { OutputStream } from "@tether/protocol/exec";
 
@@ -100,21 +99,4 @@ export function collectExec(stream: AsyncIterable<ExecEvent>): Promise<ExecSeen>
   return new ExecReader(stream).rest();
 }
 
-/** True when the pid is gone or a zombie (dead, not yet reaped by whoever inherited it). */
-export function isGoneOrZombie(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
-  } catch {
-    return true;
-  }
-}
-
-/** Polls /proc every 20 ms until the pid is dead (or gives up after `attempts`, returning false). */
-export async function waitGone(pid: number, attempts = 250): Promise<boolean> {
-  for (let i = 0; i < attempts; i++) {
-    if (isGoneOrZombie(pid)) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return false;
-}
+export { isGoneOrZombie, waitGone } from "../../src/agent-process.js";

@@ -46,15 +46,24 @@ class WideWindowSessionManager extends Http2SessionManager {
 }
 
 /**
- * One persistent HTTP/2 connection to an agent, shared by the RPC services and the
- * plain HTTP endpoints (/health, /files).
+ * The HTTP/2 connections to one agent. One carries the RPC services and the plain HTTP
+ * endpoints (/health, /files); a second, dialled on first use, carries only the bulk sent
+ * to the agent (uploads, streamed stdin).
+ *
+ * Why two: Node's HTTP/2 stops reading its socket while one of its own writes is pending.
+ * Two Node peers that both push more than the socket buffers hold on one connection (an
+ * upload beside heavy command output) each wait for the other to read, forever. With bulk
+ * flowing one way per connection, the side receiving it never has a large write pending.
  */
 export class Connection {
   readonly transport: Transport;
+  /** For client-streaming calls that carry bulk to the agent (StreamInput). */
+  readonly upstreamTransport: Transport;
   /** Human-readable address, for error messages. */
   readonly address: string;
   readonly user: string | undefined;
   private readonly session: WideWindowSessionManager;
+  private readonly upstreamSession: WideWindowSessionManager;
   private readonly accessToken: string | undefined;
   /** Raw streams (/health, /files) not yet closed, so close() can quiet them. */
   private readonly rawStreams = new Set<http2.ClientHttp2Stream>();
@@ -71,27 +80,30 @@ export class Connection {
       maxSessionMemory: 64,
       ...(socket !== undefined ? { createConnection: () => net.connect(socket) } : {}),
     };
-    this.session = new WideWindowSessionManager(
-      baseUrl,
-      { connectTimeoutMs: options.connectTimeoutMs ?? 10_000 },
-      nodeOptions,
-    );
+    const newSession = () =>
+      new WideWindowSessionManager(baseUrl, { connectTimeoutMs: options.connectTimeoutMs ?? 10_000 }, nodeOptions);
+    this.session = newSession();
+    // Dials on its first request only.
+    this.upstreamSession = newSession();
     const auth: Interceptor = (next) => (req) => {
       for (const [name, value] of Object.entries(this.headers())) {
         if (!req.header.has(name)) req.header.set(name, value);
       }
       return next(req);
     };
-    this.transport = createConnectTransport({
-      baseUrl,
-      httpVersion: "2",
-      sessionManager: this.session,
-      useBinaryFormat: true,
-      // Compressing every output chunk (connect's default offer of gzip/br) costs far more
-      // CPU than it saves bytes on a local or in-datacenter link: it capped output at ~60 MB/s.
-      acceptCompression: [],
-      interceptors: [auth],
-    });
+    const newTransport = (sessionManager: WideWindowSessionManager) =>
+      createConnectTransport({
+        baseUrl,
+        httpVersion: "2",
+        sessionManager,
+        useBinaryFormat: true,
+        // Compressing every output chunk (connect's default offer of gzip/br) costs far more
+        // CPU than it saves bytes on a local or in-datacenter link: it capped output at ~60 MB/s.
+        acceptCompression: [],
+        interceptors: [auth],
+      });
+    this.transport = newTransport(this.session);
+    this.upstreamTransport = newTransport(this.upstreamSession);
   }
 
   /** Headers for a call: the access token, and the user as Basic auth (envd's convention). */
@@ -102,10 +114,19 @@ export class Connection {
     return headers;
   }
 
-  /** Opens a raw HTTP/2 stream on the shared session, for the plain HTTP endpoints. */
-  async request(method: string, path: string, headers: http2.OutgoingHttpHeaders): Promise<http2.ClientHttp2Stream> {
+  /**
+   * Opens a raw HTTP/2 stream for the plain HTTP endpoints; `upstream` puts it on the
+   * connection for bulk sent to the agent (a request body of any size).
+   */
+  async request(
+    method: string,
+    path: string,
+    headers: http2.OutgoingHttpHeaders,
+    options: { upstream?: boolean } = {},
+  ): Promise<http2.ClientHttp2Stream> {
+    const session = options.upstream ? this.upstreamSession : this.session;
     // No keep-alive PINGs are configured, so reads need not be reported to the manager.
-    const stream = await this.session.request(method, path, headers, {
+    const stream = await session.request(method, path, headers, {
       endStream: method === "GET" || method === "HEAD",
     });
     this.rawStreams.add(stream);
@@ -121,6 +142,7 @@ export class Connection {
     for (const stream of this.rawStreams) stream.on("error", ignore);
     this.rawStreams.clear();
     this.session.abort();
+    this.upstreamSession.abort();
   }
 }
 

@@ -22,6 +22,8 @@ export type SignalName = string;
 /** What a handle needs from the Commands module that created it. */
 export interface HandleContext {
   client: Client<typeof Process>;
+  /** For StreamInput: on the connection for bulk sent to the agent. */
+  inputClient: Client<typeof Process>;
   exec: Client<typeof Exec>;
   /** The start key, if the command was started with one. */
   key?: string;
@@ -133,7 +135,7 @@ export class CommandHandle implements AsyncIterable<OutputChunk> {
   /** Streams a whole source into stdin over one call; see also `closeStdin`. */
   async writeStdin(source: InputSource): Promise<void> {
     try {
-      await streamInput(this.ctx.client, this.pid, "stdin", source, this.ctx.headers);
+      await streamInput(this.ctx.inputClient, this.pid, "stdin", source, this.ctx.headers);
     } catch (err) {
       throw toTetherError(err, `stream stdin to ${this.pid}`, this.ctx.address);
     }

@@ -92,10 +92,13 @@ export function toArgv(spec: CommandSpec): string[] {
 /** Runs commands in the agent: `agent.commands`. */
 export class Commands {
   readonly client: Client<typeof Process>;
+  /** The Process service on the connection for bulk sent to the agent: StreamInput. */
+  readonly inputClient: Client<typeof Process>;
   readonly exec: Client<typeof Exec>;
 
   constructor(private readonly connection: Connection) {
     this.client = createClient(Process, connection.transport);
+    this.inputClient = createClient(Process, connection.upstreamTransport);
     this.exec = createClient(Exec, connection.transport);
   }
 
@@ -139,6 +142,7 @@ export class Commands {
     const pid = await events.pid;
     const handle = new CommandHandle(pid, {
       client: this.client,
+      inputClient: this.inputClient,
       exec: this.exec,
       key: options.key,
       headers,
@@ -202,6 +206,7 @@ export class Commands {
     const pid = await events.pid;
     return new CommandHandle(pid, {
       client: this.client,
+      inputClient: this.inputClient,
       exec: this.exec,
       ...(ref.case === "key" ? { key: ref.value } : {}),
       headers,

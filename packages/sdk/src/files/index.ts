@@ -185,7 +185,7 @@ export class Files {
     return { headers: this.connection.headers(options.user) };
   }
 
-  /** Opens a /files stream on the shared connection. */
+  /** Opens a /files stream; uploads go on the connection for bulk sent to the agent. */
   private async open(
     method: "GET" | "POST",
     path: string,
@@ -196,7 +196,12 @@ export class Files {
   ): Promise<http2.ClientHttp2Stream> {
     const query = new URLSearchParams({ path, ...params });
     try {
-      return await this.connection.request(method, `/files?${query}`, { ...this.connection.headers(user), ...extra });
+      return await this.connection.request(
+        method,
+        `/files?${query}`,
+        { ...this.connection.headers(user), ...extra },
+        { upstream: method === "POST" },
+      );
     } catch (err) {
       throw toTetherError(err, what, this.connection.address);
     }

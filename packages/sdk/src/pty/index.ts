@@ -30,6 +30,8 @@ export class PtyHandle {
   constructor(
     readonly pid: number,
     private readonly client: Client<typeof Process>,
+    /** For StreamInput: on the connection for bulk sent to the agent. */
+    private readonly inputClient: Client<typeof Process>,
     private readonly headers: Record<string, string>,
     private readonly address: string,
     private readonly events: ProcessEvents,
@@ -51,7 +53,7 @@ export class PtyHandle {
   /** Streams a whole source into the terminal over one call (e.g. a local tty's keystrokes). */
   async streamInput(source: InputSource): Promise<void> {
     try {
-      await streamInput(this.client, this.pid, "pty", source, this.headers);
+      await streamInput(this.inputClient, this.pid, "pty", source, this.headers);
     } catch (err) {
       throw toTetherError(err, `stream input to pty ${this.pid}`, this.address);
     }
@@ -128,6 +130,6 @@ export class Pty {
       (err) => toTetherError(err, `pty ${argv[0]}`, this.connection.address),
     );
     const pid = await events.pid;
-    return new PtyHandle(pid, client, headers, this.connection.address, events, abort);
+    return new PtyHandle(pid, client, this.commands.inputClient, headers, this.connection.address, events, abort);
   }
 }

@@ -29,7 +29,7 @@ const BUILTINS = new Set(builtinModules.flatMap((name) => [name, `node:${name}`]
 const builtinsViaRequire: Plugin = {
   name: "builtins-via-require",
   setup(build) {
-    build.onResolve({ filter: /^[a-z_:/]+$/ }, (args) => {
+    build.onResolve({ filter: /^[a-z0-9_:/]+$/ }, (args) => {
       if (args.kind !== "import-statement" && args.kind !== "dynamic-import") return undefined;
       if (!BUILTINS.has(args.path)) return undefined;
       return { path: args.path, namespace: "builtin-require" };

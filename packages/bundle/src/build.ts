@@ -188,6 +188,19 @@ async function writeCompileCache(staging: string, manifest: BundleManifest): Pro
   await chmodTree(path.join(staging, COMPILE_CACHE_DIR));
 }
 
+/**
+ * The compile cache's files in a bundle directory, relative to it (none for a bundle built
+ * without one): whoever copies a bundle by its manifest (a derived image) copies these too.
+ */
+export async function compileCacheFiles(dir: string): Promise<string[]> {
+  const root = path.join(dir, COMPILE_CACHE_DIR);
+  const entries = await readdir(root, { recursive: true, withFileTypes: true }).catch(() => []);
+  return entries
+    .filter((e) => e.isFile())
+    .map((e) => path.relative(dir, path.join(e.parentPath, e.name)).split(path.sep).join("/"))
+    .sort();
+}
+
 async function chmodTree(dir: string): Promise<void> {
   await chmod(dir, 0o755);
   for (const entry of await readdir(dir, { withFileTypes: true })) {

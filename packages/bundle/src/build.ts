@@ -49,7 +49,8 @@ const ownPackage = JSON.parse(readFileSync(new URL("../../package.json", import.
 
 /**
  * Builds the portable agent bundle: the pinned Node.js runtime, the libraries it and the native
- * addons link, the glibc loader, tetherd as one file, the addons, manifest.json and VERSION.
+ * addons link, the glibc loader, tetherd (a loader, agent/ modules and
+ * their V8 compile cache), the addons, manifest.json and VERSION.
  * When `outDir` already holds a bundle with the same content hash it is reused untouched.
  */
 export async function buildBundle(options: BuildBundleOptions = {}): Promise<BuiltBundle> {

@@ -1,4 +1,4 @@
-/** The portable agent bundle: a pinned Node.js, its libraries and loader, and tetherd as one file. */
+/** The portable agent bundle: a pinned Node.js, its libraries and loader, tetherd as ES modules with their compile cache. */
 export {
   type BuildBundleOptions,
   type BuiltBundle,

@@ -14,6 +14,11 @@ export interface AgentProcess {
   url?: string;
   /** Resident set size now, in bytes (VmRSS). */
   rss(): number;
+  /**
+   * The anonymous part of it (RssAnon): the process's own memory, without the file-backed
+   * pages of the node binary and libraries that every agent on a host shares.
+   */
+  rssAnon(): number;
   /** Peak resident set size since start, in bytes (VmHWM). */
   peakRss(): number;
   /** CPU time used so far (user + system), in seconds. */
@@ -23,13 +28,15 @@ export interface AgentProcess {
 
 /**
  * Starts tetherd with the host's node (`argv` after the script; `prefix` runs it through
- * another command, such as `ip netns exec NS`) and resolves on its "tetherd listening" line.
+ * another command, such as `ip netns exec NS`; `tetherd` replaces the host's node and this
+ * package's script, e.g. with a bundle's command) and resolves on its "tetherd listening" line.
  */
 export async function spawnAgentProcess(
   argv: string[] = ["--port", "0"],
-  options: { prefix?: string[] } = {},
+  options: { prefix?: string[]; tetherd?: readonly string[] } = {},
 ): Promise<AgentProcess> {
-  const [command, ...args] = [...(options.prefix ?? []), process.execPath, TETHERD_BIN, ...argv];
+  const tetherd = options.tetherd ?? [process.execPath, TETHERD_BIN];
+  const [command, ...args] = [...(options.prefix ?? []), ...tetherd, ...argv];
   const child = spawn(command, args, { stdio: ["ignore", "ignore", "pipe"] });
   const url = await new Promise<string | undefined>((resolve, reject) => {
     let text = "";
@@ -56,6 +63,7 @@ export async function spawnAgentProcess(
     pid,
     url,
     rss: () => status("VmRSS"),
+    rssAnon: () => status("RssAnon"),
     peakRss: () => status("VmHWM"),
     cpuSeconds() {
       // After the command name, utime and stime are the 12th and 13th fields, in clock ticks (100/s).

@@ -102,6 +102,9 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
   const listeners: { server: net.Server; sockets: Set<net.Socket> }[] = [];
   const result: RunningAgent = { context, close };
   try {
+    // Planned before listening: a command that cannot run (an unknown user) fails the start
+    // before a host waiting for health can see the agent answer.
+    const plan = options.supervise ? await planSupervisedCommand(context, options.supervise) : undefined;
     if (options.port !== false) {
       const tcp = createDualServer(handler);
       listeners.push(tcp);
@@ -119,9 +122,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     await exposer?.start();
     if (options.cocoon) result.cocoon = await startCocoon(context, options.cocoon);
     // Started once the agent listens, so a host waiting for health never misses it.
-    if (options.supervise) {
-      result.supervised = SupervisedCommand.start(await planSupervisedCommand(context, options.supervise), log);
-    }
+    if (plan) result.supervised = SupervisedCommand.start(plan, log);
   } catch (err) {
     await close();
     throw err;

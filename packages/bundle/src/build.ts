@@ -1,9 +1,12 @@
+import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { chmod, copyFile, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { promisify } from "node:util";
 import { addonEntries } from "./addons.js";
-import { bundleAgentScript } from "./agent-script.js";
+import { AGENT_DIR, bundleAgentScript, COMPILE_CACHE_DIR } from "./agent-script.js";
 import type { BundleEntry } from "./entries.js";
 import { contentHash, describeEntries } from "./hash.js";
 import { agentCommand, DEFAULT_MOUNT_POINT } from "./layout.js";
@@ -40,11 +43,14 @@ interface PackageJson {
   dependencies?: Record<string, string>;
 }
 
+const run = promisify(execFile);
+
 const ownPackage = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as PackageJson;
 
 /**
  * Builds the portable agent bundle: the pinned Node.js runtime, the libraries it and the native
- * addons link, the glibc loader, tetherd as one file, the addons, manifest.json and VERSION.
+ * addons link, the glibc loader, tetherd (a loader, agent/ modules and
+ * their V8 compile cache), the addons, manifest.json and VERSION.
  * When `outDir` already holds a bundle with the same content hash it is reused untouched.
  */
 export async function buildBundle(options: BuildBundleOptions = {}): Promise<BuiltBundle> {
@@ -73,7 +79,7 @@ async function collectInputs(): Promise<{
   if (agentPackage.name !== "@tether/agent") throw new Error(`expected @tether/agent in ${agentDir}`);
 
   const nodeVersion = NODE_RUNTIME.version;
-  const [node, script, addons] = await Promise.all([
+  const [node, scripts, addons] = await Promise.all([
     ensureNodeRuntime(),
     bundleAgentScript(agentDir),
     addonEntries(agentDir),
@@ -82,7 +88,7 @@ async function collectInputs(): Promise<{
   const entries: BundleEntry[] = [
     { path: "bin/node", mode: 0o755, source: { file: node } },
     ...libraries.map((lib): BundleEntry => ({ path: `lib/${lib.name}`, mode: 0o755, source: { file: lib.source } })),
-    { path: "tetherd.js", mode: 0o644, source: { data: script } },
+    ...scripts.map((f): BundleEntry => ({ path: f.path, mode: 0o644, source: { data: f.data } })),
     // tetherd.js is ESM; this says so without relying on node's syntax detection.
     { path: "package.json", mode: 0o644, source: { data: Buffer.from('{ "type": "module", "private": true }\n') } },
     ...addons.entries,
@@ -132,6 +138,7 @@ async function writeBundle(dir: string, entries: readonly BundleEntry[], manifes
       else await writeFile(target, entry.source.data);
       await chmod(target, entry.mode);
     }
+    await writeCompileCache(staging, manifest);
     await writeFile(path.join(staging, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 });
     await writeFile(path.join(staging, VERSION_FILE), versionText(manifest), { mode: 0o644 });
 
@@ -149,6 +156,58 @@ async function writeBundle(dir: string, entries: readonly BundleEntry[], manifes
   } finally {
     await rm(staging, { recursive: true, force: true });
     await rm(`${staging}.old`, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Fills compile-cache/ (see the loader in agent-script.ts) by running the staged bundle as a
+ * sandbox does: tetherd.js --help compiles what a start compiles, with the same V8 flags, then
+ * the other agent modules (the lazily loaded chunks) are compiled too. The cache is derived
+ * from the hashed files and checked by Node against them, so it is not part of the content
+ * hash (V8's cache bytes need not be reproducible); a bundle without it only starts slower.
+ */
+async function writeCompileCache(staging: string, manifest: BundleManifest): Promise<void> {
+  const [file, ...args] = agentCommand(staging);
+  const options = { cwd: staging, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" }, maxBuffer: 1 << 20 };
+  const what = "compiling the agent's modules with the bundled node for its compile cache";
+  const fail = (err: Error & { stderr?: string }) => {
+    throw new Error(`${what} failed: ${err.stderr?.trim() || err.message}`);
+  };
+  await run(file, [...args, "--help"], options).catch(fail);
+  const chunks = manifest.files
+    .map((f) => f.path)
+    .filter((p) => p.startsWith(`${AGENT_DIR}/`) && p.endsWith(".js") && p !== `${AGENT_DIR}/tetherd.js`);
+  const script = [
+    'import module from "node:module";',
+    `module.enableCompileCache({ directory: ${JSON.stringify(path.join(staging, COMPILE_CACHE_DIR))}, portable: true });`,
+    ...chunks.map((p) => `await import(${JSON.stringify(pathToFileURL(path.join(staging, p)).href)});`),
+  ].join("\n");
+  // The node options go before the script's path in agentCommand's argv: drop tetherd.js for -e.
+  const nodeArgs = args.slice(0, -1);
+  await run(file, [...nodeArgs, "--input-type=module", "-e", script], options).catch(fail);
+  // Node writes the cache 0600/0700; a container's user must read it, like every bundle file.
+  await chmodTree(path.join(staging, COMPILE_CACHE_DIR));
+}
+
+/**
+ * The compile cache's files in a bundle directory, relative to it (none for a bundle built
+ * without one): whoever copies a bundle by its manifest (a derived image) copies these too.
+ */
+export async function compileCacheFiles(dir: string): Promise<string[]> {
+  const root = path.join(dir, COMPILE_CACHE_DIR);
+  const entries = await readdir(root, { recursive: true, withFileTypes: true }).catch(() => []);
+  return entries
+    .filter((e) => e.isFile())
+    .map((e) => path.relative(dir, path.join(e.parentPath, e.name)).split(path.sep).join("/"))
+    .sort();
+}
+
+async function chmodTree(dir: string): Promise<void> {
+  await chmod(dir, 0o755);
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) await chmodTree(full);
+    else await chmod(full, 0o644);
   }
 }
 

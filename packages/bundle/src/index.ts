@@ -1,5 +1,11 @@
-/** The portable agent bundle: a pinned Node.js, its libraries and loader, and tetherd as one file. */
-export { type BuildBundleOptions, type BuiltBundle, buildBundle, NotABundleDirectoryError } from "./build.js";
+/** The portable agent bundle: a pinned Node.js, its libraries and loader, tetherd as ES modules with their compile cache. */
+export {
+  type BuildBundleOptions,
+  type BuiltBundle,
+  buildBundle,
+  compileCacheFiles,
+  NotABundleDirectoryError,
+} from "./build.js";
 export { bundleCommand } from "./command.js";
 export { type BundleFile, contentHash, describeEntries } from "./hash.js";
 export { AGENT_CONTAINER_PORT, agentCommand, DEFAULT_MOUNT_POINT, LOADER_NAME } from "./layout.js";

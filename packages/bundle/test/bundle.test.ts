@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { execFile, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { pathToFileURL } from "node:url";
+import { promisify } from "node:util";
 import {
   agentCommand,
   type BuiltBundle,
@@ -38,6 +40,7 @@ describe("layout", () => {
       "lib/libdl.so.2",
       "lib/libpthread.so.0",
       "tetherd.js",
+      "agent/tetherd.js",
       "package.json",
       "node_modules/node-pty/package.json",
       "node_modules/node-pty/lib/index.js",
@@ -136,6 +139,31 @@ describe("the bundled runtime", () => {
     } finally {
       child.kill("SIGTERM");
     }
+  });
+});
+
+describe("compile cache", () => {
+  test("a start reads the V8 compile cache made at build time and writes nothing", async () => {
+    const cacheDir = path.join(bundle.dir, "compile-cache");
+    const listing = () =>
+      readdirSync(cacheDir, { recursive: true, withFileTypes: true })
+        .filter((e) => e.isFile())
+        .map((e) => {
+          const file = path.join(e.parentPath, e.name);
+          return `${file} ${statSync(file).mtimeMs} ${statSync(file).mode & 0o777}`;
+        })
+        .sort();
+    const before = listing();
+    assert.ok(before.length > 0, "the bundle holds no compile cache");
+    for (const line of before) assert.match(line, / 420$/, "cache files are 0644, readable by any container user");
+    const [file, argv] = hostNodeArgv(bundle.dir, path.join(bundle.dir, "tetherd.js"), "--help");
+    const { stderr } = await promisify(execFile)(file, argv, {
+      env: { PATH: process.env.PATH, NODE_DEBUG_NATIVE: "COMPILE_CACHE" },
+      encoding: "utf8",
+    });
+    const main = pathToFileURL(path.join(bundle.dir, "agent", "tetherd.js")).href;
+    assert.ok(stderr.includes(`V8 code cache for ESM ${main} was accepted`), `cache not used:\n${stderr}`);
+    assert.deepEqual(listing(), before);
   });
 });
 

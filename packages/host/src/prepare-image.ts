@@ -3,7 +3,7 @@ import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
-import { type BuiltBundle, DEFAULT_MOUNT_POINT, MANIFEST_FILE, VERSION_FILE } from "@tether/bundle";
+import { type BuiltBundle, compileCacheFiles, DEFAULT_MOUNT_POINT, MANIFEST_FILE, VERSION_FILE } from "@tether/bundle";
 import type Docker from "dockerode";
 import tar from "tar-stream";
 import { ImageNotFoundError, ImagePrepareError } from "./errors.js";
@@ -75,8 +75,14 @@ export async function prepareImage(docker: Docker, image: string, bundle: BuiltB
 function buildContext(baseImageId: string, bundle: BuiltBundle): tar.Pack {
   const pack = tar.pack();
   const dockerfile = `FROM ${baseImageId}\nCOPY tether/ ${DEFAULT_MOUNT_POINT}/\n`;
-  const files = [...bundle.files.map((f) => f.path), MANIFEST_FILE, VERSION_FILE];
   (async () => {
+    // The compile cache is derived from the bundle's files, not listed in its manifest: copied too.
+    const files = [
+      ...bundle.files.map((f) => f.path),
+      ...(await compileCacheFiles(bundle.dir)),
+      MANIFEST_FILE,
+      VERSION_FILE,
+    ];
     pack.entry({ name: "Dockerfile", mode: 0o644 }, dockerfile);
     const dirs = new Set<string>();
     for (const rel of files) {

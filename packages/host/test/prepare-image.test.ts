@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { compileCacheFiles } from "@tether/bundle";
 import { preparedTag, prepareImage } from "../src/index.js";
 import { engineSkipReason, TestSandboxes, testBundle } from "./support/sandboxes.js";
 
@@ -36,5 +39,13 @@ describe("prepareImage: a derived image with the bundle built in", { skip }, () 
     const agent = await t.connect(info.id);
     assert.equal((await agent.commands.run(["/hello", "prepared"])).stdout, "hello prepared\n");
     assert.match(await agent.files.read("/.tether/VERSION"), /^tether-bundle /);
+    // The compile cache, derived and not in the manifest, is copied in too.
+    const bundle = await testBundle();
+    const cache = await compileCacheFiles(bundle.dir);
+    assert.ok(cache.length > 0, "the test bundle has no compile cache");
+    for (const rel of cache) {
+      const inImage = Buffer.from(await agent.files.read(`/.tether/${rel}`, { format: "bytes" }));
+      assert.ok(inImage.equals(readFileSync(path.join(bundle.dir, rel))), `${rel} differs in the image`);
+    }
   });
 });

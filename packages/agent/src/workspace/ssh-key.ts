@@ -4,9 +4,16 @@ import { chown, lstat, mkdir, open, readFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
-import sshpk from "sshpk";
+import type SshPk from "sshpk";
 import type { UnixUser } from "../auth/users.js";
 import type { InitLog } from "./log.js";
+
+/** sshpk (with its crypto dependencies, a few hundred KB) is loaded on first use: most agents never make a key. */
+let sshpkModule: Promise<typeof SshPk> | undefined;
+function loadSshpk(): Promise<typeof SshPk> {
+  sshpkModule ??= import("sshpk").then((m) => m.default);
+  return sshpkModule;
+}
 
 /** The key's outcome: its public half (authorized_keys format) and whether we made it. */
 export interface SshKeyResult {
@@ -38,6 +45,7 @@ export async function ensureSshKey(user: UnixUser, comment: string, log: InitLog
       return { publicKey: pub.trim(), created: dirCreated };
     }
     // A private key without its .pub: derive the public half again.
+    const sshpk = await loadSshpk();
     const key = sshpk.parsePrivateKey(await readFile(keyPath), "auto", { filename: keyPath });
     const publicKey = key.toPublic().toString("ssh").trim();
     await writeNew(pubPath, `${publicKey}\n`, 0o644, user);
@@ -46,6 +54,7 @@ export async function ensureSshKey(user: UnixUser, comment: string, log: InitLog
   }
 
   const { privateKey } = generateKeyPairSync("ed25519");
+  const sshpk = await loadSshpk();
   const key = sshpk.parsePrivateKey(privateKey.export({ type: "pkcs8", format: "pem" }), "pkcs8");
   key.comment = comment;
   const publicKey = key.toPublic().toString("ssh").trim();

@@ -95,7 +95,13 @@ export class DockerBackend implements SandboxBackend {
     const engine = await this.engine();
     return this.call(async () => {
       this.checkRuntime(spec, engine);
-      const [image, bundle] = await Promise.all([this.inspectImage(spec.image, engine), this.bundle()]);
+      // Independent look-ups, at once: each is a round trip to the engine.
+      const [image, bundle, existing] = await Promise.all([
+        this.inspectImage(spec.image, engine),
+        this.bundle(),
+        spec.id ? this.findContainer(spec.id) : undefined,
+      ]);
+      if (existing) throw new InvalidSandboxSpecError(`a sandbox with id ${spec.id} already exists`);
       let runImage = spec.image;
       let bundleDir: string | undefined = bundle.dir;
       if (this.delivery === "image") {
@@ -104,12 +110,10 @@ export class DockerBackend implements SandboxBackend {
       }
 
       const id = spec.id ?? newSandboxId();
-      if (spec.id && (await this.findContainer(spec.id))) {
-        throw new InvalidSandboxSpecError(`a sandbox with id ${spec.id} already exists`);
-      }
       const dir = new SandboxDir(this.home, id);
+      let accessToken: string;
       try {
-        await dir.create();
+        accessToken = await dir.create();
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === "EEXIST") {
           throw new InvalidSandboxSpecError(`sandbox directory ${dir.path} already exists (id ${id} is taken)`);
@@ -141,8 +145,9 @@ export class DockerBackend implements SandboxBackend {
             if (isConnectionError(err)) throw err;
             throw new SandboxStartError(id, spec.image, `the engine refused the container: ${engineMessage(err)}`, []);
           });
-        await this.startAndWait(id, spec.image, container, dir, spec.readyTimeoutMs);
-        return await this.inspect(id);
+        const details = await this.startAndWait(id, spec.image, container, dir, spec.readyTimeoutMs);
+        // What the container's inspect and our directory say: no second look-up by label.
+        return this.describeStarted(details, engine, { socket: dir.socketPath, accessToken });
       } catch (err) {
         // Nothing is left behind: neither the container nor the host directory.
         if (container) await this.removeContainer(container).catch(() => {});
@@ -265,20 +270,26 @@ export class DockerBackend implements SandboxBackend {
     });
   }
 
-  /** Starts the container and waits for its agent; a container that dies first is a SandboxStartError. */
+  /**
+   * Starts the container and waits for its agent; a container that dies first is a
+   * SandboxStartError. Returns the container's inspect, asked while the agent starts.
+   */
   private async startAndWait(
     id: string,
     image: string,
     container: Docker.Container,
     dir: SandboxDir,
     timeoutMs = DEFAULT_READY_TIMEOUT_MS,
-  ): Promise<void> {
+  ): Promise<Docker.ContainerInspectInfo> {
     try {
       await container.start();
     } catch (err) {
       if (isConnectionError(err)) throw err;
       throw new SandboxStartError(id, image, engineMessage(err), await this.tailLogs(container));
     }
+    // The engine answers this while the agent starts (its address, state, labels for the result).
+    const inspected = container.inspect();
+    inspected.catch(() => {});
     const notReady = await waitForAgent(
       dir.socketPath,
       async () => {
@@ -287,7 +298,7 @@ export class DockerBackend implements SandboxBackend {
       },
       timeoutMs,
     );
-    if (!notReady) return;
+    if (!notReady) return inspected;
     const state = await container.inspect().catch(() => undefined);
     const reason =
       notReady.reason === "died"
@@ -365,6 +376,34 @@ export class DockerBackend implements SandboxBackend {
     const summary = await this.findContainer(id);
     if (!summary) throw new SandboxNotFoundError(id);
     return { summary, sandboxId: summary.Labels[LABEL_SANDBOX] };
+  }
+
+  /** `inspect`'s answer for a container just started, from its inspect (asked once the agent began). */
+  private describeStarted(
+    details: Docker.ContainerInspectInfo,
+    engine: Engine,
+    endpoint: NonNullable<SandboxInfo["endpoint"]>,
+  ): SandboxInfo {
+    const labels = details.Config.Labels ?? {};
+    const created = Date.parse(details.Created);
+    const info: SandboxInfo = {
+      id: labels[LABEL_SANDBOX],
+      name: details.Name.replace(/^\//, ""),
+      backend: this.kind,
+      image: labels[LABEL_IMAGE] ?? details.Config.Image,
+      // It answered health, so it runs.
+      state: "running",
+      labels: Object.fromEntries(Object.entries(labels).filter(([k]) => !k.startsWith(RESERVED_LABEL_PREFIX))),
+      // The engine's list gives whole seconds; the same here, so create and a later get agree.
+      createdAt: new Date(Number.isNaN(created) ? Date.now() : Math.floor(created / 1000) * 1000),
+      backendId: details.Id,
+      endpoint: { ...endpoint },
+    };
+    const address = engine.strategy.containerAddress(details);
+    if (address && info.endpoint && details.HostConfig.NetworkMode !== "none") {
+      info.endpoint.url = `http://${address}:${AGENT_CONTAINER_PORT}`;
+    }
+    return info;
   }
 
   private async describe(summary: Docker.ContainerInfo, state: SandboxState): Promise<SandboxInfo> {

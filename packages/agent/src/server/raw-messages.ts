@@ -67,7 +67,8 @@ export class RawMessageWriter {
   /** Resolves once the buffered bytes were handed to the transport, or the response is gone. */
   drained(): Promise<void> {
     const sink = this.sink;
-    if (sink.destroyed || sink.writableLength === 0) return Promise.resolve();
+    // No drain comes unless a write was refused (a high-water mark above MAX_BUFFERED).
+    if (sink.destroyed || sink.writableLength === 0 || !sink.writableNeedDrain) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         sink.off("drain", done);

@@ -28,7 +28,15 @@ export async function* serverStream<I extends DescMessage, O extends DescMessage
   connection: Connection,
   method: DescMethodServerStreaming<I, O>,
   request: MessageInitShape<I>,
-  options: { headers: Record<string, string>; signal?: AbortSignal },
+  options: {
+    headers: Record<string, string>;
+    signal?: AbortSignal;
+    /**
+     * Decodes a message that arrived in several received buffers as one or more messages
+     * without joining them (see splitExecOutput); undefined to have it joined and decoded.
+     */
+    split?: (parts: Buffer[]) => MessageShape<O>[] | undefined;
+  },
 ): AsyncGenerator<MessageShape<O>> {
   const body = toBinary(method.input, create(method.input, request));
   const envelope = Buffer.allocUnsafe(5 + body.length);
@@ -54,16 +62,19 @@ export async function* serverStream<I extends DescMessage, O extends DescMessage
     const reader = new EnvelopeReader();
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       reader.push(chunk);
-      for (let env = reader.next(); env; env = reader.next()) {
-        if (env.flags & FLAG_END_STREAM) {
-          const end = endStreamFromJson(env.data);
+      for (let env = reader.nextParts(); env; env = reader.nextParts()) {
+        const { flags, parts } = env;
+        if (flags & FLAG_END_STREAM) {
+          const end = endStreamFromJson(join(parts));
           if (end.error) throw end.error;
           return;
         }
-        if (env.flags & FLAG_COMPRESSED) {
+        if (flags & FLAG_COMPRESSED) {
           throw new ConnectError("the agent sent a compressed message, which was not asked for", Code.Internal);
         }
-        yield fromBinary(method.output, env.data);
+        const split = parts.length > 1 ? options.split?.(parts) : undefined;
+        if (split) yield* split;
+        else yield fromBinary(method.output, join(parts));
       }
     }
     if (options.signal?.aborted) throw new ConnectError("the call was cancelled", Code.Canceled);
@@ -90,12 +101,19 @@ export class EnvelopeReader {
   }
 
   next(): { flags: number; data: Uint8Array } | undefined {
+    const env = this.nextParts();
+    return env && { flags: env.flags, data: join(env.parts) };
+  }
+
+  /** The next message as the received buffers it lies in (views, nothing copied). */
+  nextParts(): { flags: number; parts: Buffer[] } | undefined {
     if (this.length < 5) return undefined;
     const header = this.peek(5);
+    const flags = header[0];
     const size = header.readUInt32BE(1);
     if (this.length < 5 + size) return undefined;
-    const frame = this.take(5 + size);
-    return { flags: frame[0], data: frame.subarray(5) };
+    this.take(5);
+    return { flags, parts: this.take(size) };
   }
 
   private peek(n: number): Buffer {
@@ -103,30 +121,27 @@ export class EnvelopeReader {
     return first.length >= n ? first : Buffer.concat(this.chunks, n);
   }
 
-  /** Removes n bytes; a view when they lie in the first chunk, else one copy. */
-  private take(n: number): Buffer {
+  /** Removes n bytes, as views of the buffers they lie in. */
+  private take(n: number): Buffer[] {
     this.length -= n;
-    const first = this.chunks[0];
-    if (first.length >= n) {
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let offset = 0;
-    while (offset < n) {
+    const parts: Buffer[] = [];
+    while (n > 0) {
       const chunk = this.chunks[0];
-      const want = n - offset;
-      if (chunk.length <= want) {
-        out.set(chunk, offset);
-        offset += chunk.length;
+      if (chunk.length <= n) {
+        parts.push(chunk);
         this.chunks.shift();
+        n -= chunk.length;
       } else {
-        out.set(chunk.subarray(0, want), offset);
-        this.chunks[0] = chunk.subarray(want);
-        offset += want;
+        parts.push(chunk.subarray(0, n));
+        this.chunks[0] = chunk.subarray(n);
+        n = 0;
       }
     }
-    return out;
+    return parts;
   }
+}
+
+/** One buffer of the parts: the part itself when there is one, else a copy. */
+function join(parts: Buffer[]): Buffer {
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }

@@ -12,13 +12,15 @@ import {
   type StartRequest,
 } from "@tether/protocol/exec";
 import { type AgentContext, requestUser } from "../context.js";
+import { RawMessageWriter } from "../server/raw-messages.js";
 import type { AgentService } from "../server/service.js";
 import { CredentialSwitch } from "./credentials.js";
 import { planLaunch } from "./launch.js";
+import { execOutputHead } from "./output-frames.js";
 import { MAX_LOG_LIMIT, type Offsets, type OutputKind, ZERO_OFFSETS } from "./output-log.js";
 import { keepaliveMs } from "./service.js";
 import { parseSignalName } from "./signals.js";
-import type { Subscription } from "./subscription.js";
+import type { DirectOutput, Subscription } from "./subscription.js";
 import type { ProcessTable } from "./table.js";
 import { type ExecControls, type ExitReasonName, type ProcessEnd, TrackedProcess } from "./tracked.js";
 
@@ -207,7 +209,9 @@ function processStatus(proc: TrackedProcess): MessageInitShape<typeof ProcessSta
 
 /** Turns a subscription's updates into Exec events. */
 async function* events(sub: Subscription, proc: TrackedProcess, existing: boolean, context: HandlerContext) {
-  for await (const update of sub.updates(context.signal)) {
+  const writer = RawMessageWriter.for(context);
+  const direct: DirectOutput | undefined = writer && { writer, head: execOutputHead };
+  for await (const update of sub.updates(context.signal, direct)) {
     let event: ExecEventInit["event"];
     switch (update.case) {
       case "start":

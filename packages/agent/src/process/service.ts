@@ -3,11 +3,13 @@ import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { KEEPALIVE_INTERVAL_HEADER } from "@tether/protocol";
 import { Process, type ProcessEventSchema, type ProcessInput, Signal } from "@tether/protocol/process";
 import { type AgentContext, requestUser } from "../context.js";
+import { RawMessageWriter } from "../server/raw-messages.js";
 import type { AgentService } from "../server/service.js";
 import { CredentialSwitch } from "./credentials.js";
 import { planLaunch, ptySize } from "./launch.js";
+import { processDataHead } from "./output-frames.js";
 import { ZERO_OFFSETS } from "./output-log.js";
-import type { Subscription } from "./subscription.js";
+import type { DirectOutput, Subscription } from "./subscription.js";
 import type { ProcessTable } from "./table.js";
 import { TrackedProcess } from "./tracked.js";
 
@@ -115,7 +117,12 @@ export function createProcessService(ctx: AgentContext, table: ProcessTable): Ag
 
 /** Turns a subscription's updates into envd's events, wrapped in the message both streaming RPCs share. */
 async function* responses(sub: Subscription, context: HandlerContext) {
-  for await (const update of sub.updates(context.signal)) {
+  const writer = RawMessageWriter.for(context);
+  const direct: DirectOutput | undefined = writer && {
+    writer,
+    head: (kind, _offset, length) => processDataHead(kind, length),
+  };
+  for await (const update of sub.updates(context.signal, direct)) {
     let event: ProcessEventInit;
     switch (update.case) {
       case "start":

@@ -1,4 +1,5 @@
-import type { LogCursor, LogItem, Offsets } from "./output-log.js";
+import type { RawMessageWriter } from "../server/raw-messages.js";
+import type { LogCursor, LogItem, Offsets, OutputKind } from "./output-log.js";
 import type { ProcessEnd, TrackedProcess } from "./tracked.js";
 
 /** What a client attached to a process receives, whatever wire format it speaks. */
@@ -7,6 +8,13 @@ export type ProcessUpdate =
   | LogItem
   | { case: "end"; end: ProcessEnd }
   | { case: "keepalive" };
+
+/** Where output chunks go when the call's codec allows: written as raw messages, not yielded. */
+export interface DirectOutput {
+  writer: RawMessageWriter;
+  /** The message's bytes before the chunk (see output-frames.ts). */
+  head(kind: OutputKind, offset: number, length: number): Uint8Array;
+}
 
 /**
  * One client's view of a process: `start`, then output read from the process's log from
@@ -42,8 +50,12 @@ export class Subscription {
     wake?.();
   }
 
-  /** Yields updates as the consumer pulls them, until the end or until `signal` aborts. */
-  async *updates(signal: AbortSignal): AsyncGenerator<ProcessUpdate> {
+  /**
+   * Yields updates as the consumer pulls them, until the end or until `signal` aborts.
+   * With `direct`, output chunks are written through it instead of yielded: all that is
+   * ready in one batch, waiting only when the response buffers too much.
+   */
+  async *updates(signal: AbortSignal, direct?: DirectOutput): AsyncGenerator<ProcessUpdate> {
     const onAbort = () => this.close();
     signal.addEventListener("abort", onAbort, { once: true });
     if (signal.aborted) this.close();
@@ -52,7 +64,13 @@ export class Subscription {
       if (this.closed) return;
       yield { case: "start", pid: this.proc.pid };
       while (!this.closed) {
-        const item = this.proc.log.read(this.cursor);
+        let item = this.proc.log.read(this.cursor);
+        if (item?.case === "data" && direct) {
+          this.sentSinceTick = true;
+          item = this.writeDirect(item, direct);
+          if (direct.writer.full) await direct.writer.drained();
+          if (!item) continue;
+        }
         if (item) {
           this.sentSinceTick = true;
           yield item;
@@ -76,6 +94,25 @@ export class Subscription {
       signal.removeEventListener("abort", onAbort);
       this.close();
     }
+  }
+
+  /** Writes data items from the log until one is not data (returned) or the response is full. */
+  private writeDirect(first: LogItem & { case: "data" }, { writer, head }: DirectOutput): LogItem | undefined {
+    let item: LogItem | undefined = first;
+    writer.cork();
+    try {
+      while (item?.case === "data") {
+        if (writer.closed) {
+          this.close();
+          return undefined;
+        }
+        writer.write(head(item.kind, item.offset, item.data.byteLength), item.data);
+        item = writer.full ? undefined : this.proc.log.read(this.cursor);
+      }
+    } finally {
+      writer.uncork();
+    }
+    return item;
   }
 
   /** The consumer went away: release the process (and its output, if this client held it back). */

@@ -1,4 +1,4 @@
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { isAuthorized } from "../auth/access.js";
 import type { AgentContext } from "../context.js";
@@ -7,6 +7,7 @@ import { ACTIVITY_PATH, handleActivity } from "../http/activity.js";
 import { handleEnvs, handleHealth, handleInit } from "../http/env.js";
 import { BodyError, type HttpRequest, type HttpResponse, sendError } from "../http/respond.js";
 import { errorMapper, httpStatusOf } from "./errors.js";
+import { kNodeResponse } from "./raw-messages.js";
 import type { AgentService } from "./service.js";
 
 type HttpRoute = (ctx: AgentContext, req: HttpRequest, res: HttpResponse, url: URL) => void | Promise<void>;
@@ -31,6 +32,8 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
     }
     return next(req);
   };
+  // Lets a streaming handler write its hot messages to the response itself (RawMessageWriter).
+  const responses = new WeakMap<HttpRequest, HttpResponse>();
   const rpc = connectNodeAdapter({
     routes: (router) => {
       for (const service of services) service.register(router);
@@ -39,6 +42,7 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
     interceptors: [authGate, errorMapper],
     // Uploads and large reads travel in streams; unary messages stay small.
     readMaxBytes: 16 << 20,
+    contextValues: (req) => createContextValues().set(kNodeResponse, responses.get(req)),
     fallback: (_req, res) => sendError(res as HttpResponse, 404, "no such endpoint"),
   });
 
@@ -52,6 +56,7 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
     }
     const route = httpRoutes[`${req.method} ${url.pathname}`];
     if (!route) {
+      responses.set(req, res);
       rpc(req, res);
       return;
     }

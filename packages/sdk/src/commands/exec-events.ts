@@ -1,4 +1,5 @@
-import { type ExecEvent, ExitReason, OutputStream } from "@tether/protocol/exec";
+import { create } from "@bufbuild/protobuf";
+import { type ExecEvent, ExecEventSchema, ExitReason, OutputStream } from "@tether/protocol/exec";
 import type { OutputChunk, OutputKind } from "./events.js";
 import type { ExitReasonName, ProcessExit } from "./status.js";
 
@@ -115,4 +116,63 @@ export class ExecEvents {
     }
     throw new Error("the agent closed the process stream without an exit event");
   }
+}
+
+/**
+ * Decodes an ExecEvent output message that arrived in several received buffers as one
+ * output event per buffer (offsets advancing), so its data is never copied together. The
+ * agent's output messages are laid out as protobuf-es writes them: output (field 2), then
+ * stream (1), offset (2, absent when 0) and data (3) last. Anything else, or a head not in
+ * the first buffer, is left to the generic decoder (undefined).
+ */
+export function splitExecOutput(parts: Buffer[]): ExecEvent[] | undefined {
+  const first = parts[0];
+  let total = 0;
+  for (const part of parts) total += part.length;
+  if (first[0] !== 0x12) return undefined;
+  const outer = readVarint(first, 1);
+  if (!outer || outer.end + outer.value !== total) return undefined;
+  let at = outer.end;
+  let stream = 0;
+  let offset = 0;
+  if (first[at] === 0x08) {
+    const v = readVarint(first, at + 1);
+    if (!v) return undefined;
+    stream = v.value;
+    at = v.end;
+  }
+  if (first[at] === 0x10) {
+    const v = readVarint(first, at + 1);
+    if (!v) return undefined;
+    offset = v.value;
+    at = v.end;
+  }
+  if (at >= first.length || first[at] !== 0x1a) return undefined;
+  const data = readVarint(first, at + 1);
+  if (!data || data.end + data.value !== total) return undefined;
+  const events: ExecEvent[] = [];
+  let skip = data.end;
+  for (const part of parts) {
+    const piece = skip > 0 ? part.subarray(Math.min(skip, part.length)) : part;
+    skip = Math.max(0, skip - part.length);
+    if (piece.length === 0) continue;
+    events.push(
+      create(ExecEventSchema, { event: { case: "output", value: { stream, offset: BigInt(offset), data: piece } } }),
+    );
+    offset += piece.length;
+  }
+  return events;
+}
+
+/** An unsigned varint at `at` (up to 2^53), or undefined if it does not end within `buf`. */
+function readVarint(buf: Buffer, at: number): { value: number; end: number } | undefined {
+  let value = 0;
+  let scale = 1;
+  for (let i = at; i < buf.length && i < at + 8; i++) {
+    const byte = buf[i];
+    value += (byte & 0x7f) * scale;
+    if (byte < 0x80) return { value, end: i + 1 };
+    scale *= 0x80;
+  }
+  return undefined;
 }

@@ -5,7 +5,7 @@ import type { Connection } from "../connection.js";
 import { toTetherError } from "../errors.js";
 import { serverStream } from "../server-stream.js";
 import { type OutputChunk, OutputLog } from "./events.js";
-import { ExecEvents, type StreamOffsets } from "./exec-events.js";
+import { ExecEvents, type StreamOffsets, splitExecOutput } from "./exec-events.js";
 import { CommandHandle, type CommandResult, type KillSignal, type SignalName } from "./handle.js";
 import type { InputSource } from "./input.js";
 
@@ -130,7 +130,7 @@ export class Commands {
         killGraceMs: milliseconds(options.killGraceMs),
         logLimitBytes: options.logLimitBytes ? BigInt(options.logLimitBytes) : 0n,
       },
-      { headers, signal: abort.signal },
+      { headers, signal: abort.signal, split: splitExecOutput },
     );
     const events = new ExecEvents(stream, this.outputRouter(log, options), (err) =>
       toTetherError(err, what, this.connection.address),
@@ -191,7 +191,7 @@ export class Commands {
         from: { stdout: BigInt(from.stdout ?? 0), stderr: BigInt(from.stderr ?? 0), pty: BigInt(from.pty ?? 0) },
         liveOnly: options.liveOnly ?? false,
       },
-      { headers, signal: abort.signal },
+      { headers, signal: abort.signal, split: splitExecOutput },
     );
     const events = new ExecEvents(
       stream,

@@ -35,6 +35,8 @@ export async function preparePipeSpawner(logger: Logger): Promise<"vfork" | "nod
 }
 
 function loadAddon(): Promise<SpawnAddon | undefined> {
+  // TETHER_SPAWNER=node picks Node's spawner on purpose: the benchmark's baseline, and a way out.
+  if (!addon && process.env.TETHER_SPAWNER === "node") addon = Promise.resolve(undefined);
   addon ??= import("@tether/spawn").then(
     (m) => {
       const loaded = ((m as { default?: SpawnAddon }).default ?? m) as SpawnAddon;

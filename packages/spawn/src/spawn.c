@@ -23,7 +23,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <node_api.h>
-#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -49,6 +48,8 @@ typedef struct {
   /* Programs to try in order (PATH already applied), NULL-terminated. */
   char **candidates;
   char **argv;
+  /* "/bin/sh", <slot for the script>, argv[1...]: execvp runs a file without #! with sh. */
+  char **sh_argv;
   char **envp;
   const char *cwd;
   int setsid;
@@ -108,6 +109,11 @@ static int child_main(void *arg) {
   for (char **c = a->candidates; *c; c++) {
     syscall(SYS_execve, *c, a->argv, a->envp);
     int err = errno;
+    if (err == ENOEXEC) {
+      a->sh_argv[1] = *c;
+      syscall(SYS_execve, "/bin/sh", a->sh_argv, a->envp);
+      err = errno;
+    }
     if (err == EACCES) {
       seen_eacces = 1;
     } else if (err != ENOENT && err != ENOTDIR && err != ESTALE && err != ENODEV && err != ETIMEDOUT) {
@@ -361,6 +367,14 @@ static napi_value spawn_child(napi_env env, napi_callback_info info) {
     err = ENOMEM;
     goto fail;
   }
+  size_t argc_count = 0;
+  while (a.argv[argc_count]) argc_count++;
+  if (!(a.sh_argv = calloc(argc_count + 2, sizeof *a.sh_argv))) {
+    err = ENOMEM;
+    goto fail;
+  }
+  a.sh_argv[0] = "/bin/sh";
+  for (size_t i = 1; i < argc_count; i++) a.sh_argv[i + 1] = a.argv[i];
 
   /* stdio: socketpairs as libuv makes them (children see what they saw before), /dev/null for no stdin. */
   failed = "socketpair";
@@ -389,13 +403,15 @@ static napi_value spawn_child(napi_env env, napi_callback_info info) {
   stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) goto fail_errno;
 
-  /* No signal handler may run in the child before it resets them: block all across clone. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
+  /*
+   * No signal handler may run in the child before it resets them: block all across clone,
+   * with the raw call, since pthread_sigmask leaves glibc's own two signals unblocked.
+   */
+  unsigned long all = ~0UL, old;
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, KERNEL_SIGSET_SIZE);
   pid_t pid = clone(child_main, (char *)stack + CHILD_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
   int clone_err = errno;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, KERNEL_SIGSET_SIZE);
   if (pid < 0) {
     failed = "clone";
     err = clone_err;
@@ -461,6 +477,7 @@ done:
   free_string_array(a.argv);
   free_string_array(a.envp);
   free_string_array(a.candidates);
+  free(a.sh_argv);
   return result;
 }
 

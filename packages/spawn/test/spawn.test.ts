@@ -164,6 +164,13 @@ describe("@tether/spawn", () => {
     assert.equal(notFound.code, "ENOENT");
   });
 
+  test("a file without #! runs with /bin/sh, as execvp does", async () => {
+    const script = path.join(dir, "no-shebang");
+    writeFileSync(script, 'echo "sh ran $0 with $1"\n');
+    chmodSync(script, 0o755);
+    assert.equal((await run(script, ["one"])).stdout, `sh ran ${script} with one\n`);
+  });
+
   test("stdin is /dev/null without a pipe, and a pipe that ends when closed", async () => {
     assert.equal((await run("readlink", ["/proc/self/fd/0"])).stdout, "/dev/null\n");
     assert.equal((await run("cat", [])).stdout, "");

@@ -75,6 +75,7 @@ export async function spawnPipes(spec: LaunchSpec): Promise<PipeProcess> {
 function spawnWithAddon(spawner: SpawnAddon, spec: LaunchSpec): PipeProcess {
   let exit: [number | null, NodeJS.Signals | null] | undefined;
   let listener: ((code: number | null, signal: NodeJS.Signals | null) => void) | undefined;
+  let stdin: net.Socket | null = null;
   const fds = spawner.spawn(
     spec.file,
     [spec.file, ...spec.args],
@@ -88,14 +89,17 @@ function spawnWithAddon(spawner: SpawnAddon, spec: LaunchSpec): PipeProcess {
       stdin: spec.stdin,
     },
     (code, signal) => {
+      // As child_process does: stdin goes with the child, whoever else still holds it.
+      stdin?.destroy();
       exit = [code, signal];
       listener?.(code, signal);
     },
   );
   // The same wrapping child_process gives its stdio: libuv pipe handles on socketpairs.
+  if (fds.stdin >= 0) stdin = new net.Socket({ fd: fds.stdin, readable: false, writable: true });
   return {
     pid: fds.pid,
-    stdin: fds.stdin >= 0 ? new net.Socket({ fd: fds.stdin, readable: false, writable: true }) : null,
+    stdin,
     stdout: new net.Socket({ fd: fds.stdout, readable: true, writable: false }),
     stderr: new net.Socket({ fd: fds.stderr, readable: true, writable: false }),
     onExit(cb) {

@@ -369,7 +369,7 @@ static napi_value spawn_child(napi_env env, napi_callback_info info) {
   }
   size_t argc_count = 0;
   while (a.argv[argc_count]) argc_count++;
-  if (!(a.sh_argv = calloc(argc_count + 2, sizeof *a.sh_argv))) {
+  if (!(a.sh_argv = calloc(argc_count + 3, sizeof *a.sh_argv))) {
     err = ENOMEM;
     goto fail;
   }

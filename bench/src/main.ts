@@ -10,6 +10,7 @@ import { measureBackends } from "./backends.js";
 import { type DockerContainer, startBusybox } from "./docker.js";
 import { type Row, renderTable, writeResults } from "./report.js";
 import { measureSandbox } from "./sandbox.js";
+import { measureSpawners } from "./spawner.js";
 import { type Timing, timeRuns } from "./stats.js";
 import { measureTunnels } from "./tunnel.js";
 
@@ -280,6 +281,8 @@ async function main(): Promise<void> {
       },
     ];
 
+    const spawners = await measureSpawners(log);
+    rows.push(...spawners.rows);
     const tunnels = await measureTunnels(unix, agent, log);
     rows.push(...tunnels.rows);
     const backends = await measureBackends(log);
@@ -303,6 +306,7 @@ async function main(): Promise<void> {
       exec: { spawn: spawnTiming, tetherUnix: unixTiming, tetherTcp: tcpTiming, dockerExec: dockerTiming },
       throughput: { tetherUnix: tetherStream, dockerExec: dockerStream },
       throughputRuns: { tetherUnix: tetherStreams, dockerExec: dockerStreams },
+      spawners: spawners.timings,
       tunnels: { ...tunnels, rows: undefined },
       createToFirstExec: backends.timings,
       dockerSandbox: "skipped" in sandbox ? { skipped: sandbox.skipped } : sandbox.results,

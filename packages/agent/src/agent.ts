@@ -11,6 +11,7 @@ import { createPortsService } from "./ports/service.js";
 import { createExecService } from "./process/exec-service.js";
 import { inheritedEnv } from "./process/inherited-env.js";
 import { createProcessService } from "./process/service.js";
+import { preparePipeSpawner } from "./process/spawner.js";
 import { ProcessTable } from "./process/table.js";
 import { createRequestHandler } from "./server/handler.js";
 import { createDualServer, listenTcp, listenUnix } from "./server/listen.js";
@@ -85,6 +86,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     users: new UserDirectory(),
   };
   if (options.inheritEnv) context.state.envVars = inheritedEnv(process.env);
+  // Loaded before listening, so the first exec does not pay for it.
+  const spawner = await preparePipeSpawner(log);
   // envd's Process service and tether.v1.Exec see the same processes.
   const processes = new ProcessTable();
   const services = [
@@ -128,7 +131,12 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     throw err;
   }
   log.info(
-    { tcp: result.url, socket: result.socket, auth: context.state.accessToken !== undefined },
+    {
+      tcp: result.url,
+      socket: result.socket,
+      auth: context.state.accessToken !== undefined,
+      spawner,
+    },
     "tetherd listening",
   );
   return result;

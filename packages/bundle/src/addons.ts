@@ -18,6 +18,8 @@ export const NATIVE_ADDONS: readonly NativeAddon[] = [
   { name: "fs-xattr", javascript: (f) => f === "index.js" },
   // Ours (packages/vsock): AF_VSOCK for the cocoon-style exec listener and client.
   { name: "@tether/vsock", javascript: (f) => f === "index.js" },
+  // Ours (packages/spawn): vfork-style spawning of pipe children.
+  { name: "@tether/spawn", javascript: (f) => f === "index.js" },
 ];
 
 /** Finds an installed package's directory as the agent would resolve it (works for packages with `exports`). */

@@ -140,8 +140,13 @@ if (skip) test("the bundle in each test image", { skip }, () => {});
 for (const spec of IMAGES) {
   describe(`the bundle in ${spec.image}`, { skip }, () => {
     let url: string;
+    let container: TestContainer;
     before(async () => {
-      ({ url } = await startAgentIn(spec.image));
+      ({ url, container } = await startAgentIn(spec.image));
+    });
+
+    test("spawns pipe children with the bundled @tether/spawn, not Node's fork", async () => {
+      assert.match(await container.logs(), /"spawner":"vfork"/);
     });
 
     test("runs a command of the image through the process service", async () => {

@@ -33,6 +33,10 @@ describe("a gVisor sandbox (runsc, network none)", { skip }, () => {
     // gVisor's sentry logs its own boot messages in place of the host kernel's.
     const dmesg = await agent.commands.run(["dmesg"]);
     assert.match(dmesg.stdout, /gVisor/);
+    // gVisor has no pidfd_open: the agent spawns with Node's child_process instead, and says why.
+    const logs = (await t.docker.getContainer(info.backendId).logs({ stdout: true, stderr: true })).toString();
+    assert.match(logs, /"spawner":"node"/);
+    assert.match(logs, /"reason":"pidfd_open: Function not implemented"/);
     const bytes = randomBytes(128 * 1024 + 1);
     await agent.files.write("/tmp/gvisor.bin", bytes);
     assert.ok(Buffer.from(await agent.files.read("/tmp/gvisor.bin", { format: "bytes" })).equals(bytes));

@@ -1,11 +1,9 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
-import type { Readable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type * as NodePty from "node-pty";
 import { type ExitStatus, exitStatus } from "./exit-status.js";
 import { checkLaunchable, explainSpawnFailure, type LaunchSpec } from "./launch.js";
 import type { OutputKind } from "./output-log.js";
+import { type PipeProcess, spawnPipes } from "./spawner.js";
 
 /**
  * After the direct child exits, how long its pipes may stay open before the end event
@@ -94,6 +92,7 @@ function signalLeader(pid: number, signal: NodeJS.Signals, leaderAlive: boolean)
 
 class PipeChild implements Child {
   readonly isPty = false;
+  readonly pid: number;
   private exit: ExitStatus | undefined;
   private openStreams = 0;
   private paused = false;
@@ -101,15 +100,14 @@ class PipeChild implements Child {
   private ended = false;
 
   private constructor(
-    private readonly proc: ChildProcess,
-    readonly pid: number,
+    private readonly proc: PipeProcess,
     private readonly sink: ChildSink,
   ) {
+    this.pid = proc.pid;
     for (const [kind, stream] of [
       ["stdout", proc.stdout],
       ["stderr", proc.stderr],
     ] as const) {
-      if (!stream) continue;
       this.openStreams++;
       stream.on("data", (chunk: Buffer) => sink.onOutput(kind, chunk));
       stream.once("close", () => {
@@ -119,7 +117,7 @@ class PipeChild implements Child {
     }
     // EPIPE when writing to a child that stopped reading is reported to the writer.
     proc.stdin?.on("error", () => {});
-    proc.once("exit", (code, signal) => {
+    proc.onExit((code, signal) => {
       this.exit = exitStatus(code, signal);
       if (this.openStreams > 0) this.armGrace();
       this.maybeEnd();
@@ -127,26 +125,11 @@ class PipeChild implements Child {
   }
 
   static async spawn(spec: LaunchSpec, sink: ChildSink): Promise<Child> {
-    let proc: ChildProcess;
     try {
-      proc = spawn(spec.file, spec.args, {
-        cwd: spec.cwd,
-        env: spec.env,
-        // A new session, hence a process group of its own that SendSignal can target.
-        detached: true,
-        stdio: [spec.stdin ? "pipe" : "ignore", "pipe", "pipe"],
-        uid: spec.ids?.uid,
-        gid: spec.ids?.gid,
-      });
+      return new PipeChild(await spawnPipes(spec), sink);
     } catch (err) {
       throw await explainSpawnFailure(spec, err as NodeJS.ErrnoException);
     }
-    if (proc.pid === undefined) {
-      // libuv reported the failure; Node emits it on the next tick.
-      const [err] = (await once(proc, "error")) as [NodeJS.ErrnoException];
-      throw await explainSpawnFailure(spec, err);
-    }
-    return new PipeChild(proc, proc.pid, sink);
   }
 
   async write(data: Uint8Array): Promise<void> {
@@ -182,21 +165,21 @@ class PipeChild implements Child {
 
   pauseOutput(): void {
     this.paused = true;
-    this.proc.stdout?.pause();
-    this.proc.stderr?.pause();
+    this.proc.stdout.pause();
+    this.proc.stderr.pause();
   }
 
   resumeOutput(): void {
     this.paused = false;
-    this.proc.stdout?.resume();
-    this.proc.stderr?.resume();
+    this.proc.stdout.resume();
+    this.proc.stderr.resume();
   }
 
   private armGrace(): void {
     this.graceTimer = setTimeout(() => {
       // Output still waiting for a slow consumer is not a stuck grandchild: keep waiting.
       if (this.paused) return this.armGrace();
-      for (const stream of [this.proc.stdout, this.proc.stderr] as (Readable | null)[]) stream?.destroy();
+      for (const stream of [this.proc.stdout, this.proc.stderr]) stream.destroy();
     }, PIPE_DRAIN_GRACE_MS);
     this.graceTimer.unref();
   }

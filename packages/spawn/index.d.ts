@@ -1,0 +1,42 @@
+/** vfork-style spawning; the child's pipes come back as fds for JavaScript to wrap. */
+
+export interface SpawnOptions {
+  /** The child's environment, as "NAME=value" strings; its PATH is the one searched. */
+  env: string[];
+  cwd: string;
+  /** Start a new session (hence a process group of its own). */
+  setsid?: boolean;
+  /** Switch to these ids (both or neither); supplementary groups are dropped. */
+  uid?: number;
+  gid?: number;
+  /** True: stdin is a pipe; false: /dev/null. */
+  stdin: boolean;
+}
+
+export interface Spawned {
+  pid: number;
+  /** Our ends of the child's stdio (socketpairs, as libuv makes them); stdin is -1 without a pipe. */
+  stdin: number;
+  stdout: number;
+  stderr: number;
+}
+
+/** An Error shaped like Node's spawn errors; `unsupported` when no process can be spawned this way here. */
+export interface SpawnError extends NodeJS.ErrnoException {
+  unsupported: boolean;
+}
+
+/** Why this spawner cannot work here (no pidfd_open: Linux < 5.3, seccomp), or null. */
+export declare function supported(): string | null;
+
+/**
+ * Spawns `file` (searched in options.env's PATH when it has no slash) with argv `args`
+ * (args[0] included). onExit is called once: (code, null) or (null, "SIGKILL").
+ * Throws a SpawnError (code ENOENT, EACCES...) when the child could not be started.
+ */
+export declare function spawn(
+  file: string,
+  args: string[],
+  options: SpawnOptions,
+  onExit: (code: number | null, signal: NodeJS.Signals | null) => void,
+): Spawned;

@@ -60,6 +60,11 @@ export interface AgentOptions {
   cloneRetry?: CloneRetry;
   /** cocoon-style line-JSON exec listeners (vsock, unix socket, TCP). */
   cocoon?: CocoonOptions;
+  /**
+   * A directory the host shares with the sandbox, for copies without streaming (see
+   * files/transfer.ts); files staged there for the host are chowned to `socketOwner`.
+   */
+  transferDir?: string;
 }
 
 export interface RunningAgent {
@@ -83,6 +88,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     log,
     state: new AgentState(options),
     users: new UserDirectory(),
+    ...(options.transferDir ? { transfer: { dir: options.transferDir, owner: options.socketOwner } } : {}),
   };
   if (options.inheritEnv) context.state.envVars = inheritedEnv(process.env);
   // envd's Process service and tether.v1.Exec see the same processes.

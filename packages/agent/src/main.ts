@@ -38,6 +38,7 @@ export async function main(argv = process.argv): Promise<void> {
     .option("--no-tcp", "do not listen on TCP (use --socket)")
     .option("--socket <path>", "also listen on this unix socket (mode 0600)")
     .option("--socket-owner <uid:gid>", "chown the unix socket to this user and group", parseOwner)
+    .option("--transfer-dir <path>", "a directory shared with the host, for copies without streaming")
     .option("--access-token <token>", "require this token (env TETHER_ACCESS_TOKEN)")
     .option("--access-token-file <path>", "read the token from this file, then delete the file")
     .option("--inherit-env", "seed the default env vars from this environment (minus TETHER_*, NODE_OPTIONS, LD_*)")
@@ -69,6 +70,7 @@ export async function main(argv = process.argv): Promise<void> {
     tcp: boolean;
     socket?: string;
     socketOwner?: { uid: number; gid: number };
+    transferDir?: string;
     accessToken?: string;
     accessTokenFile?: string;
     inheritEnv?: boolean;
@@ -92,6 +94,7 @@ export async function main(argv = process.argv): Promise<void> {
     port: opts.tcp ? opts.port : false,
     socket: opts.socket,
     socketOwner: opts.socketOwner,
+    transferDir: opts.transferDir,
     accessToken: opts.accessTokenFile
       ? await takeAccessTokenFile(opts.accessTokenFile)
       : (opts.accessToken ?? process.env.TETHER_ACCESS_TOKEN),

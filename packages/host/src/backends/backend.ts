@@ -87,6 +87,12 @@ export interface AgentEndpoint {
   /** http://IP:PORT when the sandbox has a network the host can route to. */
   url?: string;
   accessToken: string;
+  /**
+   * A host directory the sandbox's agent also sees (its `--transfer-dir`), through which
+   * files are copied without streaming; absent where the sandbox cannot be trusted to see
+   * the host's writes as they are (gVisor) or there is none.
+   */
+  transferDir?: string;
 }
 
 export interface SandboxInfo {

@@ -80,6 +80,9 @@ export function agentFlags(plan: ContainerPlan): string[] {
     `${owner.uid}:${owner.gid}`,
     "--access-token-file",
     `${SANDBOX_RUN_DIR}/${TOKEN_HANDOVER_NAME}`,
+    // run/ is the host's too: `tether cp` stages files there (see the agent's files/transfer).
+    "--transfer-dir",
+    SANDBOX_RUN_DIR,
     "--inherit-env",
   ];
   if (plan.spec.network === "none") flags.push("--no-tcp");

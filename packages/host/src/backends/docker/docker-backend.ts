@@ -248,7 +248,9 @@ export class DockerBackend implements SandboxBackend {
       if (info.endpoint && address && state === "running" && details.HostConfig.NetworkMode !== "none") {
         info.endpoint.url = `http://${address}:${AGENT_CONTAINER_PORT}`;
       }
-      void sandboxId;
+      if (info.endpoint && sharesRunDir(details, engine)) {
+        info.endpoint.transferDir = new SandboxDir(this.home, sandboxId).runDir;
+      }
       return info;
     });
   }
@@ -433,4 +435,14 @@ function ignoreStatus(...codes: number[]): (err: unknown) => void {
   return (err) => {
     if (!codes.includes(statusOf(err) ?? 0)) throw err;
   };
+}
+
+/**
+ * Whether the container sees its run/ mount as the host writes it, so files can be
+ * handed over there: not under gVisor (runsc), whose gofer caches what the sandbox sees
+ * of a bind mount, and only for an engine on this machine (a unix socket).
+ */
+function sharesRunDir(details: Docker.ContainerInspectInfo, engine: Engine): boolean {
+  const runtime = details.HostConfig.Runtime ?? engine.defaultRuntime ?? "runc";
+  return runtime !== "runsc" && engine.endpoint.startsWith("unix://");
 }

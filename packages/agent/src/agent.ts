@@ -65,6 +65,8 @@ export interface AgentOptions {
    * files/transfer.ts); files staged there for the host are chowned to `socketOwner`.
    */
   transferDir?: string;
+  /** A read-only directory the host stages files to import in (else `transferDir`). */
+  importDir?: string;
 }
 
 export interface RunningAgent {
@@ -88,7 +90,9 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     log,
     state: new AgentState(options),
     users: new UserDirectory(),
-    ...(options.transferDir ? { transfer: { dir: options.transferDir, owner: options.socketOwner } } : {}),
+    ...(options.transferDir
+      ? { transfer: { dir: options.transferDir, importDir: options.importDir, owner: options.socketOwner } }
+      : {}),
   };
   if (options.inheritEnv) context.state.envVars = inheritedEnv(process.env);
   // envd's Process service and tether.v1.Exec see the same processes.

@@ -290,7 +290,7 @@ export class Sandboxes {
     await this.maintain();
     const { info } = await this.resolve(id);
     const agent = await this.connectResolved(info, options.user);
-    return new SandboxCopy(agent, { transferDir: info.endpoint?.transferDir });
+    return new SandboxCopy(agent, { transferDir: info.endpoint?.transferDir, importDir: info.endpoint?.importDir });
   }
 
   /** Starts a stopped sandbox (its absolute timeout counts again from now). */

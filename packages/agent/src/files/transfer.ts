@@ -19,6 +19,8 @@ import { stageWith } from "./upload.js";
 export interface TransferDir {
   /** The directory as the agent sees it. */
   dir: string;
+  /** A read-only one the host stages incoming files in, when it has one (else `dir`). */
+  importDir?: string;
   /** Who files staged for the host belong to (the socket's owner: the host user). */
   owner?: { uid: number; gid: number };
 }
@@ -63,7 +65,7 @@ export async function handleFilesImport(
   let source: FileHandle;
   try {
     source = await open(
-      path.join(transfer.dir, name),
+      path.join(transfer.importDir ?? transfer.dir, name),
       constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
     );
   } catch (err) {

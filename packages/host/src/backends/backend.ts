@@ -93,6 +93,11 @@ export interface AgentEndpoint {
    * the host's writes as they are (gVisor) or there is none.
    */
   transferDir?: string;
+  /**
+   * A host directory the agent sees read-only (its `--import-dir`): files copied in are
+   * staged there, hard-linked when they can be, since the sandbox cannot change them.
+   */
+  importDir?: string;
 }
 
 export interface SandboxInfo {

@@ -16,6 +16,8 @@ export interface SandboxCopyOptions {
    * once the agent says it cannot use it, files stream through the agent's HTTP API.
    */
   transferDir?: string;
+  /** A directory the sandbox sees read-only, to stage files going in (see SharedTransferDir). */
+  importDir?: string;
 }
 
 /**
@@ -35,7 +37,7 @@ export class SandboxCopy {
     readonly agent: Agent,
     options: SandboxCopyOptions = {},
   ) {
-    if (options.transferDir) this.shared = new SharedTransferDir(options.transferDir);
+    if (options.transferDir) this.shared = new SharedTransferDir(options.transferDir, options.importDir);
     else this.streamedBecause = "no directory is shared with the sandbox";
   }
 

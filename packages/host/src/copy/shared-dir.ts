@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
+import type { Stats } from "node:fs";
 import { constants } from "node:fs";
-import { chmod, copyFile, type FileHandle, lstat, open, rename, rm, stat } from "node:fs/promises";
+import { chmod, copyFile, type FileHandle, link, lstat, open, realpath, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { TransferUnavailableError } from "@tether/sdk";
 import { TetherHostError } from "../errors.js";
@@ -18,12 +19,16 @@ const OPEN_STAGED = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONB
  * directory at any time, so only names we made are touched, staged files are opened
  * with O_NOFOLLOW and checked (regular file, this directory's device, the size the
  * agent reported) and copied from that descriptor, never by name, and never renamed or
- * linked out (the sandbox could still hold them open).
+ * linked out (the sandbox could still hold them open). Files going in are staged in
+ * `importDir` when there is one: the sandbox sees it read-only, so a hard link to the
+ * source (no copy at all) is safe there, where it would not be in `dir`.
  */
 export class SharedTransferDir {
   constructor(
-    /** The directory on the host. */
+    /** The directory on the host (the sandbox may write in it). */
     readonly dir: string,
+    /** A directory the sandbox sees read-only, for files going in. */
+    readonly importDir?: string,
   ) {}
 
   /** A fresh staged-file name (the agent accepts only this shape). */
@@ -41,11 +46,14 @@ export class SharedTransferDir {
     try {
       const info = await input.stat();
       if (!info.isFile()) throw new TetherHostError(`${source} is not a regular file`);
-      await this.checkDir();
+      const dir = this.importDir ?? this.dir;
+      await this.checkDir(dir);
+      const staged = path.join(dir, name);
+      if (this.importDir && (await linkSame(source, info, staged))) return info.size;
       try {
-        // Nothing after this touches the staged name but the agent and `remove`: the
-        // sandbox may have swapped it for a link already (the directory is 0700 on the host).
-        await copyFile(descriptorPath(input), this.pathOf(name), constants.COPYFILE_EXCL);
+        // Nothing after this touches the staged name but the agent and `remove`: in `dir`
+        // the sandbox may have swapped it for a link already.
+        await copyFile(descriptorPath(input), staged, constants.COPYFILE_EXCL);
       } catch (err) {
         throw new TransferUnavailableError(`cannot stage ${source} in ${this.dir}: ${(err as Error).message}`, {
           cause: err,
@@ -65,7 +73,7 @@ export class SharedTransferDir {
    * directory is not really shared).
    */
   async take(name: string, size: number, destination: string, mode: number): Promise<void> {
-    const device = await this.checkDir();
+    const device = await this.checkDir(this.dir);
     let staged: FileHandle;
     try {
       staged = await open(this.pathOf(name), OPEN_STAGED);
@@ -108,6 +116,7 @@ export class SharedTransferDir {
   /** Removes a staged file, whatever the sandbox made of it (unlink never follows a link); never throws. */
   async remove(name: string): Promise<void> {
     await rm(this.pathOf(name), { force: true }).catch(() => {});
+    if (this.importDir) await rm(path.join(this.importDir, name), { force: true }).catch(() => {});
   }
 
   private pathOf(name: string): string {
@@ -115,13 +124,31 @@ export class SharedTransferDir {
   }
 
   /** The directory's device; it must be a real directory (the host made it; the sandbox cannot replace it). */
-  private async checkDir(): Promise<number> {
-    const info = await lstat(this.dir).catch((err: unknown) => {
-      throw new TransferUnavailableError(`${this.dir} is not usable: ${(err as Error).message}`);
+  private async checkDir(dir: string): Promise<number> {
+    const info = await lstat(dir).catch((err: unknown) => {
+      throw new TransferUnavailableError(`${dir} is not usable: ${(err as Error).message}`);
     });
-    if (!info.isDirectory()) throw new TransferRefusedError(`${this.dir} is not a directory`);
+    if (!info.isDirectory()) throw new TransferRefusedError(`${dir} is not a directory`);
     return info.dev;
   }
+}
+
+/**
+ * Hard-links the file `source` resolves to as `staged`, if it is on the same filesystem
+ * and still the file we opened (`opened`); false when it cannot be linked (then copy).
+ */
+async function linkSame(source: string, opened: Stats, staged: string): Promise<boolean> {
+  try {
+    // link(2) does not follow a symlink given as its source: link what it points to.
+    await link(await realpath(source), staged);
+  } catch {
+    return false;
+  }
+  const linked = await lstat(staged).catch(() => undefined);
+  if (linked?.ino === opened.ino && linked.dev === opened.dev) return true;
+  // Replaced between open and link: copy what was opened instead.
+  await rm(staged, { force: true });
+  return false;
 }
 
 /**

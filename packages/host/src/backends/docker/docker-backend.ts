@@ -12,7 +12,7 @@ import {
 } from "../../errors.js";
 import { tetherHome } from "../../home.js";
 import { prepareImage } from "../../prepare-image.js";
-import { isValidSandboxId, newSandboxId, SandboxDir } from "../../sandbox-dir.js";
+import { isValidSandboxId, newSandboxId, SANDBOX_SHARE_DIR, SandboxDir } from "../../sandbox-dir.js";
 import {
   LABEL_HOME,
   LABEL_MANAGED_BY,
@@ -129,6 +129,7 @@ export class DockerBackend implements SandboxBackend {
               image,
               bundleDir,
               runDir: dir.runDir,
+              shareDir: dir.shareDir,
               homeLabel: this.homeLabel,
               hostUser: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
               strategy: engine.strategy,
@@ -249,7 +250,12 @@ export class DockerBackend implements SandboxBackend {
         info.endpoint.url = `http://${address}:${AGENT_CONTAINER_PORT}`;
       }
       if (info.endpoint && sharesRunDir(details, engine)) {
-        info.endpoint.transferDir = new SandboxDir(this.home, sandboxId).runDir;
+        const dir = new SandboxDir(this.home, sandboxId);
+        info.endpoint.transferDir = dir.runDir;
+        // Containers made before share/ existed have no such mount.
+        if (details.HostConfig.Binds?.some((bind) => bind.startsWith(`${dir.shareDir}:${SANDBOX_SHARE_DIR}:ro`))) {
+          info.endpoint.importDir = dir.shareDir;
+        }
       }
       return info;
     });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { appendFile, chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -12,6 +12,9 @@ import { engineSkipReason, TestSandboxes } from "./support/sandboxes.js";
 
 const BUSYBOX = "tether-test/busybox";
 const dockerSkip = await engineSkipReason([BUSYBOX]);
+
+/** What an agent would have answered for a staged file of `size` bytes. */
+const answered = (size: number) => Promise.resolve({ size, mode: 0o644 });
 
 const sha256 = async (file: string) =>
   createHash("sha256")
@@ -165,7 +168,7 @@ describe("the host's side of a shared directory, with the test as the sandbox", 
     const name = shared.newName();
     await symlink(secret(), path.join(runDir, name));
     const destination = path.join(scratch, "from-link.txt");
-    await assert.rejects(shared.take(name, 10, destination, 0o644), TransferRefusedError);
+    await assert.rejects(shared.take(name, answered(10), destination), TransferRefusedError);
     await assert.rejects(stat(destination), { code: "ENOENT" });
     assert.deepEqual(
       (await readdir(scratch)).filter((n) => n.endsWith(".tether-copy")),
@@ -180,26 +183,51 @@ describe("the host's side of a shared directory, with the test as the sandbox", 
   test("a FIFO or a directory under a staged name is refused without blocking", async () => {
     const fifo = shared.newName();
     execFileSync("mkfifo", [path.join(runDir, fifo)]);
-    await assert.rejects(shared.take(fifo, 0, path.join(scratch, "fifo-out"), 0o644), TransferRefusedError);
+    await assert.rejects(shared.take(fifo, answered(0), path.join(scratch, "fifo-out")), TransferRefusedError);
     await shared.remove(fifo);
     const dir = shared.newName();
     await mkdir(path.join(runDir, dir));
-    await assert.rejects(shared.take(dir, 0, path.join(scratch, "dir-out"), 0o644), TransferRefusedError);
+    await assert.rejects(shared.take(dir, answered(0), path.join(scratch, "dir-out")), TransferRefusedError);
     await rm(path.join(runDir, dir), { recursive: true });
   });
 
   test("a staged file of another size than the agent reported means the directory is not shared", async () => {
     const name = shared.newName();
     await writeFile(path.join(runDir, name), "short\n");
-    await assert.rejects(shared.take(name, 1000, path.join(scratch, "short-out"), 0o644), TransferUnavailableError);
+    await assert.rejects(shared.take(name, answered(1000), path.join(scratch, "short-out")), TransferUnavailableError);
     await shared.remove(name);
+  });
+
+  test("the host copies while the staged file is still being written, and refuses one that grows past the answer", async () => {
+    const name = shared.newName();
+    const parts = [randomBytes(300_000), randomBytes(5), randomBytes(700_000)];
+    const destination = path.join(scratch, "followed.bin");
+    // The test plays the agent: the file appears late and grows in steps before the answer.
+    const writer = (async () => {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      for (const part of parts) {
+        await appendFile(path.join(runDir, name), part);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      return { size: 1_000_005, mode: 0o600 };
+    })();
+    await shared.take(name, writer, destination);
+    assert.deepEqual(await readFile(destination), Buffer.concat(parts));
+    assert.equal((await stat(destination)).mode & 0o777, 0o600);
+    await shared.remove(name);
+
+    const grown = shared.newName();
+    await writeFile(path.join(runDir, grown), "more than said\n");
+    await assert.rejects(shared.take(grown, answered(4), path.join(scratch, "grown-out")), TransferRefusedError);
+    await assert.rejects(stat(path.join(scratch, "grown-out")), { code: "ENOENT" });
+    await shared.remove(grown);
   });
 
   test("the shared directory itself replaced by a symlink is refused", async () => {
     const swapped = path.join(scratch, "swapped-run");
     await symlink(scratch, swapped);
     const bad = new SharedTransferDir(swapped);
-    await assert.rejects(bad.take(bad.newName(), 1, path.join(scratch, "x"), 0o644), TransferRefusedError);
+    await assert.rejects(bad.take(bad.newName(), answered(1), path.join(scratch, "x")), TransferRefusedError);
   });
 
   test("the agent copies in from a staged file and out into one, through its endpoints", async () => {
@@ -219,7 +247,7 @@ describe("the host's side of a shared directory, with the test as the sandbox", 
     assert.equal(exported.mode, 0o640);
     assert.equal(((await stat(path.join(runDir, out))).mode & 0o777).toString(8), "600");
     const back = path.join(scratch, "agent-back.bin");
-    await shared.take(out, exported.size, back, exported.mode);
+    await shared.take(out, Promise.resolve(exported), back);
     await shared.remove(out);
     assert.equal(await sha256(back), await sha256(source));
     assert.deepEqual(

@@ -105,8 +105,8 @@ export class SandboxCopy {
     if (shared) {
       const name = shared.newName();
       try {
-        const staged = await this.agent.files.exportStaged(source, name);
-        await shared.take(name, staged.size, target, staged.mode);
+        // The host copies while the agent writes: the two copies overlap.
+        await shared.take(name, this.agent.files.exportStaged(source, name), target);
         return;
       } catch (err) {
         if (!(err instanceof TransferUnavailableError)) throw err;

@@ -1,13 +1,24 @@
 import { randomBytes } from "node:crypto";
 import type { Stats } from "node:fs";
 import { constants } from "node:fs";
-import { chmod, copyFile, type FileHandle, link, lstat, open, realpath, rename, rm, stat } from "node:fs/promises";
+import { copyFile, type FileHandle, link, lstat, open, realpath, rename, rm } from "node:fs/promises";
 import path from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { TransferUnavailableError } from "@tether/sdk";
 import { TetherHostError } from "../errors.js";
 
 /** A staged file the sandbox side left in a shape the host refuses to read (a link, a device, another filesystem). */
 export class TransferRefusedError extends TetherHostError {}
+
+/** What the agent answers for a file it staged for the host. */
+export interface StagedAnswer {
+  size: number;
+  /** Permission bits of the file in the sandbox. */
+  mode: number;
+}
+
+/** How much of a staged file the host copies per read while following the agent's writes. */
+const FOLLOW_BUFFER = 4 << 20;
 
 /** Opening a staged file: never through a link, never blocking on a FIFO, never taking a terminal. */
 const OPEN_STAGED = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY;
@@ -24,6 +35,9 @@ const OPEN_STAGED = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONB
  * source (no copy at all) is safe there, where it would not be in `dir`.
  */
 export class SharedTransferDir {
+  /** Reused by every `take` (copies of one SandboxCopy run one after another). */
+  private buffer: Buffer | undefined;
+
   constructor(
     /** The directory on the host (the sandbox may write in it). */
     readonly dir: string,
@@ -66,50 +80,126 @@ export class SharedTransferDir {
   }
 
   /**
-   * Copies the staged file `name`, which the agent reported as `size` bytes, to the
-   * local `destination` (a temp file beside it, renamed into place) with permission
-   * bits `mode`. TransferRefusedError when it is not a plain file of this directory;
-   * TransferUnavailableError when it is missing or not as big as reported (the
-   * directory is not really shared).
+   * Copies the staged file `name` to the local `destination` (a temp file beside it,
+   * renamed into place) while the agent is still writing it, so both copies run at once;
+   * `exported` is the agent's answer (its size and permission bits), and only once it
+   * has come and the bytes match it is the copy put in place. TransferRefusedError when
+   * the name is not a plain file of this directory or it grew past that size;
+   * TransferUnavailableError (or the agent's own error) when it never shows up here or
+   * comes up short (the directory is not really shared).
    */
-  async take(name: string, size: number, destination: string, mode: number): Promise<void> {
-    const device = await this.checkDir(this.dir);
-    let staged: FileHandle;
+  async take(name: string, exported: Promise<StagedAnswer>, destination: string): Promise<void> {
+    let answer: { ok: StagedAnswer } | { err: unknown } | undefined;
+    const settled = exported.then(
+      (ok) => {
+        answer = { ok };
+      },
+      (err: unknown) => {
+        answer = { err };
+      },
+    );
+    const outcome = async (): Promise<StagedAnswer> => {
+      await settled;
+      if (answer && "ok" in answer) return answer.ok;
+      throw answer?.err;
+    };
     try {
-      staged = await open(this.pathOf(name), OPEN_STAGED);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === "ELOOP") throw new TransferRefusedError(`staged file ${name} in ${this.dir} is a symlink`);
-      throw new TransferUnavailableError(`staged file ${name} is not in ${this.dir}: ${(err as Error).message}`);
-    }
-    try {
-      const info = await staged.stat();
-      if (!info.isFile()) throw new TransferRefusedError(`staged file ${name} in ${this.dir} is not a regular file`);
-      if (info.dev !== device) throw new TransferRefusedError(`staged file ${name} is not on ${this.dir}'s filesystem`);
-      if (info.size !== size) {
-        throw new TransferUnavailableError(`staged file ${name} has ${info.size} bytes here, the agent wrote ${size}`);
+      const device = await this.checkDir(this.dir);
+      const staged = await this.openWhenThere(name, () => answer !== undefined, settled);
+      if (!staged) {
+        await outcome();
+        throw new TransferUnavailableError(`staged file ${name} did not appear in ${this.dir}`);
       }
-      const temp = path.join(
-        path.dirname(destination),
-        `.${path.basename(destination)}.${randomBytes(6).toString("hex")}.tether-copy`,
-      );
       try {
-        await copyFile(descriptorPath(staged), temp, constants.COPYFILE_EXCL);
-        // The sandbox could have grown the file between our check and the copy.
-        const copied = await stat(temp);
-        if (copied.size !== size) {
-          throw new TransferRefusedError(
-            `staged file ${name} changed while it was copied (${copied.size} bytes, not ${size})`,
-          );
-        }
-        await chmod(temp, mode);
-        await rename(temp, destination);
-      } catch (err) {
-        await rm(temp, { force: true });
-        throw err;
+        const info = await staged.stat();
+        if (!info.isFile()) throw new TransferRefusedError(`staged file ${name} in ${this.dir} is not a regular file`);
+        if (info.dev !== device)
+          throw new TransferRefusedError(`staged file ${name} is not on ${this.dir}'s filesystem`);
+        await this.follow(staged, name, () => answer, settled, destination, outcome);
+      } finally {
+        await staged.close();
       }
     } finally {
-      await staged.close();
+      // Whatever happened here, the agent's answer is awaited (and its error not left unhandled).
+      await settled;
+    }
+  }
+
+  /** Opens the staged file once the agent has made it; undefined if the agent finished without it. */
+  private async openWhenThere(
+    name: string,
+    finished: () => boolean,
+    settled: Promise<void>,
+  ): Promise<FileHandle | undefined> {
+    for (;;) {
+      const last = finished();
+      try {
+        return await open(this.pathOf(name), OPEN_STAGED);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "ELOOP") throw new TransferRefusedError(`staged file ${name} in ${this.dir} is a symlink`);
+        // Not made yet, or not yet handed to us (chowned) by the agent.
+        if (code !== "ENOENT" && code !== "EACCES") {
+          throw new TransferUnavailableError(`staged file ${name} cannot be opened: ${(err as Error).message}`);
+        }
+        if (last) return undefined;
+        await Promise.race([settled, delay(1)]);
+      }
+    }
+  }
+
+  /** Copies from `staged` as it grows until it holds what the agent answered, then renames into place. */
+  private async follow(
+    staged: FileHandle,
+    name: string,
+    answer: () => { ok: StagedAnswer } | { err: unknown } | undefined,
+    settled: Promise<void>,
+    destination: string,
+    outcome: () => Promise<StagedAnswer>,
+  ): Promise<void> {
+    const temp = path.join(
+      path.dirname(destination),
+      `.${path.basename(destination)}.${randomBytes(6).toString("hex")}.tether-copy`,
+    );
+    const out = await open(temp, "wx", 0o600);
+    try {
+      this.buffer ??= Buffer.allocUnsafe(FOLLOW_BUFFER);
+      const buffer = this.buffer;
+      let position = 0;
+      let emptyReadsAfterAnswer = 0;
+      for (;;) {
+        const { bytesRead } = await staged.read(buffer, 0, buffer.length, position);
+        if (bytesRead > 0) {
+          await out.write(buffer, 0, bytesRead, position);
+          position += bytesRead;
+          emptyReadsAfterAnswer = 0;
+          continue;
+        }
+        if (answer() === undefined) {
+          await Promise.race([settled, delay(1)]);
+          continue;
+        }
+        const { size } = await outcome();
+        if (position > size) {
+          throw new TransferRefusedError(`staged file ${name} grew past the ${size} bytes the agent wrote`);
+        }
+        if (position === size) break;
+        // Once more after the answer: the agent's last bytes may have landed after our last read.
+        if (emptyReadsAfterAnswer++ > 0) {
+          throw new TransferUnavailableError(`staged file ${name} has ${position} bytes here, the agent wrote ${size}`);
+        }
+      }
+      const { size, mode } = await outcome();
+      if ((await staged.stat()).size !== size) {
+        throw new TransferRefusedError(`staged file ${name} changed size while it was copied`);
+      }
+      await out.chmod(mode);
+      await out.close();
+      await rename(temp, destination);
+    } catch (err) {
+      await out.close().catch(() => {});
+      await rm(temp, { force: true });
+      throw err;
     }
   }
 

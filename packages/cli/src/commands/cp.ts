@@ -18,8 +18,8 @@ export function cpCommand(): Command {
     .description(
       "Copies a file or a directory tree into (SRC ID:DST) or out of (ID:SRC DST) a sandbox,\n" +
         "through its agent's file API, so images without a shell or tar work too. Files go\n" +
-        "through the sandbox's run directory on this machine when it is shared (docker with\n" +
-        "runc), copied in the kernel; otherwise they are streamed.\n" +
+        "through the sandbox's directories on this machine when they are shared (docker\n" +
+        "sandboxes on a local engine), copied in the kernel; otherwise they are streamed.\n" +
         "An existing directory as DST receives SRC under its own name. '-' as the local side\n" +
         "copies one file from stdin or to stdout. File permission bits are kept.",
     )

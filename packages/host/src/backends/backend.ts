@@ -89,8 +89,8 @@ export interface AgentEndpoint {
   accessToken: string;
   /**
    * A host directory the sandbox's agent also sees (its `--transfer-dir`), through which
-   * files are copied without streaming; absent where the sandbox cannot be trusted to see
-   * the host's writes as they are (gVisor) or there is none.
+   * files are copied without streaming; absent where the sandbox may not see the host's
+   * writes as they are (a remote engine, gVisor with exclusive mounts) or there is none.
    */
   transferDir?: string;
   /**

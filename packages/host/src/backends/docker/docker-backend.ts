@@ -444,11 +444,15 @@ function ignoreStatus(...codes: number[]): (err: unknown) => void {
 }
 
 /**
- * Whether the container sees its run/ mount as the host writes it, so files can be
- * handed over there: not under gVisor (runsc), whose gofer caches what the sandbox sees
- * of a bind mount, and only for an engine on this machine (a unix socket).
+ * Whether the container sees its run/ and share/ mounts as the host writes them, so files
+ * can be handed over there: only for an engine on this machine (a unix socket), and under
+ * gVisor (runsc) only while its bind mounts stay shared with the host (the default;
+ * checked with runsc's --host-uds=create here: fresh names both ways, same bytes). Every
+ * hand-over also checks sizes and falls back to streaming when they disagree.
  */
 function sharesRunDir(details: Docker.ContainerInspectInfo, engine: Engine): boolean {
+  if (!engine.endpoint.startsWith("unix://")) return false;
   const runtime = details.HostConfig.Runtime ?? engine.defaultRuntime ?? "runc";
-  return runtime !== "runsc" && engine.endpoint.startsWith("unix://");
+  const args = engine.runtimeArgs[runtime] ?? [];
+  return !args.some((arg) => arg.startsWith("--file-access-mounts=") && !arg.endsWith("=shared"));
 }

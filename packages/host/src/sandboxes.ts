@@ -290,7 +290,12 @@ export class Sandboxes {
     await this.maintain();
     const { info } = await this.resolve(id);
     const agent = await this.connectResolved(info, options.user);
-    return new SandboxCopy(agent, { transferDir: info.endpoint?.transferDir, importDir: info.endpoint?.importDir });
+    const copy = new SandboxCopy(agent, {
+      transferDir: info.endpoint?.transferDir,
+      importDir: info.endpoint?.importDir,
+    });
+    await copy.sweep();
+    return copy;
   }
 
   /** Starts a stopped sandbox (its absolute timeout counts again from now). */

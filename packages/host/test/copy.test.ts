@@ -223,6 +223,22 @@ describe("the host's side of a shared directory, with the test as the sandbox", 
     await shared.remove(grown);
   });
 
+  test("sweep removes staged leftovers older than the limit, and nothing else", async () => {
+    const old = shared.newName();
+    await writeFile(path.join(runDir, old), "left by a dead host\n");
+    await writeFile(path.join(runDir, "not-ours.txt"), "kept\n");
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    const fresh = shared.newName();
+    await writeFile(path.join(runDir, fresh), "in use\n");
+    await shared.sweep(20);
+    const left = await readdir(runDir);
+    assert.ok(!left.includes(old), "the old staged file is gone");
+    assert.ok(left.includes(fresh), "a staged file newer than the limit stays");
+    assert.ok(left.includes("not-ours.txt"), "names we did not hand out are never touched");
+    await shared.remove(fresh);
+    await rm(path.join(runDir, "not-ours.txt"));
+  });
+
   test("the shared directory itself replaced by a symlink is refused", async () => {
     const swapped = path.join(scratch, "swapped-run");
     await symlink(scratch, swapped);

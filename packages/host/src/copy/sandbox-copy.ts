@@ -41,6 +41,11 @@ export class SandboxCopy {
     else this.streamedBecause = "no directory is shared with the sandbox";
   }
 
+  /** Clears what earlier copies left staged when their process died mid-copy. */
+  async sweep(): Promise<void> {
+    await this.shared?.sweep();
+  }
+
   /** Closes the connection to the agent. */
   close(): void {
     this.agent.close();

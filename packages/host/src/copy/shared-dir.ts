@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { Stats } from "node:fs";
 import { constants } from "node:fs";
-import { copyFile, type FileHandle, link, lstat, open, realpath, rename, rm } from "node:fs/promises";
+import { copyFile, type FileHandle, link, lstat, open, readdir, realpath, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { TransferUnavailableError } from "@tether/sdk";
@@ -16,6 +16,12 @@ export interface StagedAnswer {
   /** Permission bits of the file in the sandbox. */
   mode: number;
 }
+
+const STAGED_PREFIX = "tether-xfer-";
+/** The names `newName` hands out (the agent accepts only these). */
+const STAGED_NAME = /^tether-xfer-[0-9a-f]{32}$/;
+/** Staged files this old are leftovers of a host that died mid-copy. */
+const STALE_AFTER_MS = 24 * 3600_000;
 
 /** How much of a staged file the host copies per read while following the agent's writes. */
 const FOLLOW_BUFFER = 4 << 20;
@@ -47,7 +53,7 @@ export class SharedTransferDir {
 
   /** A fresh staged-file name (the agent accepts only this shape). */
   newName(): string {
-    return `tether-xfer-${randomBytes(16).toString("hex")}`;
+    return `${STAGED_PREFIX}${randomBytes(16).toString("hex")}`;
   }
 
   /**
@@ -200,6 +206,22 @@ export class SharedTransferDir {
       await out.close().catch(() => {});
       await rm(temp, { force: true });
       throw err;
+    }
+  }
+
+  /**
+   * Removes staged files older than `maxAgeMs` (by ctime, which a hard link also sets):
+   * what a host killed mid-copy left behind. Never throws.
+   */
+  async sweep(maxAgeMs = STALE_AFTER_MS): Promise<void> {
+    const now = Date.now();
+    for (const dir of [this.dir, ...(this.importDir ? [this.importDir] : [])]) {
+      const names = await readdir(dir).catch(() => [] as string[]);
+      for (const name of names) {
+        if (!STAGED_NAME.test(name)) continue;
+        const info = await lstat(path.join(dir, name)).catch(() => undefined);
+        if (info && now - info.ctimeMs > maxAgeMs) await rm(path.join(dir, name), { force: true }).catch(() => {});
+      }
     }
   }
 

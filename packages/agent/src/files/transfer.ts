@@ -1,5 +1,5 @@
 import { constants } from "node:fs";
-import { chown, copyFile, type FileHandle, open, rm, stat } from "node:fs/promises";
+import { copyFile, type FileHandle, open, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { AgentContext } from "../context.js";
 import { requestUser } from "../context.js";
@@ -56,7 +56,8 @@ export async function handleFilesImport(
   const user = requestUser(ctx, req.headers, url.searchParams.get("username"));
   const owner = ownerFor(ctx, user);
   const name = stagedName(url);
-  const size = Number(url.searchParams.get("size"));
+  const size = Number(url.searchParams.get("size") ?? Number.NaN);
+  if (!Number.isSafeInteger(size) || size < 0) throw invalidPath(String(size), "size is not a byte count");
   const mode = modeParam(url.searchParams.get("mode"));
   const target = resolveUserPath(user, url.searchParams.get("path") ?? "");
 
@@ -74,7 +75,7 @@ export async function handleFilesImport(
   try {
     const info = await source.stat();
     if (!info.isFile()) return sendError(res, UNAVAILABLE, `staged file ${name} is not a regular file`);
-    if (!Number.isSafeInteger(size) || info.size !== size) {
+    if (info.size !== size) {
       return sendError(res, UNAVAILABLE, `staged file ${name} has ${info.size} bytes, not ${size}`);
     }
     const staged = await stageWith(
@@ -125,10 +126,13 @@ export async function handleFilesExport(
     // EXCL: a name planted in the shared directory (a link, anything) fails the copy.
     await copyFile(`/proc/self/fd/${source.fd}`, staged, constants.COPYFILE_EXCL);
     try {
-      if (transfer.owner) await chown(staged, transfer.owner.uid, transfer.owner.gid);
-      const handle = await open(staged, constants.O_RDONLY | constants.O_NOFOLLOW);
+      // Through a descriptor, never by name: whoever can write the directory could have
+      // swapped the name for a link to a file we must not chmod or chown.
+      const handle = await open(staged, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
       try {
+        if (!(await handle.stat()).isFile()) throw invalidPath(staged, "the staged file was replaced");
         await handle.chmod(0o600);
+        if (transfer.owner) await handle.chown(transfer.owner.uid, transfer.owner.gid);
         const copied = await handle.stat();
         sendJson(res, 200, { path: target, size: copied.size, mode: opened.mode & 0o7777 } satisfies TransferredFile);
       } finally {

@@ -216,6 +216,26 @@ describe("the host's side of a shared directory, with the test as the sandbox", 
     assert.equal((await stat(destination)).mode & 0o777, 0o600);
     await shared.remove(name);
 
+    // A sandbox appending without end: refused once the answer is in, not copied forever.
+    const endless = shared.newName();
+    await writeFile(path.join(runDir, endless), "x");
+    let appending = true;
+    const appender = (async () => {
+      while (appending) await appendFile(path.join(runDir, endless), randomBytes(64 << 10));
+    })();
+    await assert.rejects(
+      shared.take(
+        endless,
+        new Promise((resolve) => setTimeout(() => resolve({ size: 1, mode: 0o600 }), 50)),
+        path.join(scratch, "endless-out"),
+      ),
+      TransferRefusedError,
+    );
+    appending = false;
+    await appender;
+    await shared.remove(endless);
+    await assert.rejects(stat(path.join(scratch, "endless-out")), { code: "ENOENT" });
+
     const grown = shared.newName();
     await writeFile(path.join(runDir, grown), "more than said\n");
     await assert.rejects(shared.take(grown, answered(4), path.join(scratch, "grown-out")), TransferRefusedError);

@@ -31,8 +31,9 @@ const OPEN_STAGED = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONB
 
 /**
  * The host's side of a directory it shares with a sandbox (the docker backend's run/,
- * mounted at /run/tether), for copies that skip the agent's HTTP stream: bytes move by
- * copy_file_range on each side. The sandbox is untrusted and can write into the
+ * mounted at /run/tether), for copies that skip the agent's HTTP stream: the agent moves
+ * bytes with copy_file_range, the host by a hard link (in) or by following the agent's
+ * writes with large reads (out). The sandbox is untrusted and can write into the
  * directory at any time, so only names we made are touched, staged files are opened
  * with O_NOFOLLOW and checked (regular file, this directory's device, the size the
  * agent reported) and copied from that descriptor, never by name, and never renamed or
@@ -75,7 +76,7 @@ export class SharedTransferDir {
         // the sandbox may have swapped it for a link already.
         await copyFile(descriptorPath(input), staged, constants.COPYFILE_EXCL);
       } catch (err) {
-        throw new TransferUnavailableError(`cannot stage ${source} in ${this.dir}: ${(err as Error).message}`, {
+        throw new TransferUnavailableError(`cannot stage ${source} in ${dir}: ${(err as Error).message}`, {
           cause: err,
         });
       }
@@ -174,21 +175,26 @@ export class SharedTransferDir {
       let position = 0;
       let emptyReadsAfterAnswer = 0;
       for (;;) {
-        const { bytesRead } = await staged.read(buffer, 0, buffer.length, position);
+        // Once the agent has answered, never read more than one byte past its size: a
+        // sandbox appending without end must not fill the host's disk.
+        const known = answer();
+        if (known && "err" in known) await outcome();
+        const limit = known && "ok" in known ? Math.min(buffer.length, known.ok.size - position + 1) : buffer.length;
+        const { bytesRead } = limit > 0 ? await staged.read(buffer, 0, limit, position) : { bytesRead: 0 };
+        if (known && "ok" in known && position + bytesRead > known.ok.size) {
+          throw new TransferRefusedError(`staged file ${name} grew past the ${known.ok.size} bytes the agent wrote`);
+        }
         if (bytesRead > 0) {
           await out.write(buffer, 0, bytesRead, position);
           position += bytesRead;
           emptyReadsAfterAnswer = 0;
           continue;
         }
-        if (answer() === undefined) {
+        if (known === undefined) {
           await Promise.race([settled, delay(1)]);
           continue;
         }
         const { size } = await outcome();
-        if (position > size) {
-          throw new TransferRefusedError(`staged file ${name} grew past the ${size} bytes the agent wrote`);
-        }
         if (position === size) break;
         // Once more after the answer: the agent's last bytes may have landed after our last read.
         if (emptyReadsAfterAnswer++ > 0) {

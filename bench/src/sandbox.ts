@@ -36,7 +36,7 @@ export interface SandboxResults {
     dockerIn: number;
     dockerOut: number;
     runs: Record<"tetherIn" | "tetherOut" | "dockerIn" | "dockerOut", number[]>;
-    /** How tether's files went: through the shared run/ directory, or streamed (and why). */
+    /** How tether's files went: through the shared directories, or streamed (and why). */
     route: string;
   };
 }
@@ -94,7 +94,7 @@ export async function measureSandbox(
       const time = async (key: keyof typeof runs, fn: () => Promise<unknown>) => {
         runs[key].push(COPY_BYTES / MB / (await seconds(fn)));
       };
-      // What `tether cp` runs: the same copier, through the shared run/ directory when it can.
+      // What `tether cp` runs: the same copier, through the shared directories when it can.
       const copier = await sandboxes.copier(info.id);
       try {
         for (let i = 0; i < COPY_RUNS; i++) {
@@ -120,7 +120,9 @@ export async function measureSandbox(
         dockerIn: best(runs.dockerIn),
         dockerOut: best(runs.dockerOut),
         runs,
-        route: copier.streamedBecause ? `streamed: ${copier.streamedBecause}` : "shared run/ directory",
+        route: copier.streamedBecause
+          ? `streamed: ${copier.streamedBecause}`
+          : "shared directories (share/ in, run/ out)",
       };
 
       const results: SandboxResults = {
@@ -155,7 +157,7 @@ function rowsOf(r: SandboxResults): Row[] {
     ratio: tether / docker,
     target: ">= 1.5x docker cp",
     met: tether >= 1.5 * docker,
-    note: r.copy.route.startsWith("streamed") ? "streamed" : "via run/",
+    note: r.copy.route.startsWith("streamed") ? "streamed" : "shared dirs",
   });
   return [
     {

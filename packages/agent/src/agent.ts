@@ -61,6 +61,13 @@ export interface AgentOptions {
   cloneRetry?: CloneRetry;
   /** cocoon-style line-JSON exec listeners (vsock, unix socket, TCP). */
   cocoon?: CocoonOptions;
+  /**
+   * A directory the host shares with the sandbox, for copies without streaming (see
+   * files/transfer.ts); files staged there for the host are chowned to `socketOwner`.
+   */
+  transferDir?: string;
+  /** A read-only directory the host stages files to import in (else `transferDir`). */
+  importDir?: string;
 }
 
 export interface RunningAgent {
@@ -84,6 +91,9 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     log,
     state: new AgentState(options),
     users: new UserDirectory(),
+    ...(options.transferDir
+      ? { transfer: { dir: options.transferDir, importDir: options.importDir, owner: options.socketOwner } }
+      : {}),
   };
   if (options.inheritEnv) context.state.envVars = inheritedEnv(process.env);
   // Loaded before listening, so the first exec does not pay for it.

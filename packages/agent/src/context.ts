@@ -1,5 +1,6 @@
 import { type HeaderSource, headerValue } from "./auth/access.js";
 import { type UnixUser, type UserDirectory, usernameFromHeaders } from "./auth/users.js";
+import type { TransferDir } from "./files/transfer.js";
 import type { Logger } from "./logger.js";
 import type { AgentState } from "./state.js";
 
@@ -8,6 +9,8 @@ export interface AgentContext {
   log: Logger;
   state: AgentState;
   users: UserDirectory;
+  /** The directory shared with the host for `tether cp`, when there is one (see files/transfer). */
+  transfer?: TransferDir;
 }
 
 /**

@@ -38,6 +38,8 @@ export async function main(argv = process.argv): Promise<void> {
     .option("--no-tcp", "do not listen on TCP (use --socket)")
     .option("--socket <path>", "also listen on this unix socket (mode 0600)")
     .option("--socket-owner <uid:gid>", "chown the unix socket to this user and group", parseOwner)
+    .option("--transfer-dir <path>", "a directory shared with the host, for copies without streaming")
+    .option("--import-dir <path>", "a read-only directory the host stages files to copy in (else --transfer-dir)")
     .option("--access-token <token>", "require this token (env TETHER_ACCESS_TOKEN)")
     .option("--access-token-file <path>", "read the token from this file, then delete the file")
     .option("--inherit-env", "seed the default env vars from this environment (minus TETHER_*, NODE_OPTIONS, LD_*)")
@@ -69,6 +71,8 @@ export async function main(argv = process.argv): Promise<void> {
     tcp: boolean;
     socket?: string;
     socketOwner?: { uid: number; gid: number };
+    transferDir?: string;
+    importDir?: string;
     accessToken?: string;
     accessTokenFile?: string;
     inheritEnv?: boolean;
@@ -92,6 +96,8 @@ export async function main(argv = process.argv): Promise<void> {
     port: opts.tcp ? opts.port : false,
     socket: opts.socket,
     socketOwner: opts.socketOwner,
+    transferDir: opts.transferDir,
+    importDir: opts.importDir,
     accessToken: opts.accessTokenFile
       ? await takeAccessTokenFile(opts.accessTokenFile)
       : (opts.accessToken ?? process.env.TETHER_ACCESS_TOKEN),

@@ -1,4 +1,4 @@
-import { Sandboxes, SandboxNotRunningError } from "@tether/host";
+import { type SandboxCopy, Sandboxes, SandboxNotRunningError } from "@tether/host";
 import type { Agent } from "@tether/sdk";
 
 let shared: Sandboxes | undefined;
@@ -10,9 +10,19 @@ export function sandboxes(): Sandboxes {
 }
 
 /** Connects to a running sandbox's agent; the error names the sandbox when it is missing, stopped or broken. */
-export async function connectSandbox(id: string, user?: string): Promise<Agent> {
+export function connectSandbox(id: string, user?: string): Promise<Agent> {
+  return explained(id, () => sandboxes().connect(id, { user }));
+}
+
+/** What `tether cp` copies with (see Sandboxes.copier), with connectSandbox's errors. */
+export function sandboxCopier(id: string): Promise<SandboxCopy> {
+  return explained(id, () => sandboxes().copier(id));
+}
+
+/** Runs `connect`; a sandbox in state error says why it cannot be used. */
+async function explained<T>(id: string, connect: () => Promise<T>): Promise<T> {
   try {
-    return await sandboxes().connect(id, { user });
+    return await connect();
   } catch (err) {
     // A sandbox in state error says why (e.g. its container was removed behind our back).
     if (err instanceof SandboxNotRunningError && err.state === "error") {

@@ -4,6 +4,12 @@ import path from "node:path";
 
 /** Where the per-sandbox `run/` directory appears inside the sandbox. */
 export const SANDBOX_RUN_DIR = "/run/tether";
+/**
+ * Where the per-sandbox `share/` directory appears inside the sandbox, read-only: files
+ * `tether cp` copies in are staged (hard-linked where possible) there, out of the
+ * sandbox's reach to change.
+ */
+export const SANDBOX_SHARE_DIR = "/run/tether-share";
 /** The agent's unix socket, inside `run/`. */
 export const AGENT_SOCKET_NAME = "agent.sock";
 /** The one-shot token hand-over file, inside `run/`; the agent deletes it once read. */
@@ -26,7 +32,7 @@ export function isValidSandboxId(id: string): boolean {
  * A sandbox's directory on the host, `$TETHER_HOME/sandboxes/<id>/` (mode 0700):
  * `token` (0600) is the host's copy of the access token and never enters the sandbox;
  * `run/` is mounted at /run/tether and holds the agent's socket and, until the agent has
- * read it, the token hand-over file.
+ * read it, the token hand-over file; `share/` is mounted read-only at /run/tether-share.
  */
 export class SandboxDir {
   readonly path: string;
@@ -41,6 +47,11 @@ export class SandboxDir {
 
   get runDir(): string {
     return path.join(this.path, "run");
+  }
+
+  /** Mounted read-only at /run/tether-share: files on their way in. */
+  get shareDir(): string {
+    return path.join(this.path, "share");
   }
 
   /** The agent's socket as seen from the host. */
@@ -59,6 +70,8 @@ export class SandboxDir {
     await chmod(this.path, 0o700);
     await mkdir(this.runDir, { mode: 0o700 });
     await chmod(this.runDir, 0o700);
+    await mkdir(this.shareDir, { mode: 0o700 });
+    await chmod(this.shareDir, 0o700);
     const token = randomBytes(32).toString("base64url");
     await writeFile(this.tokenPath, `${token}\n`, { mode: 0o600, flag: "wx" });
     await this.handOverToken();

@@ -15,6 +15,7 @@ import { DockerBackend, type DockerBackendOptions } from "./backends/docker/dock
 import { LocalBackend } from "./backends/local/local-backend.js";
 import { HOST_IMAGE } from "./backends/process/process-backend.js";
 import { validateSpec } from "./backends/spec.js";
+import { SandboxCopy } from "./copy/sandbox-copy.js";
 import {
   EngineUnavailableError,
   ImageNotFoundError,
@@ -268,12 +269,33 @@ export class Sandboxes {
   async connect(id: string, options: { user?: string } = {}): Promise<Agent> {
     await this.maintain();
     const { info } = await this.resolve(id);
+    return this.connectResolved(info, options.user);
+  }
+
+  private async connectResolved(info: SandboxInfo, user: string | undefined): Promise<Agent> {
     if (info.state !== "running") throw new SandboxNotRunningError(info.id, info.state);
     if (!info.endpoint) {
       throw new TetherHostError(`sandbox ${info.id} has no host directory (its socket and token are gone)`);
     }
     this.registry?.touch(info.id);
-    return connect({ socket: info.endpoint.socket, accessToken: info.endpoint.accessToken, user: options.user });
+    return connect({ socket: info.endpoint.socket, accessToken: info.endpoint.accessToken, user });
+  }
+
+  /**
+   * What `tether cp` copies with: a SandboxCopy on a new connection to the sandbox's agent
+   * (closed by its `close`), through the directory the host shares with the sandbox when
+   * there is one. Counts as use.
+   */
+  async copier(id: string, options: { user?: string } = {}): Promise<SandboxCopy> {
+    await this.maintain();
+    const { info } = await this.resolve(id);
+    const agent = await this.connectResolved(info, options.user);
+    const copy = new SandboxCopy(agent, {
+      transferDir: info.endpoint?.transferDir,
+      importDir: info.endpoint?.importDir,
+    });
+    await copy.sweep();
+    return copy;
   }
 
   /** Starts a stopped sandbox (its absolute timeout counts again from now). */

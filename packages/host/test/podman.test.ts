@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import Docker from "dockerode";
 import { detectEngine, ImageNotFoundError, SandboxNotFoundError, SandboxStartError } from "../src/index.js";
@@ -62,6 +65,25 @@ describe("the Docker backend against Podman's compatible API", { skip }, () => {
       async () => (/from-podman-cmd/.test(await t.logs(info.id)) ? true : undefined),
       "the command's output in the logs",
     );
+  });
+
+  test("tether cp's copier goes through the shared directories under Podman: same bytes both ways", async () => {
+    const info = await t.create("tether-test/busybox");
+    assert.ok(info.endpoint?.transferDir && info.endpoint.importDir);
+    const scratch = await mkdtemp(path.join(os.tmpdir(), "tether-podman-copy-"));
+    const copy = await t.sandboxes.copier(info.id);
+    try {
+      const source = path.join(scratch, "in.bin");
+      const bytes = randomBytes(3 << 20);
+      await writeFile(source, bytes);
+      await copy.in(source, "/tmp/copied.bin");
+      await copy.out("/tmp/copied.bin", path.join(scratch, "out.bin"));
+      assert.equal(copy.streamedBecause, undefined);
+      assert.ok((await readFile(path.join(scratch, "out.bin"))).equals(bytes));
+    } finally {
+      copy.close();
+      await rm(scratch, { recursive: true, force: true });
+    }
   });
 
   test("runs the shell-less image", async () => {

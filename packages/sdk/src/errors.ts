@@ -32,6 +32,9 @@ export class ResourceExhaustedError extends TetherError {}
 /** A call did not finish within its deadline. */
 export class TimeoutError extends TetherError {}
 
+/** The agent cannot copy through a directory shared with the host here: stream the file instead. */
+export class TransferUnavailableError extends TetherError {}
+
 /** Nothing accepts connections at a tunnel's host and port inside the sandbox (refused, unresolvable, unreachable). */
 export class PortUnreachableError extends TetherError {
   readonly host: string;

@@ -33,12 +33,14 @@ export {
   ResourceExhaustedError,
   TetherError,
   TimeoutError,
+  TransferUnavailableError,
 } from "./errors.js";
 export {
   type EntryInfo,
   type FileKind,
   type FileOptions,
   Files,
+  type TransferredFile,
   type WriteData,
   type WriteInfo,
 } from "./files/index.js";

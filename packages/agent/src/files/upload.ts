@@ -75,6 +75,24 @@ export class StagedFile {
  * target, if any, is left untouched.
  */
 export async function stageFile(source: Readable, target: string, options: StageOptions): Promise<StagedFile> {
+  // Large writes: the file stream batches queued chunks into one writev per round trip.
+  return stageWith(target, options, (temp) =>
+    pipeline(source, createWriteStream(temp, { flags: "wx", mode: 0o666, highWaterMark: WRITE_BUFFER })),
+  );
+}
+
+/**
+ * The staging of `stageFile` with the temp file's bytes written by `fill`, which must
+ * create `temp` exclusively (`wx` / COPYFILE_EXCL). Same directories, ownership, mode
+ * and symlink rules as a streamed upload; `defaultMode` is what a new file gets when no
+ * `mode` is asked for and there is no old file to keep the bits of.
+ */
+export async function stageWith(
+  target: string,
+  options: StageOptions,
+  fill: (temp: string) => Promise<void>,
+  defaultMode?: number,
+): Promise<StagedFile> {
   await ensureDirs(path.dirname(target), options.owner);
   const existing = await stat(target).catch(() => undefined);
   if (existing?.isDirectory()) throw invalidPath(target, "path is a directory");
@@ -84,10 +102,10 @@ export async function stageFile(source: Readable, target: string, options: Stage
 
   const temp = path.join(dir, `.${path.basename(destination)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
   try {
-    // Large writes: the file stream batches queued chunks into one writev per round trip.
-    await pipeline(source, createWriteStream(temp, { flags: "wx", mode: 0o666, highWaterMark: WRITE_BUFFER }));
+    await fill(temp);
     // Replacing a file keeps its permission bits, as envd's in-place write does.
     if (existing) await chmod(temp, existing.mode & 0o7777);
+    else if (options.mode === undefined && defaultMode !== undefined) await chmod(temp, defaultMode);
     if (options.mode !== undefined) await chmod(temp, options.mode);
     await applyOwner(temp, options.owner);
     let metadataStored = true;

@@ -3,6 +3,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { isAuthorized } from "../auth/access.js";
 import type { AgentContext } from "../context.js";
 import { handleFilesDownload, handleFilesUpload } from "../files/http.js";
+import { handleFilesExport, handleFilesImport } from "../files/transfer.js";
 import { ACTIVITY_PATH, handleActivity } from "../http/activity.js";
 import { handleEnvs, handleHealth, handleInit } from "../http/env.js";
 import { BodyError, type HttpRequest, type HttpResponse, sendError } from "../http/respond.js";
@@ -18,6 +19,8 @@ const httpRoutes: Record<string, HttpRoute> = {
   "POST /init": handleInit,
   "GET /files": handleFilesDownload,
   "POST /files": handleFilesUpload,
+  "POST /files/import": handleFilesImport,
+  "POST /files/export": handleFilesExport,
   [`GET ${ACTIVITY_PATH}`]: handleActivity,
 };
 

@@ -1,6 +1,5 @@
 import { Command } from "commander";
-import { SandboxCopy } from "../copy.js";
-import { connectSandbox } from "../sandboxes.js";
+import { sandboxCopier } from "../sandboxes.js";
 
 /** One side of a copy: a local path, or a path in a sandbox. */
 type End = { sandbox?: undefined; path: string } | { sandbox: string; path: string };
@@ -18,7 +17,9 @@ export function cpCommand(): Command {
     .summary("copy files and directories between this machine and a sandbox")
     .description(
       "Copies a file or a directory tree into (SRC ID:DST) or out of (ID:SRC DST) a sandbox,\n" +
-        "streamed through its agent's file API, so images without a shell or tar work too.\n" +
+        "through its agent's file API, so images without a shell or tar work too. Files go\n" +
+        "through the sandbox's directories on this machine when they are shared (docker\n" +
+        "sandboxes on a local engine), copied in the kernel; otherwise they are streamed.\n" +
         "An existing directory as DST receives SRC under its own name. '-' as the local side\n" +
         "copies one file from stdin or to stdout. File permission bits are kept.",
     )
@@ -32,13 +33,12 @@ export function cpCommand(): Command {
         this.error("error: exactly one of SOURCE and DESTINATION must be ID:PATH (a path in a sandbox)");
       }
       const id = (source.sandbox ?? destination.sandbox) as string;
-      const agent = await connectSandbox(id);
-      const copy = new SandboxCopy(agent);
+      const copy = await sandboxCopier(id);
       try {
         if (source.sandbox !== undefined) await copy.out(source.path, destination.path);
         else await copy.in(source.path, destination.path);
       } finally {
-        agent.close();
+        copy.close();
       }
       for (const warning of copy.warnings) process.stderr.write(`tether: ${warning}\n`);
     });

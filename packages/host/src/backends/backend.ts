@@ -87,6 +87,17 @@ export interface AgentEndpoint {
   /** http://IP:PORT when the sandbox has a network the host can route to. */
   url?: string;
   accessToken: string;
+  /**
+   * A host directory the sandbox's agent also sees (its `--transfer-dir`), through which
+   * files are copied without streaming; absent where the sandbox may not see the host's
+   * writes as they are (a remote engine, gVisor with exclusive mounts) or there is none.
+   */
+  transferDir?: string;
+  /**
+   * A host directory the agent sees read-only (its `--import-dir`): files copied in are
+   * staged there, hard-linked when they can be, since the sandbox cannot change them.
+   */
+  importDir?: string;
 }
 
 export interface SandboxInfo {

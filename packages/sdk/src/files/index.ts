@@ -6,7 +6,14 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { type Client, createClient } from "@connectrpc/connect";
 import { Filesystem, FileType, type EntryInfo as WireEntryInfo } from "@tether/protocol/filesystem";
 import { type Connection, readAll, responseOf } from "../connection.js";
-import { AlreadyExistsError, httpError, InvalidArgumentError, NotFoundError, toTetherError } from "../errors.js";
+import {
+  AlreadyExistsError,
+  httpError,
+  InvalidArgumentError,
+  NotFoundError,
+  TransferUnavailableError,
+  toTetherError,
+} from "../errors.js";
 
 export type FileKind = "file" | "dir" | "symlink" | "unknown";
 
@@ -32,6 +39,15 @@ export interface WriteInfo {
   name: string;
   type: string;
   path: string;
+}
+
+/** A file copied through the directory the host shares with the sandbox. */
+export interface TransferredFile {
+  /** The path in the sandbox. */
+  path: string;
+  size: number;
+  /** Permission bits of the file in the sandbox. */
+  mode: number;
 }
 
 /** Anything `write` can upload; streams are sent as they are read, never held whole. */
@@ -119,6 +135,56 @@ export class Files {
     return entries[0] ?? { name: path.split("/").pop() ?? path, type: "file", path };
   }
 
+  /**
+   * Has the agent copy a file the host staged in the directory they share (the docker
+   * backend's run/ mount) to `path`, with an upload's rules (atomic, parents made, a
+   * replaced file keeps its bits unless `mode` is given). `size` is what the host
+   * staged. TransferUnavailableError when the agent has no such directory or does not
+   * see the file as staged: stream with `write` instead. Used by @tether/host's copies.
+   */
+  async importStaged(
+    staged: string,
+    path: string,
+    options: FileOptions & { size: number; mode?: number },
+  ): Promise<TransferredFile> {
+    const params: Record<string, string> = { staged, size: String(options.size) };
+    if (options.mode !== undefined) params.mode = options.mode.toString(8);
+    return this.transfer("/files/import", path, params, options.user, `copy into ${path}`);
+  }
+
+  /**
+   * Has the agent copy the file at `path` into the shared directory as `staged` (mode
+   * 0600, owned by the host user); the host takes it from there and removes it.
+   * TransferUnavailableError when the agent has no such directory.
+   */
+  async exportStaged(path: string, staged: string, options: FileOptions = {}): Promise<TransferredFile> {
+    return this.transfer("/files/export", path, { staged }, options.user, `copy out ${path}`);
+  }
+
+  private async transfer(
+    endpoint: string,
+    path: string,
+    params: Record<string, string>,
+    user: string | undefined,
+    what: string,
+  ): Promise<TransferredFile> {
+    const stream = await this.open("POST", path, user, what, {}, params, endpoint);
+    try {
+      stream.end();
+      const headers = await responseOf(stream);
+      const status = Number(headers[":status"]);
+      const body = (await readAll(stream)).toString("utf8");
+      if (status === 412 || (status === 404 && body.includes("no such endpoint"))) {
+        throw new TransferUnavailableError(`${what}: ${messageOf(body) || `HTTP ${status}`}`);
+      }
+      if (status !== 200) throw httpError(status, body, what);
+      return JSON.parse(body) as TransferredFile;
+    } catch (err) {
+      stream.destroy();
+      throw toTetherError(err, what, this.connection.address);
+    }
+  }
+
   /** Lists a directory; `depth` > 1 descends into subdirectories. */
   async list(path: string, options: FileOptions & { depth?: number } = {}): Promise<EntryInfo[]> {
     try {
@@ -193,14 +259,16 @@ export class Files {
     what: string,
     extra: http2.OutgoingHttpHeaders,
     params: Record<string, string> = {},
+    endpoint = "/files",
   ): Promise<http2.ClientHttp2Stream> {
     const query = new URLSearchParams({ path, ...params });
     try {
       return await this.connection.request(
         method,
-        `/files?${query}`,
+        `${endpoint}?${query}`,
         { ...this.connection.headers(user), ...extra },
-        { upstream: method === "POST" },
+        // Only an upload carries a body of any size.
+        { upstream: method === "POST" && endpoint === "/files" },
       );
     } catch (err) {
       throw toTetherError(err, what, this.connection.address);
@@ -243,4 +311,14 @@ function toEntryInfo(e: WireEntryInfo): EntryInfo {
     ...(e.symlinkTarget !== undefined ? { symlinkTarget: e.symlinkTarget } : {}),
     metadata: { ...e.metadata },
   };
+}
+
+function messageOf(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { message?: unknown };
+    if (typeof parsed.message === "string") return parsed.message;
+  } catch {
+    // Not JSON: the raw text.
+  }
+  return body.trim();
 }

@@ -1,6 +1,6 @@
 import { AGENT_CONTAINER_PORT, agentCommand, DEFAULT_MOUNT_POINT } from "@tether/bundle";
 import type Docker from "dockerode";
-import { AGENT_SOCKET_NAME, SANDBOX_RUN_DIR, TOKEN_HANDOVER_NAME } from "../../sandbox-dir.js";
+import { AGENT_SOCKET_NAME, SANDBOX_RUN_DIR, SANDBOX_SHARE_DIR, TOKEN_HANDOVER_NAME } from "../../sandbox-dir.js";
 import { LABEL_HOME, LABEL_MANAGED_BY, LABEL_SANDBOX, MANAGED_BY } from "../backend.js";
 import type { ValidSpec } from "../spec.js";
 import type { EngineStrategy } from "./engine.js";
@@ -28,6 +28,8 @@ export interface ContainerPlan {
   bundleDir?: string;
   /** Host directory mounted at /run/tether. */
   runDir: string;
+  /** Host directory mounted read-only at /run/tether-share. */
+  shareDir: string;
   homeLabel: string;
   hostUser: { uid: number; gid: number };
   strategy: EngineStrategy;
@@ -80,6 +82,11 @@ export function agentFlags(plan: ContainerPlan): string[] {
     `${owner.uid}:${owner.gid}`,
     "--access-token-file",
     `${SANDBOX_RUN_DIR}/${TOKEN_HANDOVER_NAME}`,
+    // run/ is the host's too: `tether cp` stages files there (see the agent's files/transfer).
+    "--transfer-dir",
+    SANDBOX_RUN_DIR,
+    "--import-dir",
+    SANDBOX_SHARE_DIR,
     "--inherit-env",
   ];
   if (plan.spec.network === "none") flags.push("--no-tcp");
@@ -102,6 +109,7 @@ export function containerConfig(plan: ContainerPlan): Docker.ContainerCreateOpti
   const binds = [
     ...(plan.bundleDir ? [`${plan.bundleDir}:${DEFAULT_MOUNT_POINT}:ro`] : []),
     `${plan.runDir}:${SANDBOX_RUN_DIR}`,
+    `${plan.shareDir}:${SANDBOX_SHARE_DIR}:ro`,
     ...spec.mounts.map((m) => `${m.source}:${m.target}${m.readOnly ? ":ro" : ""}`),
   ];
   const hostConfig: Docker.HostConfig = {

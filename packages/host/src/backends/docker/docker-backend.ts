@@ -12,7 +12,7 @@ import {
 } from "../../errors.js";
 import { tetherHome } from "../../home.js";
 import { prepareImage } from "../../prepare-image.js";
-import { isValidSandboxId, newSandboxId, SandboxDir } from "../../sandbox-dir.js";
+import { isValidSandboxId, newSandboxId, SANDBOX_SHARE_DIR, SandboxDir } from "../../sandbox-dir.js";
 import {
   LABEL_HOME,
   LABEL_MANAGED_BY,
@@ -133,6 +133,7 @@ export class DockerBackend implements SandboxBackend {
               image,
               bundleDir,
               runDir: dir.runDir,
+              shareDir: dir.shareDir,
               homeLabel: this.homeLabel,
               hostUser: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
               strategy: engine.strategy,
@@ -253,7 +254,14 @@ export class DockerBackend implements SandboxBackend {
       if (info.endpoint && address && state === "running" && details.HostConfig.NetworkMode !== "none") {
         info.endpoint.url = `http://${address}:${AGENT_CONTAINER_PORT}`;
       }
-      void sandboxId;
+      if (info.endpoint && sharesRunDir(details, engine)) {
+        const dir = new SandboxDir(this.home, sandboxId);
+        info.endpoint.transferDir = dir.runDir;
+        // Containers made before share/ existed have no such mount.
+        if (details.HostConfig.Binds?.some((bind) => bind.startsWith(`${dir.shareDir}:${SANDBOX_SHARE_DIR}:ro`))) {
+          info.endpoint.importDir = dir.shareDir;
+        }
+      }
       return info;
     });
   }
@@ -472,4 +480,18 @@ function ignoreStatus(...codes: number[]): (err: unknown) => void {
   return (err) => {
     if (!codes.includes(statusOf(err) ?? 0)) throw err;
   };
+}
+
+/**
+ * Whether the container sees its run/ and share/ mounts as the host writes them, so files
+ * can be handed over there: only for an engine on this machine (a unix socket), and under
+ * gVisor (runsc) only while its bind mounts stay shared with the host (the default;
+ * checked with runsc's --host-uds=create here: fresh names both ways, same bytes). Every
+ * hand-over also checks sizes and falls back to streaming when they disagree.
+ */
+function sharesRunDir(details: Docker.ContainerInspectInfo, engine: Engine): boolean {
+  if (!engine.endpoint.startsWith("unix://")) return false;
+  const runtime = details.HostConfig.Runtime ?? engine.defaultRuntime ?? "runc";
+  const args = engine.runtimeArgs[runtime] ?? [];
+  return !args.some((arg) => arg.startsWith("--file-access-mounts=") && !arg.endsWith("=shared"));
 }

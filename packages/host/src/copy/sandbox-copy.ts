@@ -3,18 +3,53 @@ import { chmod, lstat, mkdir, readdir, readlink, stat, symlink } from "node:fs/p
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { type Agent, type EntryInfo, NotFoundError } from "@tether/sdk";
+import { type Agent, type EntryInfo, NotFoundError, TransferUnavailableError } from "@tether/sdk";
+import { SharedTransferDir } from "./shared-dir.js";
+
+/** Batches the HTTP/2 stream's 16 KiB chunks into large writes (the 16 KiB default capped downloads at ~200 MB/s). */
+const WRITE_BUFFER = 4 << 20;
+
+export interface SandboxCopyOptions {
+  /**
+   * The host side of a directory shared with the sandbox (the docker backend's run/),
+   * through which files are copied in the kernel instead of streamed. Without it, or
+   * once the agent says it cannot use it, files stream through the agent's HTTP API.
+   */
+  transferDir?: string;
+  /** A directory the sandbox sees read-only, to stage files going in (see SharedTransferDir). */
+  importDir?: string;
+}
 
 /**
- * Copies between this machine and a sandbox over the agent's file API only (stat, list,
- * streamed read and write), so it works in images without a shell or tar. Directories
- * are walked entry by entry; file permission bits are kept both ways.
+ * Copies between this machine and a sandbox over the agent's file API (stat, list, and
+ * files either through the directory the host shares with the sandbox, or streamed), so
+ * it works in images without a shell or tar. Directories are walked entry by entry;
+ * file permission bits are kept both ways. What `tether cp` runs.
  */
 export class SandboxCopy {
   /** Notes for the user (entries that could not be copied as they are). */
   readonly warnings: string[] = [];
+  /** Why files are streamed rather than copied through a shared directory (undefined while that works). */
+  streamedBecause: string | undefined;
+  private shared: SharedTransferDir | undefined;
 
-  constructor(private readonly agent: Agent) {}
+  constructor(
+    readonly agent: Agent,
+    options: SandboxCopyOptions = {},
+  ) {
+    if (options.transferDir) this.shared = new SharedTransferDir(options.transferDir, options.importDir);
+    else this.streamedBecause = "no directory is shared with the sandbox";
+  }
+
+  /** Clears what earlier copies left staged when their process died mid-copy. */
+  async sweep(): Promise<void> {
+    await this.shared?.sweep();
+  }
+
+  /** Closes the connection to the agent. */
+  close(): void {
+    this.agent.close();
+  }
 
   /** Sandbox `source` to local `destination` (`-`: the file to stdout). */
   async out(source: string, destination: string): Promise<void> {
@@ -48,17 +83,52 @@ export class SandboxCopy {
     const target =
       into?.type === "dir" ? path.posix.join(destination, path.basename(path.resolve(source))) : destination;
     if (info.isDirectory()) await this.dirIn(source, target);
-    else if (info.isFile())
-      await this.agent.files.write(target, createReadStream(source, { highWaterMark: 1 << 20 }), {
-        mode: info.mode & 0o7777,
-      });
+    else if (info.isFile()) await this.fileIn(source, target, info.mode & 0o7777);
     else throw new Error(`${source} is not a file or directory`);
   }
 
+  private async fileIn(source: string, target: string, mode: number): Promise<void> {
+    const shared = this.shared;
+    if (shared) {
+      const name = shared.newName();
+      try {
+        const size = await shared.stage(source, name);
+        await this.agent.files.importStaged(name, target, { size, mode });
+        return;
+      } catch (err) {
+        if (!(err instanceof TransferUnavailableError)) throw err;
+        this.fallBack(err);
+      } finally {
+        await shared.remove(name);
+      }
+    }
+    await this.agent.files.write(target, createReadStream(source, { highWaterMark: 1 << 20 }), { mode });
+  }
+
   private async fileOut(source: string, target: string, mode: number): Promise<void> {
+    const shared = this.shared;
+    if (shared) {
+      const name = shared.newName();
+      try {
+        // The host copies while the agent writes: the two copies overlap.
+        await shared.take(name, this.agent.files.exportStaged(source, name), target);
+        return;
+      } catch (err) {
+        if (!(err instanceof TransferUnavailableError)) throw err;
+        this.fallBack(err);
+      } finally {
+        await shared.remove(name);
+      }
+    }
     const body = await this.agent.files.read(source, { format: "stream" });
-    await pipeline(body, createWriteStream(target, { mode }));
+    await pipeline(body, createWriteStream(target, { mode, highWaterMark: WRITE_BUFFER }));
     await chmod(target, mode);
+  }
+
+  /** From now on, stream: the directory is not shared after all (another machine, a runtime that hides it). */
+  private fallBack(err: TransferUnavailableError): void {
+    this.shared = undefined;
+    this.streamedBecause = err.message;
   }
 
   /** `root` is the copied tree's real path in the sandbox, `relDir` this directory's place in it. */
@@ -84,7 +154,7 @@ export class SandboxCopy {
       if (entry.isDirectory()) await this.dirIn(from, to);
       else if (entry.isFile()) {
         const { mode } = await lstat(from);
-        await this.agent.files.write(to, createReadStream(from, { highWaterMark: 1 << 20 }), { mode: mode & 0o7777 });
+        await this.fileIn(from, to, mode & 0o7777);
       } else if (entry.isSymbolicLink()) {
         this.warnings.push(
           `skipped ${from}: a symlink (-> ${await readlink(from)}); the agent's file API cannot make links`,

@@ -254,14 +254,7 @@ export class DockerBackend implements SandboxBackend {
       if (info.endpoint && address && state === "running" && details.HostConfig.NetworkMode !== "none") {
         info.endpoint.url = `http://${address}:${AGENT_CONTAINER_PORT}`;
       }
-      if (info.endpoint && sharesRunDir(details, engine)) {
-        const dir = new SandboxDir(this.home, sandboxId);
-        info.endpoint.transferDir = dir.runDir;
-        // Containers made before share/ existed have no such mount.
-        if (details.HostConfig.Binds?.some((bind) => bind.startsWith(`${dir.shareDir}:${SANDBOX_SHARE_DIR}:ro`))) {
-          info.endpoint.importDir = dir.shareDir;
-        }
-      }
+      this.addSharedDirs(info, details, engine, sandboxId);
       return info;
     });
   }
@@ -411,7 +404,24 @@ export class DockerBackend implements SandboxBackend {
     if (address && info.endpoint && details.HostConfig.NetworkMode !== "none") {
       info.endpoint.url = `http://${address}:${AGENT_CONTAINER_PORT}`;
     }
+    this.addSharedDirs(info, details, engine, info.id);
     return info;
+  }
+
+  /** The directories tether cp stages files in, when this container shares them with the host. */
+  private addSharedDirs(
+    info: SandboxInfo,
+    details: Docker.ContainerInspectInfo,
+    engine: Engine,
+    sandboxId: string,
+  ): void {
+    if (!info.endpoint || !sharesRunDir(details, engine)) return;
+    const dir = new SandboxDir(this.home, sandboxId);
+    info.endpoint.transferDir = dir.runDir;
+    // Containers made before share/ existed have no such mount.
+    if (details.HostConfig.Binds?.some((bind) => bind.startsWith(`${dir.shareDir}:${SANDBOX_SHARE_DIR}:ro`))) {
+      info.endpoint.importDir = dir.shareDir;
+    }
   }
 
   private async describe(summary: Docker.ContainerInfo, state: SandboxState): Promise<SandboxInfo> {

@@ -5,7 +5,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import { addonEntries } from "./addons.js";
+import { addonEntries, NATIVE_ADDONS } from "./addons.js";
 import { AGENT_DIR, bundleAgentScript, COMPILE_CACHE_DIR } from "./agent-script.js";
 import type { BundleEntry } from "./entries.js";
 import { contentHash, describeEntries } from "./hash.js";
@@ -162,7 +162,7 @@ async function writeBundle(dir: string, entries: readonly BundleEntry[], manifes
 /**
  * Fills compile-cache/ (see the loader in agent-script.ts) by running the staged bundle as a
  * sandbox does: tetherd.js --help compiles what a start compiles, with the same V8 flags, then
- * the other agent modules (the lazily loaded chunks) are compiled too. The cache is derived
+ * the other agent modules (the lazily loaded chunks) and the addons' JavaScript are compiled too. The cache is derived
  * from the hashed files and checked by Node against them, so it is not part of the content
  * hash (V8's cache bytes need not be reproducible); a bundle without it only starts slower.
  */
@@ -181,6 +181,8 @@ async function writeCompileCache(staging: string, manifest: BundleManifest): Pro
     'import module from "node:module";',
     `module.enableCompileCache({ directory: ${JSON.stringify(path.join(staging, COMPILE_CACHE_DIR))}, portable: true });`,
     ...chunks.map((p) => `await import(${JSON.stringify(pathToFileURL(path.join(staging, p)).href)});`),
+    // The addons' JavaScript too (the spawner loads at every start), resolved from staging/.
+    ...NATIVE_ADDONS.map((a) => `await import(${JSON.stringify(a.name)});`),
   ].join("\n");
   // The node options go before the script's path in agentCommand's argv: drop tetherd.js for -e.
   const nodeArgs = args.slice(0, -1);

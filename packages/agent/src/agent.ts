@@ -1,28 +1,24 @@
 import type net from "node:net";
 import { AGENT_DEFAULT_PORT } from "@tether/protocol";
 import { UserDirectory } from "./auth/users.js";
-import { type CocoonListeners, type CocoonOptions, startCocoon } from "./cocoon/listener.js";
+import type { CocoonListeners, CocoonOptions } from "./cocoon/listener.js";
 import type { AgentContext } from "./context.js";
-import { createFilesystemService } from "./files/service.js";
 import { createLogger, type Logger } from "./logger.js";
 import { LoopbackExposer } from "./ports/loopback-exposer.js";
 import { PortWatcher } from "./ports/port-watcher.js";
-import { createPortsService } from "./ports/service.js";
 import { createExecService } from "./process/exec-service.js";
 import { inheritedEnv } from "./process/inherited-env.js";
 import { createProcessService } from "./process/service.js";
 import { preparePipeSpawner } from "./process/spawner.js";
 import { ProcessTable } from "./process/table.js";
 import { createRequestHandler } from "./server/handler.js";
+import { LazyService } from "./server/lazy-service.js";
 import { createDualServer, listenTcp, listenUnix } from "./server/listen.js";
 import { AgentState } from "./state.js";
 import { planSupervisedCommand } from "./supervisor/plan.js";
 import { SupervisedCommand } from "./supervisor/supervised-command.js";
-import { createTunnelService } from "./tunnel/service.js";
 import type { CloneRetry } from "./workspace/git.js";
-import { WorkspaceInit } from "./workspace/init.js";
-import { createWorkspaceService } from "./workspace/service.js";
-import { createYoloService } from "./workspace/yolo-service.js";
+import type { WorkspaceInit } from "./workspace/init.js";
 
 /** How long the supervised command gets between SIGTERM and SIGKILL when the agent stops. */
 export const DEFAULT_SUPERVISE_STOP_TIMEOUT_MS = 5000;
@@ -100,17 +96,37 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
   const spawner = await preparePipeSpawner(log);
   // envd's Process service and tether.v1.Exec see the same processes.
   const processes = new ProcessTable();
-  const services = [
-    createProcessService(context, processes),
-    createExecService(context, processes),
-    createFilesystemService(context),
-  ];
+  const services = [createProcessService(context, processes), createExecService(context, processes)];
   const ports = new PortWatcher(log, options.portScanIntervalMs);
-  services.push(createPortsService(context, ports), createTunnelService(context));
   const exposer = options.exposeLoopback ? new LoopbackExposer(ports, log) : undefined;
-  const workspace = new WorkspaceInit(context, { cloneRetry: options.cloneRetry });
-  services.push(createWorkspaceService(context, workspace), createYoloService(context, workspace, options.gitBaseUrl));
-  const handler = createRequestHandler(context, services);
+  // The rest load on their first call: a new sandbox's first exec need not wait for them.
+  let workspace: Promise<WorkspaceInit> | undefined;
+  const workspaceInit = () => {
+    workspace ??= import("./workspace/init.js").then(
+      (m) => new m.WorkspaceInit(context, { cloneRetry: options.cloneRetry }),
+    );
+    return workspace;
+  };
+  const lazyServices = [
+    new LazyService("filesystem.Filesystem", async () =>
+      (await import("./files/service.js")).createFilesystemService(context),
+    ),
+    new LazyService("tether.v1.Ports", async () =>
+      (await import("./ports/service.js")).createPortsService(context, ports),
+    ),
+    new LazyService("tether.v1.Tunnel", async () => (await import("./tunnel/service.js")).createTunnelService(context)),
+    new LazyService("tether.v1.Workspace", async () =>
+      (await import("./workspace/service.js")).createWorkspaceService(context, await workspaceInit()),
+    ),
+    new LazyService("yolo.agent_container.Agent", async () =>
+      (await import("./workspace/yolo-service.js")).createYoloService(
+        context,
+        await workspaceInit(),
+        options.gitBaseUrl,
+      ),
+    ),
+  ];
+  const handler = createRequestHandler(context, services, lazyServices);
 
   const listeners: { server: net.Server; sockets: Set<net.Socket> }[] = [];
   const result: RunningAgent = { context, close };
@@ -133,7 +149,10 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
       result.socket = options.socket;
     }
     await exposer?.start();
-    if (options.cocoon) result.cocoon = await startCocoon(context, options.cocoon);
+    if (options.cocoon) {
+      const { startCocoon } = await import("./cocoon/listener.js");
+      result.cocoon = await startCocoon(context, options.cocoon);
+    }
     // Started once the agent listens, so a host waiting for health never misses it.
     if (plan) result.supervised = SupervisedCommand.start(plan, log);
   } catch (err) {
@@ -155,7 +174,9 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     await result.cocoon?.close();
     await result.supervised?.stop(options.superviseStopTimeoutMs ?? DEFAULT_SUPERVISE_STOP_TIMEOUT_MS);
     await exposer?.close();
-    await Promise.all(services.map((s) => s.close()));
+    // Also the ports service's, but that one may never have loaded.
+    ports.close();
+    await Promise.all([...services, ...lazyServices].map((s) => s.close()));
     await Promise.all(
       listeners.map(
         ({ server, sockets }) =>

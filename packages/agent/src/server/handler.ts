@@ -8,6 +8,7 @@ import { ACTIVITY_PATH, handleActivity } from "../http/activity.js";
 import { handleEnvs, handleHealth, handleInit } from "../http/env.js";
 import { BodyError, type HttpRequest, type HttpResponse, sendError } from "../http/respond.js";
 import { errorMapper, httpStatusOf } from "./errors.js";
+import type { LazyService } from "./lazy-service.js";
 import { kNodeResponse } from "./raw-messages.js";
 import type { AgentService } from "./service.js";
 
@@ -28,7 +29,7 @@ const httpRoutes: Record<string, HttpRoute> = {
  * One request handler for everything the agent serves: the HTTP endpoints, and Connect,
  * gRPC and gRPC-Web for the RPC services. Works for HTTP/1.1 and HTTP/2 requests alike.
  */
-export function createRequestHandler(ctx: AgentContext, services: AgentService[]) {
+export function createRequestHandler(ctx: AgentContext, services: AgentService[], lazyServices: LazyService[] = []) {
   const authGate: Interceptor = (next) => async (req) => {
     if (!isAuthorized(ctx.state, req.header)) {
       throw new ConnectError("missing or wrong access token (X-Access-Token)", Code.Unauthenticated);
@@ -37,17 +38,36 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
   };
   // Lets a streaming handler write its hot messages to the response itself (RawMessageWriter).
   const responses = new WeakMap<HttpRequest, HttpResponse>();
-  const rpc = connectNodeAdapter({
-    routes: (router) => {
-      for (const service of services) service.register(router);
-    },
-    // Auth first, so an unauthenticated call does nothing, not even fail differently.
-    interceptors: [authGate, errorMapper],
-    // Uploads and large reads travel in streams; unary messages stay small.
-    readMaxBytes: 16 << 20,
-    contextValues: (req) => createContextValues().set(kNodeResponse, responses.get(req)),
-    fallback: (_req, res) => sendError(res as HttpResponse, 404, "no such endpoint"),
-  });
+  const adapter = (registered: AgentService[]) =>
+    connectNodeAdapter({
+      routes: (router) => {
+        for (const service of registered) service.register(router);
+      },
+      // Auth first, so an unauthenticated call does nothing, not even fail differently.
+      interceptors: [authGate, errorMapper],
+      // Uploads and large reads travel in streams; unary messages stay small.
+      readMaxBytes: 16 << 20,
+      contextValues: (req) => createContextValues().set(kNodeResponse, responses.get(req)),
+      fallback: (_req, res) => sendError(res as HttpResponse, 404, "no such endpoint"),
+    });
+  const rpc = adapter(services);
+  // Each lazy service gets its own adapter, made when its first call arrives.
+  const lazyAdapters = new Map<string, Promise<ReturnType<typeof adapter>> | undefined>(
+    lazyServices.map((service) => [service.typeName, undefined]),
+  );
+  const lazyByName = new Map(lazyServices.map((service) => [service.typeName, service]));
+  function lazyRpc(pathname: string): Promise<ReturnType<typeof adapter>> | undefined {
+    const name = pathname.split("/")[1] ?? "";
+    const service = lazyByName.get(name);
+    if (!service) return undefined;
+    let made = lazyAdapters.get(name);
+    if (!made) {
+      made = service.load().then((loaded) => adapter([loaded]));
+      made.catch(() => lazyAdapters.set(name, undefined));
+      lazyAdapters.set(name, made);
+    }
+    return made;
+  }
 
   return (req: HttpRequest, res: HttpResponse): void => {
     const url = new URL(req.url ?? "/", "http://agent");
@@ -60,7 +80,18 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
     const route = httpRoutes[`${req.method} ${url.pathname}`];
     if (!route) {
       responses.set(req, res);
-      rpc(req, res);
+      const lazy = lazyRpc(url.pathname);
+      if (!lazy) {
+        rpc(req, res);
+        return;
+      }
+      lazy.then(
+        (handle) => handle(req, res),
+        (err: unknown) => {
+          ctx.log.error({ err, path: url.pathname }, "loading a service failed");
+          sendError(res, 500, `the service could not be loaded: ${err instanceof Error ? err.message : String(err)}`);
+        },
+      );
       return;
     }
     if (!isAuthorized(ctx.state, req.headers)) {

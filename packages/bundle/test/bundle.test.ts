@@ -6,6 +6,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
+import { Sandbox } from "e2b";
 import {
   agentCommand,
   type BuiltBundle,
@@ -121,7 +122,7 @@ describe("the bundled runtime", () => {
     assert.doesNotMatch(env, /^LD_/m);
   });
 
-  test("tetherd.js starts from the bundle on this host and answers /health", async () => {
+  test("tetherd.js starts from the bundle on this host and answers /health and the e2b SDK", async () => {
     const [file, argv] = hostNodeArgv(bundle.dir, path.join(bundle.dir, "tetherd.js"), "--port", "0");
     const child = spawn(file, argv, { stdio: ["ignore", "ignore", "pipe"] });
     try {
@@ -136,6 +137,15 @@ describe("the bundled runtime", () => {
       });
       const res = await fetch(`${url}/health`);
       assert.ok(res.ok, `GET /health answered ${res.status}`);
+      // The official e2b SDK speaks Connect JSON over HTTP/1.1: the bundled agent's own
+      // Headers, its lazily loaded Filesystem service and /files all answer it.
+      const sandbox = await Sandbox.create({ debug: true, sandboxUrl: url });
+      const file = path.join(scratch, "e2b.txt");
+      await sandbox.files.write(file, "through the bundle");
+      assert.equal(await sandbox.files.read(file), "through the bundle");
+      const listed = await sandbox.files.list(scratch);
+      assert.ok(listed.some((entry) => entry.name === "e2b.txt"));
+      assert.deepEqual(await sandbox.commands.list(), []);
     } finally {
       child.kill("SIGTERM");
     }

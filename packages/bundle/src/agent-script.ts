@@ -1,7 +1,6 @@
 import { existsSync } from "node:fs";
 import { builtinModules } from "node:module";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { build, type Plugin } from "esbuild";
 import { NATIVE_ADDONS } from "./addons.js";
 
@@ -68,9 +67,6 @@ const LOADER = [
 ].join("\n");
 
 /** One file of the bundled agent, relative to the bundle's root. */
-/** Exports the `Headers` the bundle uses instead of Node's global one (see the file). */
-const HEADERS_INJECT = fileURLToPath(new URL("../../inject/headers.js", import.meta.url));
-
 export interface AgentScriptFile {
   path: string;
   data: Uint8Array;
@@ -105,9 +101,6 @@ export async function bundleAgentScript(agentDir: string): Promise<AgentScriptFi
     external: NATIVE_ADDONS.map((a) => a.name),
     banner: { js: BANNER },
     plugins: [builtinsViaRequire],
-    inject: [HEADERS_INJECT],
-    // The polyfill asks `init instanceof globalThis.Headers`, which would load undici anyway.
-    define: { "globalThis.Headers": "undefined" },
     logLevel: "silent",
   });
   const files = result.outputFiles.map((f) => ({

@@ -137,8 +137,8 @@ describe("the bundled runtime", () => {
       });
       const res = await fetch(`${url}/health`);
       assert.ok(res.ok, `GET /health answered ${res.status}`);
-      // The official e2b SDK speaks Connect JSON over HTTP/1.1: the bundled agent's own
-      // Headers, its lazily loaded Filesystem service and /files all answer it.
+      // The official e2b SDK speaks Connect JSON over HTTP/1.1: the bundled agent's RPC
+      // services (Filesystem loaded on this first call) and /files all answer it.
       const sandbox = await Sandbox.create({ debug: true, sandboxUrl: url });
       const file = path.join(scratch, "e2b.txt");
       await sandbox.files.write(file, "through the bundle");

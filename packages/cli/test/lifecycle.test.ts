@@ -337,11 +337,14 @@ describe("timeouts, enforced by any CLI call", () => {
   });
 
   test("--idle-timeout: an exec keeps it alive, idleness stops it", async () => {
-    const id = await create("--backend", "local", "--idle-timeout", "1500ms");
-    const busy = await h.tether(["exec", id, "--", "sleep", "2"]);
+    // Margins of seconds: each tether command is a Node start, slow on a loaded machine.
+    const id = await create("--backend", "local", "--idle-timeout", "3s");
+    // Longer than the timeout: only the exec's own activity can keep the sandbox running.
+    const busy = await h.tether(["exec", id, "--", "sleep", "4"]);
     assert.equal(busy.code, 0, busy.stderr);
-    assert.equal(record(id)?.state, "running");
-    await new Promise((r) => setTimeout(r, 1700));
+    await h.tether(["ls"]);
+    assert.equal(record(id)?.state, "running", "the exec that just ended counts as activity");
+    await new Promise((r) => setTimeout(r, 3300));
     await h.tether(["ls"]);
     assert.equal(record(id)?.state, "stopped");
     const events = new Registry(h.home);

@@ -130,7 +130,9 @@ for (const backend of BACKENDS) {
       const seen = await eventually(async () => {
         const chunks: string[] = [];
         for await (const c of sandboxes.logs(made.id)) chunks.push(`${c.stream}:${c.data}`);
-        return chunks.some((s) => s.includes("err-line")) ? chunks : undefined;
+        // The two streams are read apart: wait for both lines, not one.
+        const both = chunks.some((s) => s.includes("err-line")) && chunks.some((s) => s.includes("out-line"));
+        return both ? chunks : undefined;
       }, "the command's output");
       assert.ok(seen.some((s) => s.startsWith("stdout:") && s.includes("out-line")));
       assert.ok(seen.some((s) => s.startsWith("stderr:") && s.includes("err-line")));

@@ -6,7 +6,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { connect } from "@tether/sdk";
 import { InvalidSandboxSpecError } from "../src/index.js";
-import { engineSkipReason, TestSandboxes } from "./support/sandboxes.js";
+import { engineSkipReason, eventually, TestSandboxes } from "./support/sandboxes.js";
 
 const BUSYBOX = "tether-test/busybox";
 const skip = await engineSkipReason([BUSYBOX]);
@@ -101,7 +101,11 @@ describe("sandbox options", { skip }, () => {
     assert.equal(await sh(info.id, "id -u"), "65534\n");
     // The agent is root, so a request may still name another user.
     assert.equal(await sh(info.id, "id -u", "root"), "0\n");
-    const logs = await t.logs(info.id);
+    // The image's command starts once the agent listens: its line may still be on its way.
+    const logs = await eventually(async () => {
+      const text = await t.logs(info.id);
+      return text.includes("cmd-uid=") ? text : undefined;
+    }, "the command's log line");
     assert.match(logs, /cmd-uid=65534/);
   });
 

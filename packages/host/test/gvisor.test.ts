@@ -1,11 +1,8 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { DockerBackend } from "../src/index.js";
-import { engineSkipReason, TestSandboxes } from "./support/sandboxes.js";
+import { assertSharedCopyRoundTrip, engineSkipReason, TestSandboxes } from "./support/sandboxes.js";
 
 const BUSYBOX = "tether-test/busybox";
 let skip = await engineSkipReason([BUSYBOX]);
@@ -48,20 +45,7 @@ describe("a gVisor sandbox (runsc, network none)", { skip }, () => {
   test("tether cp's copier goes through the shared directories under gVisor too: same bytes both ways", async () => {
     const info = await t.create(BUSYBOX, { runtime: "runsc", network: "none" });
     assert.ok(info.endpoint?.transferDir && info.endpoint.importDir, "runsc's bind mounts are shared here");
-    const scratch = await mkdtemp(path.join(os.tmpdir(), "tether-gvisor-copy-"));
-    const copy = await t.sandboxes.copier(info.id);
-    try {
-      const source = path.join(scratch, "in.bin");
-      const bytes = randomBytes(5 << 20);
-      await writeFile(source, bytes);
-      await copy.in(source, "/tmp/copied.bin");
-      await copy.out("/tmp/copied.bin", path.join(scratch, "out.bin"));
-      assert.equal(copy.streamedBecause, undefined);
-      assert.ok((await readFile(path.join(scratch, "out.bin"))).equals(bytes));
-    } finally {
-      copy.close();
-      await rm(scratch, { recursive: true, force: true });
-    }
+    await assertSharedCopyRoundTrip(t.sandboxes, info.id, 5 << 20);
   });
 
   test("bridge networking is refused when runsc is registered with --network=none", async (ctx) => {

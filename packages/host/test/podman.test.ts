@@ -1,12 +1,9 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import Docker from "dockerode";
 import { detectEngine, ImageNotFoundError, SandboxNotFoundError, SandboxStartError } from "../src/index.js";
-import { eventually, TestSandboxes } from "./support/sandboxes.js";
+import { assertSharedCopyRoundTrip, eventually, TestSandboxes } from "./support/sandboxes.js";
 
 /** Podman's Docker-compatible socket, as started by scripts/start-podman.sh. */
 const SOCKET = process.env.TETHER_TEST_PODMAN_SOCKET ?? "/tmp/podman.sock";
@@ -70,20 +67,7 @@ describe("the Docker backend against Podman's compatible API", { skip }, () => {
   test("tether cp's copier goes through the shared directories under Podman: same bytes both ways", async () => {
     const info = await t.create("tether-test/busybox");
     assert.ok(info.endpoint?.transferDir && info.endpoint.importDir);
-    const scratch = await mkdtemp(path.join(os.tmpdir(), "tether-podman-copy-"));
-    const copy = await t.sandboxes.copier(info.id);
-    try {
-      const source = path.join(scratch, "in.bin");
-      const bytes = randomBytes(3 << 20);
-      await writeFile(source, bytes);
-      await copy.in(source, "/tmp/copied.bin");
-      await copy.out("/tmp/copied.bin", path.join(scratch, "out.bin"));
-      assert.equal(copy.streamedBecause, undefined);
-      assert.ok((await readFile(path.join(scratch, "out.bin"))).equals(bytes));
-    } finally {
-      copy.close();
-      await rm(scratch, { recursive: true, force: true });
-    }
+    await assertSharedCopyRoundTrip(t.sandboxes, info.id, 3 << 20);
   });
 
   test("runs the shell-less image", async () => {

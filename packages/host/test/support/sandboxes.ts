@@ -1,5 +1,6 @@
-import { randomUUID } from "node:crypto";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import assert from "node:assert/strict";
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { type BuiltBundle, buildBundle } from "@tether/bundle";
@@ -137,4 +138,25 @@ export async function deriveImage(docker: Docker, tag: string, from: string, lin
   const failed = output.find((e) => e.error);
   if (failed) throw new Error(`building ${tag} failed: ${failed.error}`);
   return tag;
+}
+
+/**
+ * Copies `size` random bytes into a sandbox and back out with tether cp's copier, and
+ * checks they came back the same through the shared directories (not streamed).
+ */
+export async function assertSharedCopyRoundTrip(sandboxes: Sandboxes, id: string, size: number): Promise<void> {
+  const scratch = await mkdtemp(path.join(os.tmpdir(), "tether-copy-round-trip-"));
+  const copy = await sandboxes.copier(id);
+  try {
+    const source = path.join(scratch, "in.bin");
+    const bytes = randomBytes(size);
+    await writeFile(source, bytes);
+    await copy.in(source, "/tmp/copied.bin");
+    await copy.out("/tmp/copied.bin", path.join(scratch, "out.bin"));
+    assert.equal(copy.streamedBecause, undefined);
+    assert.ok((await readFile(path.join(scratch, "out.bin"))).equals(bytes));
+  } finally {
+    copy.close();
+    await rm(scratch, { recursive: true, force: true });
+  }
 }

@@ -39,10 +39,26 @@ interface TransferredFile {
 }
 
 /**
+ * What both endpoints start from: the shared directory (answering 412 and returning
+ * undefined when there is none), the request's user, the staged name and the user's path.
+ */
+function transferCall(ctx: AgentContext, req: HttpRequest, res: HttpResponse, url: URL) {
+  const transfer = ctx.transfer;
+  if (!transfer) {
+    sendError(res, UNAVAILABLE, "this agent has no directory shared with the host");
+    return undefined;
+  }
+  const user = requestUser(ctx, req.headers, url.searchParams.get("username"));
+  const name = stagedName(url);
+  const target = resolveUserPath(user, url.searchParams.get("path") ?? "");
+  return { transfer, user, name, target };
+}
+
+/**
  * `POST /files/import?staged=NAME&path=&username=&mode=&size=`: copies the host's staged
  * file into `path` with an upload's rules (temp file beside the target, renamed into
  * place; parents made and owned by the user; a replaced file keeps its bits; writes
- * through a symlink at the target). 409 when there is no shared directory or the staged
+ * through a symlink at the target). 412 when there is no shared directory or the staged
  * file is not there with `size` bytes (the host then streams).
  */
 export async function handleFilesImport(
@@ -51,15 +67,13 @@ export async function handleFilesImport(
   res: HttpResponse,
   url: URL,
 ): Promise<void> {
-  const transfer = ctx.transfer;
-  if (!transfer) return sendError(res, UNAVAILABLE, "this agent has no directory shared with the host");
-  const user = requestUser(ctx, req.headers, url.searchParams.get("username"));
+  const call = transferCall(ctx, req, res, url);
+  if (!call) return;
+  const { transfer, user, name, target } = call;
   const owner = ownerFor(ctx, user);
-  const name = stagedName(url);
   const size = Number(url.searchParams.get("size") ?? Number.NaN);
   if (!Number.isSafeInteger(size) || size < 0) throw invalidPath(String(size), "size is not a byte count");
   const mode = modeParam(url.searchParams.get("mode"));
-  const target = resolveUserPath(user, url.searchParams.get("path") ?? "");
 
   // The directory is writable from inside the sandbox: never follow a link put there, and
   // copy from the descriptor we checked, not from the name.
@@ -96,7 +110,7 @@ export async function handleFilesImport(
  * `POST /files/export?staged=NAME&path=&username=`: copies the file at `path` (resolved
  * as `GET /files` does) into the shared directory under NAME, owned by the host user,
  * mode 0600, and answers its size and permission bits. The host takes it from there
- * and removes it. 409 when there is no shared directory.
+ * and removes it. 412 when there is no shared directory.
  */
 export async function handleFilesExport(
   ctx: AgentContext,
@@ -104,11 +118,9 @@ export async function handleFilesExport(
   res: HttpResponse,
   url: URL,
 ): Promise<void> {
-  const transfer = ctx.transfer;
-  if (!transfer) return sendError(res, UNAVAILABLE, "this agent has no directory shared with the host");
-  const user = requestUser(ctx, req.headers, url.searchParams.get("username"));
-  const name = stagedName(url);
-  const target = resolveUserPath(user, url.searchParams.get("path") ?? "");
+  const call = transferCall(ctx, req, res, url);
+  if (!call) return;
+  const { transfer, name, target } = call;
   const info = await stat(target).catch((err: unknown) => {
     throw fsError(err, "read", target);
   });

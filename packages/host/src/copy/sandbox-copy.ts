@@ -87,39 +87,42 @@ export class SandboxCopy {
     else throw new Error(`${source} is not a file or directory`);
   }
 
-  private async fileIn(source: string, target: string, mode: number): Promise<void> {
+  /**
+   * Runs `copy` through the shared directory under a fresh staged name, removed whatever
+   * happens. False when the file must be streamed instead: no shared directory, or the
+   * agent does not see it (from then on every file streams).
+   */
+  private async viaShared(copy: (shared: SharedTransferDir, name: string) => Promise<void>): Promise<boolean> {
     const shared = this.shared;
-    if (shared) {
-      const name = shared.newName();
-      try {
-        const size = await shared.stage(source, name);
-        await this.agent.files.importStaged(name, target, { size, mode });
-        return;
-      } catch (err) {
-        if (!(err instanceof TransferUnavailableError)) throw err;
-        this.fallBack(err);
-      } finally {
-        await shared.remove(name);
-      }
+    if (!shared) return false;
+    const name = shared.newName();
+    try {
+      await copy(shared, name);
+      return true;
+    } catch (err) {
+      if (!(err instanceof TransferUnavailableError)) throw err;
+      this.fallBack(err);
+      return false;
+    } finally {
+      await shared.remove(name);
     }
+  }
+
+  private async fileIn(source: string, target: string, mode: number): Promise<void> {
+    const copied = await this.viaShared(async (shared, name) => {
+      const size = await shared.stage(source, name);
+      await this.agent.files.importStaged(name, target, { size, mode });
+    });
+    if (copied) return;
     await this.agent.files.write(target, createReadStream(source, { highWaterMark: 1 << 20 }), { mode });
   }
 
   private async fileOut(source: string, target: string, mode: number): Promise<void> {
-    const shared = this.shared;
-    if (shared) {
-      const name = shared.newName();
-      try {
-        // The host copies while the agent writes: the two copies overlap.
-        await shared.take(name, this.agent.files.exportStaged(source, name), target);
-        return;
-      } catch (err) {
-        if (!(err instanceof TransferUnavailableError)) throw err;
-        this.fallBack(err);
-      } finally {
-        await shared.remove(name);
-      }
-    }
+    // The host copies while the agent writes: the two copies overlap.
+    const copied = await this.viaShared((shared, name) =>
+      shared.take(name, this.agent.files.exportStaged(source, name), target),
+    );
+    if (copied) return;
     const body = await this.agent.files.read(source, { format: "stream" });
     await pipeline(body, createWriteStream(target, { mode, highWaterMark: WRITE_BUFFER }));
     await chmod(target, mode);

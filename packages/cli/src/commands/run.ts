@@ -129,20 +129,7 @@ async function sandboxRunner(image: string, flags: RunFlags): Promise<Runner> {
     progress(`removing sandbox ${info.id}`);
     await sandboxes().remove(info.id);
   };
-  let client: Agent;
-  try {
-    client = await sandboxes().connect(info.id);
-  } catch (err) {
-    await remove().catch(() => {});
-    throw err;
-  }
-  return {
-    client,
-    async dispose() {
-      client.close();
-      await remove();
-    },
-  };
+  return connectedRunner(() => sandboxes().connect(info.id), remove);
 }
 
 /**
@@ -171,9 +158,14 @@ async function embeddedRunner(flags: RunFlags): Promise<Runner> {
     await embedded.remove(info.id);
     await dispose();
   };
+  return connectedRunner(() => embedded.connect(info.id), remove);
+}
+
+/** The runner of a sandbox just made: a connect that fails removes the sandbox. */
+async function connectedRunner(connect: () => Promise<Agent>, remove: () => Promise<void>): Promise<Runner> {
   let client: Agent;
   try {
-    client = await embedded.connect(info.id);
+    client = await connect();
   } catch (err) {
     await remove().catch(() => {});
     throw err;

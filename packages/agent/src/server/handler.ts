@@ -51,22 +51,20 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
       fallback: (_req, res) => sendError(res as HttpResponse, 404, "no such endpoint"),
     });
   const rpc = adapter(services);
-  // Each lazy service gets its own adapter, made when its first call arrives.
-  const lazyAdapters = new Map<string, Promise<ReturnType<typeof adapter>> | undefined>(
-    lazyServices.map((service) => [service.typeName, undefined]),
-  );
+  // Each lazy service gets its own adapter, made once its first call has loaded it
+  // (LazyService remembers the load, and forgets a failed one).
   const lazyByName = new Map(lazyServices.map((service) => [service.typeName, service]));
+  const lazyAdapters = new WeakMap<AgentService, ReturnType<typeof adapter>>();
   function lazyRpc(pathname: string): Promise<ReturnType<typeof adapter>> | undefined {
-    const name = pathname.split("/")[1] ?? "";
-    const service = lazyByName.get(name);
-    if (!service) return undefined;
-    let made = lazyAdapters.get(name);
-    if (!made) {
-      made = service.load().then((loaded) => adapter([loaded]));
-      made.catch(() => lazyAdapters.set(name, undefined));
-      lazyAdapters.set(name, made);
-    }
-    return made;
+    const service = lazyByName.get(pathname.split("/")[1] ?? "");
+    return service?.load().then((loaded) => {
+      let made = lazyAdapters.get(loaded);
+      if (!made) {
+        made = adapter([loaded]);
+        lazyAdapters.set(loaded, made);
+      }
+      return made;
+    });
   }
 
   return (req: HttpRequest, res: HttpResponse): void => {

@@ -18,13 +18,7 @@ export interface EmbeddedSandboxes {
  */
 export async function embeddedSandboxes(): Promise<EmbeddedSandboxes> {
   const home = tetherHome();
-  const writable = await mkdir(home, { recursive: true, mode: 0o700 })
-    .then(() => access(home, constants.W_OK))
-    .then(
-      () => true,
-      () => false,
-    );
-  if (writable) {
+  if (await homeIsWritable(home)) {
     const sandboxes = new Sandboxes({ home, registryOptional: true });
     return { sandboxes, dispose: async () => sandboxes.close() };
   }
@@ -37,4 +31,14 @@ export async function embeddedSandboxes(): Promise<EmbeddedSandboxes> {
       await rm(scratch, { recursive: true, force: true });
     },
   };
+}
+
+/** Whether the tether home exists (made 0700 if not) and this user may write it. */
+export function homeIsWritable(home: string): Promise<boolean> {
+  return mkdir(home, { recursive: true, mode: 0o700 })
+    .then(() => access(home, constants.W_OK))
+    .then(
+      () => true,
+      () => false,
+    );
 }

@@ -1,7 +1,6 @@
-import { constants } from "node:fs";
-import { access, mkdir } from "node:fs/promises";
 import { backendStatuses, embeddedBackendKind, REGISTRY_FILE, tetherHome } from "@tether/host";
 import { Command } from "commander";
+import { homeIsWritable } from "../embedded.js";
 
 /** `tether doctor`: which backends work here, which do not, and why. Always exits 0. */
 export function doctorCommand(): Command {
@@ -16,12 +15,7 @@ export function doctorCommand(): Command {
     .action(async (flags: { json?: boolean }) => {
       const [statuses, embedded] = await Promise.all([backendStatuses(), embeddedBackendKind()]);
       const home = tetherHome();
-      const writable = await mkdir(home, { recursive: true, mode: 0o700 })
-        .then(() => access(home, constants.W_OK))
-        .then(
-          () => true,
-          () => false,
-        );
+      const writable = await homeIsWritable(home);
       if (flags.json) {
         const out = {
           backends: statuses,

@@ -101,6 +101,9 @@ export async function bundleAgentScript(agentDir: string): Promise<AgentScriptFi
     external: NATIVE_ADDONS.map((a) => a.name),
     banner: { js: BANNER },
     plugins: [builtinsViaRequire],
+    // Every free `Headers` in the agent (connect-es makes one per request) is the agent's own:
+    // the global one is undici's, whose first use loads all of undici (see fetch-headers.ts).
+    inject: [path.join(agentDir, "dist", "src", "server", "fetch-headers.js")],
     logLevel: "silent",
   });
   const files = result.outputFiles.map((f) => ({

@@ -5,7 +5,11 @@ import { FetchHeaders } from "../src/server/fetch-headers.js";
 type HeadersClass = new (init?: ConstructorParameters<typeof Headers>[0]) => Headers;
 
 /** What a script of calls observably did: results, each state's entries, and errors by type. */
-function observe(Impl: HeadersClass, script: (h: Headers) => unknown[], init?: ConstructorParameters<typeof Headers>[0]) {
+function observe(
+  Impl: HeadersClass,
+  script: (h: Headers) => unknown[],
+  init?: ConstructorParameters<typeof Headers>[0],
+) {
   try {
     const h = new Impl(init);
     const results = script(h);

@@ -3,6 +3,7 @@ import { builtinModules } from "node:module";
 import path from "node:path";
 import { build, type Plugin } from "esbuild";
 import { NATIVE_ADDONS } from "./addons.js";
+import { precompiledDescriptors } from "./precompiled-descriptors.js";
 
 /** Node version the agent script is compiled for; matches the pinned runtime's major version. */
 const TARGET = "node24";
@@ -100,7 +101,7 @@ export async function bundleAgentScript(agentDir: string): Promise<AgentScriptFi
     target: TARGET,
     external: NATIVE_ADDONS.map((a) => a.name),
     banner: { js: BANNER },
-    plugins: [builtinsViaRequire],
+    plugins: [builtinsViaRequire, precompiledDescriptors(agentDir)],
     // Every free `Headers` in the agent (connect-es makes one per request) is the agent's own:
     // the global one is undici's, whose first use loads all of undici (see fetch-headers.ts).
     inject: [path.join(agentDir, "dist", "src", "server", "fetch-headers.js")],

@@ -1,5 +1,17 @@
-import { getAttribute, listAttributes, setAttribute } from "fs-xattr";
 import { errnoOf } from "./errors.js";
+
+/**
+ * fs-xattr, loaded on first use: a native addon that a sandbox which never reads or writes
+ * metadata need not load (a dlopen and a module at every agent start otherwise).
+ */
+let xattr: Promise<typeof import("fs-xattr")> | undefined;
+function loadXattr(): Promise<typeof import("fs-xattr")> {
+  xattr ??= import("fs-xattr").catch((err: unknown) => {
+    xattr = undefined;
+    throw err;
+  });
+  return xattr;
+}
 
 /** The xattr namespace that holds the user metadata of a file (envd's). */
 export const METADATA_XATTR_PREFIX = "user.e2b.";
@@ -10,6 +22,7 @@ const UNSUPPORTED = new Set(["ENOTSUP", "EOPNOTSUPP", "EPERM", "EACCES", "ENOSYS
 /** Reads the `user.e2b.*` xattrs of a path as a metadata map; empty when there are none. */
 export async function readMetadata(target: string): Promise<Record<string, string>> {
   const metadata: Record<string, string> = {};
+  const { getAttribute, listAttributes } = await loadXattr();
   let names: string[];
   try {
     names = await listAttributes(target);
@@ -33,7 +46,10 @@ export async function readMetadata(target: string): Promise<Record<string, strin
  * the file itself still counts as written.
  */
 export async function writeMetadata(target: string, metadata: Record<string, string>): Promise<boolean> {
-  for (const [key, value] of Object.entries(metadata)) {
+  const entries = Object.entries(metadata);
+  if (entries.length === 0) return true;
+  const { setAttribute } = await loadXattr();
+  for (const [key, value] of entries) {
     try {
       await setAttribute(target, METADATA_XATTR_PREFIX + key, value);
     } catch (err) {

@@ -1,5 +1,5 @@
 import type net from "node:net";
-import { AGENT_DEFAULT_PORT } from "@tether/protocol";
+import { AGENT_DEFAULT_PORT } from "@tether/protocol/constants";
 import { UserDirectory } from "./auth/users.js";
 import type { CocoonListeners, CocoonOptions } from "./cocoon/listener.js";
 import type { AgentContext } from "./context.js";

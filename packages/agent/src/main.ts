@@ -1,4 +1,4 @@
-import { AGENT_DEFAULT_PORT } from "@tether/protocol";
+import { AGENT_DEFAULT_PORT } from "@tether/protocol/constants";
 import { Command, InvalidArgumentError } from "commander";
 import { DEFAULT_SUPERVISE_STOP_TIMEOUT_MS, startAgent } from "./agent.js";
 import { takeAccessTokenFile } from "./auth/token-file.js";

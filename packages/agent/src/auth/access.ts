@@ -1,5 +1,5 @@
 import { timingSafeEqual } from "node:crypto";
-import { ACCESS_TOKEN_HEADER } from "@tether/protocol";
+import { ACCESS_TOKEN_HEADER } from "@tether/protocol/constants";
 import type { AgentState } from "../state.js";
 
 /** Header access that works for node's IncomingHttpHeaders and fetch-style Headers. */

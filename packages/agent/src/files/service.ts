@@ -3,7 +3,7 @@ import { lstat, readdir, realpath, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import { KEEPALIVE_INTERVAL_HEADER } from "@tether/protocol";
+import { KEEPALIVE_INTERVAL_HEADER } from "@tether/protocol/constants";
 import {
   type EntryInfo,
   Filesystem,

@@ -1,6 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import { KEEPALIVE_INTERVAL_HEADER } from "@tether/protocol";
+import { KEEPALIVE_INTERVAL_HEADER } from "@tether/protocol/constants";
 import { Process, type ProcessEventSchema, type ProcessInput, Signal } from "@tether/protocol/process";
 import { type AgentContext, requestUser } from "../context.js";
 import { RawMessageWriter } from "../server/raw-messages.js";

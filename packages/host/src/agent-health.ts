@@ -1,21 +1,31 @@
 import { type FSWatcher, watch } from "node:fs";
 import { stat } from "node:fs/promises";
-import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
 import path from "node:path";
 
 /**
  * One `GET /health` over the agent's unix socket: true when it answers 204 or 200.
- * node:http, not fetch: while a container starts, Node 20's fetch was seen to leave its
- * promise pending forever, with nothing keeping the event loop alive.
+ * HTTP/2 (prior knowledge), as the SDK speaks to the agent: a fresh agent then compiles one
+ * protocol path for the host's wait and the client that follows it, not HTTP/1.1's as well.
  */
 export function agentAnswersHealth(socketPath: string, timeoutMs = 2000): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = http.get({ socketPath, path: "/health", agent: false, timeout: timeoutMs }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 204 || res.statusCode === 200);
+    const session = http2.connect("http://localhost", { createConnection: () => net.connect(socketPath) });
+    const timer = setTimeout(() => done(false), timeoutMs);
+    function done(answered: boolean) {
+      clearTimeout(timer);
+      session.destroy();
+      resolve(answered);
+    }
+    session.on("error", () => done(false));
+    const request = session.request({ ":path": "/health" });
+    request.on("response", (headers) => {
+      const status = headers[":status"];
+      done(status === 204 || status === 200);
     });
-    req.on("timeout", () => req.destroy(new Error("timeout")));
-    req.on("error", () => resolve(false));
+    request.on("error", () => done(false));
+    request.end();
   });
 }
 

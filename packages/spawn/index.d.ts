@@ -11,11 +11,13 @@ export interface SpawnOptions {
   gid?: number;
   /** True: stdin is a pipe; false: /dev/null. */
   stdin: boolean;
+  /** True: stdout and stderr are ours (the child writes where we do) instead of pipes. */
+  inheritOutput?: boolean;
 }
 
 export interface Spawned {
   pid: number;
-  /** Our ends of the child's stdio (socketpairs, as libuv makes them); stdin is -1 without a pipe. */
+  /** Our ends of the child's stdio (socketpairs, as libuv makes them); -1 for /dev/null or inherited output. */
   stdin: number;
   stdout: number;
   stderr: number;

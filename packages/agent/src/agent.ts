@@ -154,7 +154,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
       result.cocoon = await startCocoon(context, options.cocoon);
     }
     // Started once the agent listens, so a host waiting for health never misses it.
-    if (plan) result.supervised = SupervisedCommand.start(plan, log);
+    if (plan) result.supervised = await SupervisedCommand.start(plan, log);
   } catch (err) {
     await close();
     throw err;

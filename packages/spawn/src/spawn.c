@@ -7,7 +7,8 @@
  *
  *   supported() -> null | reason       pidfd_open is usable here (Linux >= 5.3, no seccomp ban)
  *   spawn(file, argv, envp, cwd, options, onExit)
- *     -> { pid, stdin, stdout, stderr }  fds for JavaScript to wrap; stdin is -1 when ignored
+ *     -> { pid, stdin, stdout, stderr }  fds for JavaScript to wrap; -1 for /dev/null stdin or
+ *                                       output inherited (options.inheritOutput)
  *     onExit(exitCode, signo)           once, when the child exited (code) or was killed (signo)
  *   A failed spawn throws an Error with errno (negative, as Node's) and syscall.
  *
@@ -388,7 +389,15 @@ static napi_value spawn_child(napi_env env, napi_callback_info info) {
     if ((a.stdio[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) goto fail_errno;
     failed = "socketpair";
   }
+  int inherit_output = get_bool(env, argv[4], "inheritOutput");
   for (int fd = 1; fd < 3; fd++) {
+    if (inherit_output) {
+      /* The child writes where we do (a sandbox's own command, to `docker logs`). Node keeps 0-2 open. */
+      failed = "fcntl";
+      if ((a.stdio[fd] = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) goto fail_errno;
+      failed = "socketpair";
+      continue;
+    }
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) goto fail_errno;
     parent_fds[fd] = sv[0];

@@ -178,6 +178,29 @@ describe("@tether/spawn", () => {
     assert.match(piped.stdout, /^socket:\[\d+\]\nhello\n$/);
   });
 
+  test("inheritOutput: the child writes to our own stdout and stderr, and no pipes come back", async () => {
+    // A node process of its own spawns the child, so its stdout and stderr are ones we read.
+    const script = `
+      const { spawn } = require(${JSON.stringify(require.resolve("@tether/spawn"))});
+      const env = Object.entries(process.env).map(([k, v]) => k + "=" + v);
+      const child = spawn("/bin/sh", ["/bin/sh", "-c", "echo to-out; echo to-err >&2; exit 3"],
+        { env, cwd: "/", stdin: false, inheritOutput: true },
+        (code) => process.stdout.write("exit " + code + " fds " + [child.stdout, child.stderr].join(",") + "\\n"));`;
+    const parent = nodeSpawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    parent.stdout.on("data", (chunk: Buffer) => {
+      stdout += chunk;
+    });
+    parent.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk;
+    });
+    const [code] = await once(parent, "close");
+    assert.equal(code, 0, stderr);
+    assert.equal(stdout, "to-out\nexit 3 fds -1,-1\n");
+    assert.equal(stderr, "to-err\n");
+  });
+
   test("the child inherits no more fds than one Node spawns", async () => {
     // Only fds the test runner left open without close-on-exec show up in both.
     const node = nodeSpawn("ls", ["/proc/self/fd"], { stdio: ["ignore", "pipe", "pipe"] });

@@ -1,8 +1,8 @@
-import { spawn as nodeSpawn } from "node:child_process";
+import { type ChildProcess, spawn as nodeSpawn, type StdioOptions } from "node:child_process";
 import { once } from "node:events";
 import net from "node:net";
 import type { Readable, Writable } from "node:stream";
-import type { SpawnError } from "@tether/spawn";
+import type { SpawnError, SpawnOptions } from "@tether/spawn";
 import type { Logger } from "../logger.js";
 import type { LaunchSpec } from "./launch.js";
 
@@ -58,81 +58,146 @@ function fallBack(reason: string): void {
   log?.warn({ reason }, "vfork spawning is not available here: children are spawned with Node's (fork) instead");
 }
 
+type ExitListener = (code: number | null, signal: NodeJS.Signals | null) => void;
+
 /** Spawns a pipe child in a new session; throws Node's spawn errors (code ENOENT...). */
-export async function spawnPipes(spec: LaunchSpec): Promise<PipeProcess> {
+export function spawnPipes(spec: LaunchSpec): Promise<PipeProcess> {
+  return spawnEither(
+    (spawner) => {
+      let stdin: net.Socket | null = null;
+      const exit = exitRelay();
+      const fds = spawner.spawn(
+        spec.file,
+        [spec.file, ...spec.args],
+        addonOptions(spec, { stdin: spec.stdin }),
+        (code, signal) => {
+          // As child_process does: stdin goes with the child, whoever else still holds it.
+          stdin?.destroy();
+          exit.exited(code, signal);
+        },
+      );
+      // The same wrapping child_process gives its stdio: libuv pipe handles on socketpairs.
+      if (fds.stdin >= 0) stdin = new net.Socket({ fd: fds.stdin, readable: false, writable: true });
+      return {
+        pid: fds.pid,
+        stdin,
+        stdout: new net.Socket({ fd: fds.stdout, readable: true, writable: false }),
+        stderr: new net.Socket({ fd: fds.stderr, readable: true, writable: false }),
+        onExit: exit.onExit,
+      };
+    },
+    async () => {
+      const proc = await nodeChild(spec, [spec.stdin ? "pipe" : "ignore", "pipe", "pipe"]);
+      return {
+        pid: proc.pid as number,
+        stdin: proc.stdin,
+        stdout: proc.stdout as Readable,
+        stderr: proc.stderr as Readable,
+        onExit: nodeExit(proc),
+      };
+    },
+  );
+}
+
+/** A started child whose stdout and stderr are the agent's own. */
+export interface OwnOutputProcess {
+  readonly pid: number;
+  /** Calls back once, when the process exited (code) or was killed (signal). */
+  onExit(listener: ExitListener): void;
+}
+
+/** What `spawnWithOwnOutput` runs: a program, its argv after argv[0], and where and as whom. */
+export type OwnOutputSpec = Pick<LaunchSpec, "file" | "args" | "env" | "cwd" | "ids">;
+
+/**
+ * Spawns a child in a new session with stdin /dev/null and the agent's own stdout and
+ * stderr (a sandbox's command, whose output `docker logs` shows); throws Node's spawn
+ * errors (code ENOENT...). Same spawner as pipe children, for the same reason: it starts
+ * right after the agent listens, while a host waits for the agent's first answers.
+ */
+export function spawnWithOwnOutput(spec: OwnOutputSpec): Promise<OwnOutputProcess> {
+  return spawnEither(
+    (spawner) => {
+      const exit = exitRelay();
+      const { pid } = spawner.spawn(
+        spec.file,
+        [spec.file, ...spec.args],
+        addonOptions(spec, { stdin: false, inheritOutput: true }),
+        exit.exited,
+      );
+      return { pid, onExit: exit.onExit };
+    },
+    async () => {
+      const proc = await nodeChild(spec, ["ignore", "inherit", "inherit"]);
+      return { pid: proc.pid as number, onExit: nodeExit(proc) };
+    },
+  );
+}
+
+/** Our addon where it works, else Node's child_process (falling back for good when the addon says it cannot). */
+async function spawnEither<T>(withAddon: (spawner: SpawnAddon) => T, withNode: () => Promise<T>): Promise<T> {
   const spawner = await loadAddon();
   if (spawner) {
     try {
-      return spawnWithAddon(spawner, spec);
+      return withAddon(spawner);
     } catch (err) {
       if (!(err as SpawnError).unsupported) throw err;
       fallBack((err as Error).message);
     }
   }
-  return spawnWithNode(spec);
+  return withNode();
 }
 
-function spawnWithAddon(spawner: SpawnAddon, spec: LaunchSpec): PipeProcess {
-  let exit: [number | null, NodeJS.Signals | null] | undefined;
-  let listener: ((code: number | null, signal: NodeJS.Signals | null) => void) | undefined;
-  let stdin: net.Socket | null = null;
-  const fds = spawner.spawn(
-    spec.file,
-    [spec.file, ...spec.args],
-    {
-      env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
-      cwd: spec.cwd,
-      // A new session, hence a process group of its own that SendSignal can target.
-      setsid: true,
-      uid: spec.ids?.uid,
-      gid: spec.ids?.gid,
-      stdin: spec.stdin,
-    },
-    (code, signal) => {
-      // As child_process does: stdin goes with the child, whoever else still holds it.
-      stdin?.destroy();
-      exit = [code, signal];
-      listener?.(code, signal);
-    },
-  );
-  // The same wrapping child_process gives its stdio: libuv pipe handles on socketpairs.
-  if (fds.stdin >= 0) stdin = new net.Socket({ fd: fds.stdin, readable: false, writable: true });
+function addonOptions(spec: OwnOutputSpec, stdio: { stdin: boolean; inheritOutput?: boolean }): SpawnOptions {
   return {
-    pid: fds.pid,
-    stdin,
-    stdout: new net.Socket({ fd: fds.stdout, readable: true, writable: false }),
-    stderr: new net.Socket({ fd: fds.stderr, readable: true, writable: false }),
-    onExit(cb) {
-      if (exit) cb(...exit);
-      else listener = cb;
-    },
+    env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
+    cwd: spec.cwd,
+    // A new session, hence a process group of its own that signals can target.
+    setsid: true,
+    uid: spec.ids?.uid,
+    gid: spec.ids?.gid,
+    ...stdio,
   };
 }
 
-async function spawnWithNode(spec: LaunchSpec): Promise<PipeProcess> {
+/** Starts a child_process child in a new session; throws its spawn error (Node emits it a tick later). */
+async function nodeChild(spec: OwnOutputSpec, stdio: StdioOptions): Promise<ChildProcess> {
   const proc = nodeSpawn(spec.file, spec.args, {
     cwd: spec.cwd,
     env: spec.env,
-    // A new session, hence a process group of its own that SendSignal can target.
+    // A new session, hence a process group of its own that signals can target.
     detached: true,
-    stdio: [spec.stdin ? "pipe" : "ignore", "pipe", "pipe"],
+    stdio,
     uid: spec.ids?.uid,
     gid: spec.ids?.gid,
   });
   if (proc.pid === undefined) {
-    // libuv reported the failure; Node emits it on the next tick.
     const [err] = (await once(proc, "error")) as [NodeJS.ErrnoException];
     throw err;
   }
-  const pid = proc.pid;
+  return proc;
+}
+
+/** A child_process child's exit, for a listener that may subscribe after it. */
+function nodeExit(proc: ChildProcess): (listener: ExitListener) => void {
+  return (listener) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) listener(proc.exitCode, proc.signalCode);
+    else proc.once("exit", listener);
+  };
+}
+
+/** Hands an exit to one listener, whether it subscribes before the exit or after. */
+function exitRelay(): { exited: ExitListener; onExit: (listener: ExitListener) => void } {
+  let exit: [number | null, NodeJS.Signals | null] | undefined;
+  let waiting: ExitListener | undefined;
   return {
-    pid,
-    stdin: proc.stdin,
-    stdout: proc.stdout as Readable,
-    stderr: proc.stderr as Readable,
-    onExit(cb) {
-      if (proc.exitCode !== null || proc.signalCode !== null) cb(proc.exitCode, proc.signalCode);
-      else proc.once("exit", cb);
+    exited(code, signal) {
+      exit = [code, signal];
+      waiting?.(code, signal);
+    },
+    onExit(listener) {
+      if (exit) listener(...exit);
+      else waiting = listener;
     },
   };
 }

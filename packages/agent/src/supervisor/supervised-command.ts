@@ -1,6 +1,6 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import type { Logger } from "../logger.js";
 import { type ExitStatus, exitStatus } from "../process/exit-status.js";
+import { type OwnOutputProcess, spawnWithOwnOutput } from "../process/spawner.js";
 
 /** What to run as the sandbox's main command, decided by `planSupervisedCommand`. */
 export interface SupervisedSpec {
@@ -23,49 +23,57 @@ export interface SupervisedSpec {
 export class SupervisedCommand {
   /** Resolves once the command has ended (or could not start). Never rejects. */
   readonly exited: Promise<ExitStatus>;
-  private readonly proc: ChildProcess;
   private status: ExitStatus | undefined;
 
   private constructor(
-    spec: SupervisedSpec,
+    private readonly child: OwnOutputProcess | undefined,
     private readonly log: Logger,
+    exited: Promise<ExitStatus>,
   ) {
-    this.proc = spawn(spec.file, spec.args, {
-      cwd: spec.cwd,
-      env: spec.env,
-      // Its own session and process group, so a stop reaches everything it started.
-      detached: true,
-      stdio: ["ignore", "inherit", "inherit"],
-      uid: spec.ids?.uid,
-      gid: spec.ids?.gid,
+    this.exited = exited.then((status) => {
+      this.status = status;
+      return status;
     });
-    this.exited = new Promise((resolve) => {
-      this.proc.once("error", (err: NodeJS.ErrnoException) => {
-        // A failed spawn emits no exit; 127 is what a shell reports for a missing command.
-        this.status ??= { exitCode: err.code === "ENOENT" ? 127 : 126, exited: true, status: err.message };
-        log.error({ argv: spec.argv, err: err.message }, "supervised command could not start");
-        resolve(this.status);
-      });
-      this.proc.once("exit", (code, signal) => {
-        this.status = exitStatus(code, signal);
-        log.info(
-          { argv: spec.argv, childPid: this.proc.pid, exitCode: this.status.exitCode, status: this.status.status },
-          "supervised command exited",
-        );
-        resolve(this.status);
-      });
-    });
-    if (this.proc.pid !== undefined)
-      log.info({ argv: spec.argv, childPid: this.proc.pid }, "supervised command started");
   }
 
-  /** Starts the command; failures to start are logged and reported through `exited`. */
-  static start(spec: SupervisedSpec, log: Logger): SupervisedCommand {
-    return new SupervisedCommand(spec, log);
+  /**
+   * Starts the command, in its own session and process group (so a stop reaches everything
+   * it started), with the agent's stdout and stderr; failures to start are logged and
+   * reported through `exited`.
+   */
+  static async start(spec: SupervisedSpec, log: Logger): Promise<SupervisedCommand> {
+    let child: OwnOutputProcess;
+    try {
+      child = await spawnWithOwnOutput({
+        file: spec.file,
+        args: spec.args,
+        env: spec.env,
+        cwd: spec.cwd,
+        ids: spec.ids,
+      });
+    } catch (err) {
+      const { code, message } = err as NodeJS.ErrnoException;
+      log.error({ argv: spec.argv, err: message }, "supervised command could not start");
+      // 127 is what a shell reports for a missing command.
+      const status = { exitCode: code === "ENOENT" ? 127 : 126, exited: true, status: message };
+      return new SupervisedCommand(undefined, log, Promise.resolve(status));
+    }
+    log.info({ argv: spec.argv, childPid: child.pid }, "supervised command started");
+    const exited = new Promise<ExitStatus>((resolve) => {
+      child.onExit((code, signal) => {
+        const status = exitStatus(code, signal);
+        log.info(
+          { argv: spec.argv, childPid: child.pid, exitCode: status.exitCode, status: status.status },
+          "supervised command exited",
+        );
+        resolve(status);
+      });
+    });
+    return new SupervisedCommand(child, log, exited);
   }
 
   get pid(): number | undefined {
-    return this.proc.pid;
+    return this.child?.pid;
   }
 
   /**
@@ -82,19 +90,26 @@ export class SupervisedCommand {
     const first = await Promise.race([this.exited, timedOut]);
     clearTimeout(timer);
     if (first !== "timeout") return first;
-    this.log.warn({ childPid: this.proc.pid, timeoutMs }, "supervised command ignored SIGTERM; killing it");
+    this.log.warn({ childPid: this.pid, timeoutMs }, "supervised command ignored SIGTERM; killing it");
     this.signalGroup("SIGKILL");
     return this.exited;
   }
 
   private signalGroup(signal: NodeJS.Signals): void {
-    const pid = this.proc.pid;
+    const pid = this.pid;
     if (pid === undefined) return;
     try {
       process.kill(-pid, signal);
     } catch {
-      // The group is gone (or the leader left it): signal the leader alone, if still ours.
-      if (!this.status) this.proc.kill(signal);
+      // The group is gone (or the leader left it): signal the leader alone, while unreaped
+      // (its pid cannot have been reused before we see its exit).
+      if (!this.status) {
+        try {
+          process.kill(pid, signal);
+        } catch {
+          // Ended meanwhile.
+        }
+      }
     }
   }
 }

@@ -10,6 +10,8 @@ import { type PipeProcess, spawnPipes } from "./spawner.js";
  * goes out anyway: a daemonised grandchild can hold stdout forever.
  */
 const PIPE_DRAIN_GRACE_MS = 1000;
+/** How often a paused PTY looks for its child's end: well inside node-pty's 200 ms before it drops unread output. */
+const PTY_EXIT_POLL_MS = 50;
 
 export type { OutputKind };
 
@@ -198,6 +200,7 @@ class PtyChild implements Child {
   readonly pid: number;
   private readonly term: NodePty.IPty;
   private exited = false;
+  private exitPoll: NodeJS.Timeout | undefined;
 
   constructor(pty: typeof NodePty, spec: LaunchSpec, size: { cols: number; rows: number }, sink: ChildSink) {
     try {
@@ -221,6 +224,7 @@ class PtyChild implements Child {
     // node-pty reports exit only after the terminal's output is drained (or 200 ms passed).
     this.term.onExit(({ exitCode, signal }) => {
       this.exited = true;
+      clearInterval(this.exitPoll);
       sink.onEnd(exitStatus(exitCode, signal));
     });
   }
@@ -244,11 +248,35 @@ class PtyChild implements Child {
     signalGroup(this.pid, signal, !this.exited, group);
   }
 
+  /**
+   * node-pty destroys the terminal 200 ms after its child exits unless its socket closed by
+   * then, dropping whatever we left unread. So while output is paused (a slow reader), look
+   * every PTY_EXIT_POLL_MS for the child's end, and then read on: what remains is at most the
+   * kernel's terminal buffer, which the process's output log keeps for the reader.
+   */
   pauseOutput(): void {
+    if (this.gone()) return;
     this.term.pause();
+    this.exitPoll ??= setInterval(() => {
+      if (this.gone()) this.resumeOutput();
+    }, PTY_EXIT_POLL_MS);
+    this.exitPoll.unref();
   }
 
   resumeOutput(): void {
+    clearInterval(this.exitPoll);
+    this.exitPoll = undefined;
     this.term.resume();
+  }
+
+  /** The child has exited and node-pty reaped it (kill(pid, 0) finds no such process). */
+  private gone(): boolean {
+    if (this.exited) return true;
+    try {
+      process.kill(this.pid, 0);
+      return false;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === "ESRCH";
+    }
   }
 }

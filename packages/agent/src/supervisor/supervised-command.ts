@@ -44,13 +44,7 @@ export class SupervisedCommand {
   static async start(spec: SupervisedSpec, log: Logger): Promise<SupervisedCommand> {
     let child: OwnOutputProcess;
     try {
-      child = await spawnWithOwnOutput({
-        file: spec.file,
-        args: spec.args,
-        env: spec.env,
-        cwd: spec.cwd,
-        ids: spec.ids,
-      });
+      child = await spawnWithOwnOutput(spec);
     } catch (err) {
       const { code, message } = err as NodeJS.ErrnoException;
       log.error({ argv: spec.argv, err: message }, "supervised command could not start");

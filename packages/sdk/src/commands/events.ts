@@ -1,4 +1,5 @@
 import type { ProcessEvent } from "@tether/protocol/process";
+import { EventReader } from "./event-reader.js";
 import { type ProcessExit, signalFromStatus } from "./status.js";
 
 export type OutputKind = "stdout" | "stderr" | "pty";
@@ -14,40 +15,18 @@ export interface OutputChunk {
  * exactly one end event. Output goes to `onOutput`, whose promise is awaited, so a
  * slow consumer slows the stream down (HTTP/2 flow control) instead of buffering.
  */
-export class ProcessEvents {
-  readonly pid: Promise<number>;
-  readonly exit: Promise<ProcessExit>;
-  private resolvePid!: (pid: number) => void;
-  private rejectPid!: (err: unknown) => void;
-  private ended = false;
-
+export class ProcessEvents extends EventReader<{ event?: ProcessEvent }> {
   constructor(
     events: AsyncIterable<{ event?: ProcessEvent }>,
     private readonly onOutput: (chunk: OutputChunk) => void | Promise<void>,
     mapError: (err: unknown) => Error,
     knownPid?: number,
   ) {
-    this.pid = new Promise<number>((resolve, reject) => {
-      this.resolvePid = resolve;
-      this.rejectPid = reject;
-    });
+    super(events, mapError);
     if (knownPid !== undefined) this.resolvePid(knownPid);
-    this.exit = this.pump(events).catch((err: unknown) => {
-      const mapped = mapError(err);
-      this.rejectPid(mapped);
-      throw mapped;
-    });
-    // Callers may await only one of the two; neither should become an unhandled rejection.
-    this.pid.catch(() => {});
-    this.exit.catch(() => {});
   }
 
-  /** True once the end event arrived. */
-  get hasEnded(): boolean {
-    return this.ended;
-  }
-
-  private async pump(events: AsyncIterable<{ event?: ProcessEvent }>): Promise<ProcessExit> {
+  protected async read(events: AsyncIterable<{ event?: ProcessEvent }>): Promise<ProcessExit> {
     for await (const { event } of events) {
       const e = event?.event;
       switch (e?.case) {

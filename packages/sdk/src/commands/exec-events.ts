@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { type ExecEvent, ExecEventSchema, ExitReason, OutputStream } from "@tether/protocol/exec";
+import { EventReader } from "./event-reader.js";
 import type { OutputChunk, OutputKind } from "./events.js";
 import type { ExitReasonName, ProcessExit } from "./status.js";
 
@@ -39,17 +40,12 @@ const REASONS: Record<number, ExitReasonName> = {
  * consumer slows the stream down instead of buffering. Tracks the next offset of each
  * stream, so a client can re-attach exactly where it left off.
  */
-export class ExecEvents {
-  readonly pid: Promise<number>;
-  readonly exit: Promise<ProcessExit>;
+export class ExecEvents extends EventReader<ExecEvent> {
   /** Set once started: whether the process existed before this call (a reused key, an attach). */
   existing = false;
   /** The next byte offset of each stream: everything before it was received (or dropped). */
   readonly offsets: StreamOffsets = { stdout: 0, stderr: 0, pty: 0 };
   readonly dropped: DroppedOutput[] = [];
-  private resolvePid!: (pid: number) => void;
-  private rejectPid!: (err: unknown) => void;
-  private ended = false;
 
   constructor(
     events: AsyncIterable<ExecEvent>,
@@ -57,25 +53,11 @@ export class ExecEvents {
     mapError: (err: unknown) => Error,
     from?: Partial<StreamOffsets>,
   ) {
+    super(events, mapError);
     Object.assign(this.offsets, from);
-    this.pid = new Promise<number>((resolve, reject) => {
-      this.resolvePid = resolve;
-      this.rejectPid = reject;
-    });
-    this.exit = this.pump(events).catch((err: unknown) => {
-      const mapped = mapError(err);
-      this.rejectPid(mapped);
-      throw mapped;
-    });
-    this.pid.catch(() => {});
-    this.exit.catch(() => {});
   }
 
-  get hasEnded(): boolean {
-    return this.ended;
-  }
-
-  private async pump(events: AsyncIterable<ExecEvent>): Promise<ProcessExit> {
+  protected async read(events: AsyncIterable<ExecEvent>): Promise<ProcessExit> {
     for await (const { event } of events) {
       switch (event.case) {
         case "started":

@@ -63,7 +63,7 @@ function loadNodePty(): Promise<typeof NodePty> {
  * so if it left the group (setsid) it still gets the signal alone; once reaped the pid
  * may belong to someone else and only the group is tried.
  */
-function signalGroup(pid: number, signal: NodeJS.Signals, leaderAlive: boolean, group = true): void {
+export function signalGroup(pid: number, signal: NodeJS.Signals, leaderAlive: boolean, group = true): void {
   if (!group) {
     signalLeader(pid, signal, leaderAlive);
     return;

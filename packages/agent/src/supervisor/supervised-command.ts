@@ -1,4 +1,5 @@
 import type { Logger } from "../logger.js";
+import { signalGroup } from "../process/child.js";
 import { type ExitStatus, exitStatus } from "../process/exit-status.js";
 import { type OwnOutputProcess, spawnWithOwnOutput } from "../process/spawner.js";
 
@@ -93,17 +94,10 @@ export class SupervisedCommand {
     const pid = this.pid;
     if (pid === undefined) return;
     try {
-      process.kill(-pid, signal);
+      // The leader alone too while unreaped (it may have left its group): before we see its exit.
+      signalGroup(pid, signal, !this.status);
     } catch {
-      // The group is gone (or the leader left it): signal the leader alone, while unreaped
-      // (its pid cannot have been reused before we see its exit).
-      if (!this.status) {
-        try {
-          process.kill(pid, signal);
-        } catch {
-          // Ended meanwhile.
-        }
-      }
+      // Not ours to signal: a stop still waits for the exit, then reports it.
     }
   }
 }

@@ -6,7 +6,7 @@ import { PassThrough, type Readable, type Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createGzip } from "node:zlib";
 import type { ConnectError } from "@connectrpc/connect";
-import busboy from "busboy";
+import type busboy from "busboy";
 import type { UnixUser } from "../auth/users.js";
 import { type AgentContext, requestUser } from "../context.js";
 import { type HttpRequest, type HttpResponse, sendError, sendJson } from "../http/respond.js";
@@ -167,10 +167,12 @@ async function stageMultipart(
   metadata: Record<string, string>,
   mode: number | undefined,
 ): Promise<StagedFile[]> {
+  // Loaded on the first upload, not at every agent start.
+  const { default: parse } = await import("busboy");
   let parser: busboy.Busboy;
   try {
     // preservePath: the SDK puts the whole destination path in the part's filename.
-    parser = busboy({ headers, preservePath: true });
+    parser = parse({ headers, preservePath: true });
   } catch (err) {
     throw new FilesHttpError(400, `malformed multipart request: ${plainMessage(err)}`);
   }

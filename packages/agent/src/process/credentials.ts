@@ -18,41 +18,39 @@ const SETPRIV_PATHS = ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv", 
  * setgroups at all, so a PTY child would keep the agent's (root's) groups. When the
  * image has util-linux's setpriv, children that need the groups right are exec'd
  * through it (one extra exec, only when switching users); without it we fall back to
- * uid/gid and those groups are lost (or, for a PTY, root's are kept).
+ * uid/gid and those groups are lost (or, for a PTY, root's are kept). `pty` children always
+ * need the groups reset.
  */
-export class CredentialSwitch {
-  private setpriv: string | undefined;
-  readonly ready: Promise<void>;
-
-  constructor(private readonly users: UserDirectory) {
-    this.ready = this.findSetpriv();
+export async function childCredentials(users: UserDirectory, user: UnixUser, pty: boolean): Promise<Credentials> {
+  const self = users.current;
+  if (!users.isRoot || (user.uid === self.uid && user.gid === self.gid)) return { kind: "inherit" };
+  const onlyPrimaryGroup = user.groups.every((g) => g === user.gid);
+  const setpriv = pty || !onlyPrimaryGroup ? await findSetpriv() : undefined;
+  if (setpriv) {
+    const groups = [...new Set([user.gid, ...user.groups])].join(",");
+    return {
+      kind: "setpriv",
+      file: setpriv,
+      args: [`--reuid=${user.uid}`, `--regid=${user.gid}`, `--groups=${groups}`, "--"],
+    };
   }
+  return { kind: "ids", uid: user.uid, gid: user.gid };
+}
 
-  /** The credentials for a child of `user`; `pty` children always need the groups reset. */
-  for(user: UnixUser, pty: boolean): Credentials {
-    const self = this.users.current;
-    if (!this.users.isRoot || (user.uid === self.uid && user.gid === self.gid)) return { kind: "inherit" };
-    const onlyPrimaryGroup = user.groups.every((g) => g === user.gid);
-    if (this.setpriv && (pty || !onlyPrimaryGroup)) {
-      const groups = [...new Set([user.gid, ...user.groups])].join(",");
-      return {
-        kind: "setpriv",
-        file: this.setpriv,
-        args: [`--reuid=${user.uid}`, `--regid=${user.gid}`, `--groups=${groups}`, "--"],
-      };
-    }
-    return { kind: "ids", uid: user.uid, gid: user.gid };
-  }
+let setprivLookup: Promise<string | undefined> | undefined;
 
-  private async findSetpriv(): Promise<void> {
+/** The image's setpriv, looked for once, on the first child that needs it (not at every start). */
+function findSetpriv(): Promise<string | undefined> {
+  setprivLookup ??= (async () => {
     for (const candidate of SETPRIV_PATHS) {
       try {
         await access(candidate, constants.X_OK);
-        this.setpriv = candidate;
-        return;
+        return candidate;
       } catch {
         // try the next location
       }
     }
-  }
+    return undefined;
+  })();
+  return setprivLookup;
 }

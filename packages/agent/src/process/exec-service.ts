@@ -14,7 +14,7 @@ import {
 import { type AgentContext, requestUser } from "../context.js";
 import { RawMessageWriter } from "../server/raw-messages.js";
 import type { AgentService } from "../server/service.js";
-import { CredentialSwitch } from "./credentials.js";
+import { childCredentials } from "./credentials.js";
 import { planLaunch } from "./launch.js";
 import { execOutputHead } from "./output-frames.js";
 import { MAX_LOG_LIMIT, type Offsets, type OutputKind, ZERO_OFFSETS } from "./output-log.js";
@@ -51,16 +51,13 @@ const REASONS: Record<ExitReasonName, ExitReason> = {
  * Process service.
  */
 export function createExecService(ctx: AgentContext, table: ProcessTable): AgentService {
-  const credentials = new CredentialSwitch(ctx.users);
-
   return {
     register(router) {
       router.service(Exec, {
         async *start(req, context) {
           const controls = execControls(req);
           const user = requestUser(ctx, context.requestHeader);
-          await credentials.ready;
-          const spec = planLaunch(req, user, ctx.state, credentials.for(user, req.pty !== undefined));
+          const spec = planLaunch(req, user, ctx.state, await childCredentials(ctx.users, user, req.pty !== undefined));
           const follow = { blocking: !req.lossy, keepaliveMs: keepaliveMs(context) };
           const create = () => {
             table.checkTagFree(spec.tag);

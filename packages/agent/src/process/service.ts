@@ -5,7 +5,7 @@ import { Process, type ProcessEventSchema, type ProcessInput, Signal } from "@te
 import { type AgentContext, requestUser } from "../context.js";
 import { RawMessageWriter } from "../server/raw-messages.js";
 import type { AgentService } from "../server/service.js";
-import { CredentialSwitch } from "./credentials.js";
+import { childCredentials } from "./credentials.js";
 import { planLaunch, ptySize } from "./launch.js";
 import { processDataHead } from "./output-frames.js";
 import { ZERO_OFFSETS } from "./output-log.js";
@@ -20,8 +20,6 @@ type ProcessEventInit = MessageInitShape<typeof ProcessEventSchema>;
  * processes. The table is shared with tether.v1.Exec.
  */
 export function createProcessService(ctx: AgentContext, table: ProcessTable): AgentService {
-  const credentials = new CredentialSwitch(ctx.users);
-
   return {
     register(router) {
       router.service(Process, {
@@ -33,8 +31,7 @@ export function createProcessService(ctx: AgentContext, table: ProcessTable): Ag
 
         async *start(req, context) {
           const user = requestUser(ctx, context.requestHeader);
-          await credentials.ready;
-          const spec = planLaunch(req, user, ctx.state, credentials.for(user, req.pty !== undefined));
+          const spec = planLaunch(req, user, ctx.state, await childCredentials(ctx.users, user, req.pty !== undefined));
           table.checkTagFree(spec.tag);
           const proc = new TrackedProcess(spec);
           // Subscribed before spawning: the client holds the output back from the first byte.

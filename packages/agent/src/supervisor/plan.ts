@@ -1,5 +1,5 @@
 import type { AgentContext } from "../context.js";
-import { CredentialSwitch } from "../process/credentials.js";
+import { childCredentials } from "../process/credentials.js";
 import { inheritedEnv } from "../process/inherited-env.js";
 import type { SupervisedSpec } from "./supervised-command.js";
 
@@ -12,9 +12,7 @@ export async function planSupervisedCommand(ctx: AgentContext, argv: readonly st
   const [cmd, ...args] = argv;
   if (!cmd) throw new Error("the supervised command is empty");
   const user = ctx.users.resolve(ctx.state.defaultUser);
-  const credentials = new CredentialSwitch(ctx.users);
-  await credentials.ready;
-  const creds = credentials.for(user, false);
+  const creds = await childCredentials(ctx.users, user, false);
   const env = inheritedEnv(process.env);
   if (creds.kind !== "inherit") Object.assign(env, { HOME: user.home, USER: user.name, LOGNAME: user.name });
   const spec: SupervisedSpec = { file: cmd, args, argv: [...argv], env, cwd: process.cwd() };

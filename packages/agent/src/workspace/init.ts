@@ -2,7 +2,7 @@ import os from "node:os";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { UnixUser } from "../auth/users.js";
 import type { AgentContext } from "../context.js";
-import { CredentialSwitch } from "../process/credentials.js";
+import { childCredentials } from "../process/credentials.js";
 import {
   type CloneRetry,
   type CloneTarget,
@@ -35,7 +35,6 @@ export interface WorkspaceInitOptions {
  * time per user, so two concurrent calls cannot both decide a key is missing.
  */
 export class WorkspaceInit {
-  private readonly credentials: CredentialSwitch;
   private readonly running = new Map<number, Promise<unknown>>();
   private readonly cloneRetry: CloneRetry;
 
@@ -43,7 +42,6 @@ export class WorkspaceInit {
     private readonly ctx: AgentContext,
     options: WorkspaceInitOptions = {},
   ) {
-    this.credentials = new CredentialSwitch(ctx.users);
     this.cloneRetry = options.cloneRetry ?? DEFAULT_CLONE_RETRY;
   }
 
@@ -75,8 +73,13 @@ export class WorkspaceInit {
         onLine({ step, text, header: false });
       },
     };
-    await this.credentials.ready;
-    const tools = new ToolRunner(user, this.ctx.state, this.credentials.for(user, false), user.home, signal);
+    const tools = new ToolRunner(
+      user,
+      this.ctx.state,
+      await childCredentials(this.ctx.users, user, false),
+      user.home,
+      signal,
+    );
 
     // Everything that can be checked is checked before anything changes.
     const needGit = plan.repositories.length > 0 || plan.gitUserName || plan.gitUserEmail || plan.gpgKey;

@@ -95,29 +95,41 @@ export class DockerBackend implements SandboxBackend {
     const engine = await this.engine();
     return this.call(async () => {
       this.checkRuntime(spec, engine);
-      // Independent look-ups, at once: each is a round trip to the engine.
-      const [image, bundle, existing] = await Promise.all([
-        this.inspectImage(spec.image, engine),
-        this.bundle(),
-        spec.id ? this.findContainer(spec.id) : undefined,
-      ]);
-      if (existing) throw new InvalidSandboxSpecError(`a sandbox with id ${spec.id} already exists`);
-      let runImage = spec.image;
-      let bundleDir: string | undefined = bundle.dir;
-      if (this.delivery === "image") {
-        runImage = (await prepareImage(this.docker, spec.image, bundle)).tag;
-        bundleDir = undefined;
-      }
-
       const id = spec.id ?? newSandboxId();
       const dir = new SandboxDir(this.home, id);
-      let accessToken: string;
-      try {
-        accessToken = await dir.create();
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "EEXIST") {
+      // The host directory is made while the engine answers the look-ups (each a round trip).
+      const madeDir = dir.create().catch((err: NodeJS.ErrnoException) => {
+        if (err.code === "EEXIST") {
           throw new InvalidSandboxSpecError(`sandbox directory ${dir.path} already exists (id ${id} is taken)`);
         }
+        throw err;
+      });
+      let image: Docker.ImageInspectInfo;
+      let runImage = spec.image;
+      let bundleDir: string | undefined;
+      let accessToken: string;
+      try {
+        let bundle: BuiltBundle;
+        let existing: Docker.ContainerInfo | undefined;
+        [image, bundle, existing, accessToken] = await Promise.all([
+          this.inspectImage(spec.image, engine),
+          this.bundle(),
+          spec.id ? this.containerWithId(spec.id) : undefined,
+          madeDir,
+        ]);
+        if (existing) throw new InvalidSandboxSpecError(`a sandbox with id ${spec.id} already exists`);
+        bundleDir = bundle.dir;
+        if (this.delivery === "image") {
+          runImage = (await prepareImage(this.docker, spec.image, bundle)).tag;
+          bundleDir = undefined;
+        }
+      } catch (err) {
+        // Refused before a container was made: the directory goes, unless it was another's.
+        const made = await madeDir.then(
+          () => true,
+          () => false,
+        );
+        if (made) await dir.remove();
         throw err;
       }
 
@@ -261,11 +273,7 @@ export class DockerBackend implements SandboxBackend {
 
   async list(filter: ListFilter = {}): Promise<SandboxInfo[]> {
     return this.call(async () => {
-      const labels = [
-        `${LABEL_MANAGED_BY}=${MANAGED_BY}`,
-        `${LABEL_HOME}=${this.homeLabel}`,
-        ...Object.entries(filter.labels ?? {}).map(([k, v]) => `${k}=${v}`),
-      ];
+      const labels = [...this.ownLabels(), ...Object.entries(filter.labels ?? {}).map(([k, v]) => `${k}=${v}`)];
       const summaries = await this.docker.listContainers({ all: true, filters: { label: labels } });
       return Promise.all(summaries.map((s) => this.describe(s, stateOf(s.State))));
     });
@@ -363,14 +371,26 @@ export class DockerBackend implements SandboxBackend {
 
   /** The managed container for an id (our label) or a container name, under this home. */
   private async findContainer(idOrName: string): Promise<Docker.ContainerInfo | undefined> {
-    const base = [`${LABEL_MANAGED_BY}=${MANAGED_BY}`, `${LABEL_HOME}=${this.homeLabel}`];
-    const byId = await this.docker.listContainers({
+    const byId = await this.containerWithId(idOrName);
+    if (byId) return byId;
+    const byName = await this.docker.listContainers({
       all: true,
-      filters: { label: [...base, `${LABEL_SANDBOX}=${idOrName}`] },
+      filters: { label: this.ownLabels(), name: [idOrName] },
     });
-    if (byId[0]) return byId[0];
-    const byName = await this.docker.listContainers({ all: true, filters: { label: base, name: [idOrName] } });
     return byName.find((c) => c.Names.some((n) => n.replace(/^\//, "") === idOrName));
+  }
+
+  /** The managed container of sandbox `id` under this home (by our label only). */
+  private async containerWithId(id: string): Promise<Docker.ContainerInfo | undefined> {
+    const [found] = await this.docker.listContainers({
+      all: true,
+      filters: { label: [...this.ownLabels(), `${LABEL_SANDBOX}=${id}`] },
+    });
+    return found;
+  }
+
+  private ownLabels(): string[] {
+    return [`${LABEL_MANAGED_BY}=${MANAGED_BY}`, `${LABEL_HOME}=${this.homeLabel}`];
   }
 
   private async require(id: string): Promise<{ summary: Docker.ContainerInfo; sandboxId: string }> {

@@ -13,6 +13,7 @@ import { agentCommand, DEFAULT_MOUNT_POINT } from "./layout.js";
 import { sharedLibraries } from "./libraries.js";
 import { bundleDirFor } from "./location.js";
 import { type BundleManifest, MANIFEST_FILE, readManifest, VERSION_FILE, versionText } from "./manifest.js";
+import { markBundleUsed } from "./prune.js";
 import { ensureNodeRuntime, NODE_RUNTIME } from "./runtime.js";
 
 export interface BuildBundleOptions {
@@ -63,7 +64,10 @@ export async function buildBundle(options: BuildBundleOptions = {}): Promise<Bui
     files,
   };
   const dir = path.resolve(options.outDir ?? bundleDirFor(manifest.contentHash, options.root));
-  if (await holdsBundle(dir, manifest.contentHash)) return { ...manifest, dir, reused: true };
+  if (await holdsBundle(dir, manifest.contentHash)) {
+    await markBundleUsed(dir);
+    return { ...manifest, dir, reused: true };
+  }
   const reused = await writeBundle(dir, entries, manifest);
   return { ...manifest, dir, reused };
 }

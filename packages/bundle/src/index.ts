@@ -12,5 +12,6 @@ export { AGENT_CONTAINER_PORT, agentCommand, DEFAULT_MOUNT_POINT, LOADER_NAME } 
 export { MissingLibraryError } from "./libraries.js";
 export { bundleDirFor, defaultBundleRoot } from "./location.js";
 export { type BundleManifest, MANIFEST_FILE, readManifest, VERSION_FILE } from "./manifest.js";
+export { markBundleUsed, type PruneBundlesOptions, type PruneBundlesReport, pruneBundles } from "./prune.js";
 export { ensureNodeRuntime, NODE_RUNTIME, runtimeDir } from "./runtime.js";
 export { verifyBundle } from "./verify.js";

@@ -26,9 +26,9 @@ import {
   TetherHostError,
 } from "./errors.js";
 import { tetherHome } from "./home.js";
-import type { LifecycleContext } from "./lifecycle/context.js";
+import { type LifecycleContext, messageOf } from "./lifecycle/context.js";
 import { type Expired, expireSandboxes } from "./lifecycle/expiry.js";
-import { collectGarbage, type GcOptions, type GcReport } from "./lifecycle/gc.js";
+import { collectGarbage, DEFAULT_GC_AGE_MS, type GcOptions, type GcReport } from "./lifecycle/gc.js";
 import { type ReconcileReport, reconcile, VANISHED } from "./lifecycle/reconcile.js";
 import { currentProcess } from "./process-identity.js";
 import { type ExpiryAction, Registry, type SandboxRecord } from "./registry/registry.js";
@@ -393,9 +393,22 @@ export class Sandboxes {
   }
 
   /** Archives stopped and failed sandboxes older than the threshold. */
-  async gc(options?: GcOptions): Promise<GcReport> {
+  async gc(options: GcOptions = {}): Promise<GcReport> {
     await this.maintain();
-    return collectGarbage(this.lifecycle(this.requireRegistry()), options);
+    const report = await collectGarbage(this.lifecycle(this.requireRegistry()), options);
+    return { ...report, bundles: await this.pruneBundles(options.olderThanMs ?? DEFAULT_GC_AGE_MS) };
+  }
+
+  /** Old agent bundles go too, when sandboxes here may be Docker's (bundles are theirs only). */
+  private async pruneBundles(olderThanMs: number): Promise<GcReport["bundles"]> {
+    if (!this.kinds().includes("docker")) return undefined;
+    const docker = this.backendFor("docker");
+    if (!(docker instanceof DockerBackend)) return undefined;
+    try {
+      return { removed: (await docker.pruneBundles(olderThanMs)).removed };
+    } catch (err) {
+      return { removed: [], skipped: messageOf(err) };
+    }
   }
 
   /** The history of a sandbox as the registry has it. */

@@ -12,7 +12,7 @@ import {
   SandboxNotRunningError,
 } from "../src/index.js";
 import { bwrapSkipReason, scratchHome } from "./support/backends.js";
-import { engineSkipReason, eventually, testBundle } from "./support/sandboxes.js";
+import { engineSkipReason, eventually, TEST_BUNDLE } from "./support/sandboxes.js";
 
 const BUSYBOX = "tether-test/busybox";
 const dockerSkip = await engineSkipReason([BUSYBOX]);
@@ -30,7 +30,7 @@ let sandboxes: Sandboxes;
 const agents: Agent[] = [];
 before(async () => {
   scratch = await scratchHome();
-  sandboxes = new Sandboxes({ home: scratch.home, docker: { bundle: testBundle } });
+  sandboxes = new Sandboxes({ home: scratch.home, docker: TEST_BUNDLE });
 });
 after(async () => {
   await new Promise((r) => setTimeout(r, 20));
@@ -169,7 +169,7 @@ describe("process backends", () => {
   });
 
   test("without a registry, remove finds the sandbox's backend and leaves no process behind", async () => {
-    const bare = new Sandboxes({ home: scratch.home, registry: false, docker: { bundle: testBundle } });
+    const bare = new Sandboxes({ home: scratch.home, registry: false, docker: TEST_BUNDLE });
     const info = await bare.create(undefined, { backend: "local" });
     const supervisor = JSON.parse(
       await readFile(path.join(scratch.home, "sandboxes", info.id, "supervisor.json"), "utf8"),

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { readFile, stat } from "node:fs/promises";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, realpath, rm, stat, utimes, writeFile } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import Docker from "dockerode";
@@ -15,7 +17,7 @@ import {
   VANISHED,
 } from "../src/index.js";
 import { scratchHome } from "./support/backends.js";
-import { engineSkipReason, eventually, TEST_LABEL, testBundle } from "./support/sandboxes.js";
+import { engineSkipReason, eventually, TEST_BUNDLE, TEST_LABEL, testBundle } from "./support/sandboxes.js";
 
 const BUSYBOX = "tether-test/busybox";
 const dockerSkip = await engineSkipReason([BUSYBOX]);
@@ -26,7 +28,7 @@ let scratch: Awaited<ReturnType<typeof scratchHome>>;
 const facades: Sandboxes[] = [];
 /** A fresh facade over the scratch home, as a new `tether` process would have. */
 function open(): Sandboxes {
-  const s = new Sandboxes({ home: scratch.home, docker: { bundle: testBundle } });
+  const s = new Sandboxes({ home: scratch.home, docker: TEST_BUNDLE });
   facades.push(s);
   return s;
 }
@@ -59,7 +61,7 @@ function deadProcess() {
 
 describe("reconcile", () => {
   test("adopts sandboxes made behind the registry's back (docker and local)", { skip: dockerSkip }, async () => {
-    const behind = await new DockerBackend({ home: scratch.home, bundle: testBundle }).create({
+    const behind = await new DockerBackend({ home: scratch.home, ...TEST_BUNDLE }).create({
       image: BUSYBOX,
       labels,
     });
@@ -247,6 +249,44 @@ describe("gc", () => {
     assert.ok(!(await later.list()).some((i) => i.id === info.id));
     const archived = await later.list({ states: ["archived"] });
     assert.equal(archived.find((i) => i.id === info.id)?.archivePath, entry.path);
+  });
+
+  test("removes agent bundles that no container mounts and no create used lately", { skip: dockerSkip }, async () => {
+    // A bundle root of its own: the test bundle hard-linked in (instant), and an older bundle.
+    const root = await realpath(await mkdtemp(path.join(os.tmpdir(), "tether-bundle-root-")));
+    try {
+      const current = path.join(root, path.basename((await testBundle()).dir));
+      execFileSync("cp", ["-al", (await testBundle()).dir, current]);
+      const stale = path.join(root, "0123456789abcdef");
+      await mkdir(stale);
+      await writeFile(
+        path.join(stale, "manifest.json"),
+        JSON.stringify({ format: 1, contentHash: `${path.basename(stale)}${"0".repeat(48)}`, size: 77, files: [] }),
+      );
+      const s = new Sandboxes({ home: scratch.home, docker: { bundleRoot: root } });
+      facades.push(s);
+      const info = await s.create(BUSYBOX, { labels, runCommand: false });
+      const monthAgo = new Date(Date.now() - 30 * 24 * 3600 * 1000);
+      for (const dir of [current, stale]) await utimes(dir, monthAgo, monthAgo);
+
+      // The running sandbox mounts the current bundle: only the other goes.
+      let report = await s.gc({ olderThanMs: 0 });
+      assert.deepEqual(report.bundles, { removed: [{ dir: stale, bytes: 77 }] });
+      assert.ok(existsSync(path.join(current, "manifest.json")));
+      assert.ok(!existsSync(stale));
+
+      // Once no container mounts it and no create used it for long enough, it goes too.
+      await s.remove(info.id);
+      await utimes(current, monthAgo, monthAgo);
+      report = await s.gc({ olderThanMs: 0 });
+      assert.deepEqual(
+        report.bundles?.removed.map((b) => b.dir),
+        [current],
+      );
+      assert.ok(!existsSync(current));
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 
   test("archives a stopped docker sandbox: container removed, output kept", { skip: dockerSkip }, async () => {

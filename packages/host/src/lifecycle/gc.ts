@@ -19,6 +19,8 @@ export interface GcReport {
   archived: { id: string; path: string }[];
   /** Sandboxes that were due but could not be archived (their backend did not answer...). */
   failed: { id: string; error: string }[];
+  /** Agent bundles removed (see DockerBackend.pruneBundles); `skipped` says why none were looked at. */
+  bundles?: { removed: { dir: string; bytes: number }[]; skipped?: string };
 }
 
 /** `archive/<UTC date>-<id>` under TETHER_HOME. */

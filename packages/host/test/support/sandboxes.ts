@@ -21,6 +21,9 @@ export function testBundle(): Promise<BuiltBundle> {
   return bundle;
 }
 
+/** DockerBackend options for the test bundle: built, used and pruned under the shared test root. */
+export const TEST_BUNDLE = { bundle: testBundle, bundleRoot: TEST_BUNDLE_ROOT };
+
 /**
  * Why engine-backed tests cannot run, or undefined when they can. In CI (CI=true) the
  * engine must be there: this throws instead of giving a reason to skip.
@@ -63,7 +66,7 @@ export class TestSandboxes {
   async setup(): Promise<this> {
     this.home = await mkdtemp(path.join(os.tmpdir(), "tether-host-test-"));
     this.sandboxes = new Sandboxes({
-      docker: { ...this.options, docker: this.docker, home: this.home, bundle: testBundle },
+      docker: { ...this.options, docker: this.docker, home: this.home, ...TEST_BUNDLE },
     });
     return this;
   }

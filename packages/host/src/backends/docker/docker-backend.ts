@@ -1,5 +1,14 @@
 import { createHash } from "node:crypto";
-import { AGENT_CONTAINER_PORT, type BuiltBundle, buildBundle } from "@tether/bundle";
+import {
+  AGENT_CONTAINER_PORT,
+  type BuiltBundle,
+  buildBundle,
+  DEFAULT_MOUNT_POINT,
+  defaultBundleRoot,
+  markBundleUsed,
+  type PruneBundlesReport,
+  pruneBundles,
+} from "@tether/bundle";
 import Docker from "dockerode";
 import { waitForAgent } from "../../agent-health.js";
 import {
@@ -37,14 +46,18 @@ const DEFAULT_READY_TIMEOUT_MS = 60_000;
 const DEFAULT_STOP_TIMEOUT_S = 10;
 /** How many of a failed container's log lines a SandboxStartError carries. */
 const START_ERROR_LOG_LINES = 30;
+/** A bundle used this recently stays, whatever `tether gc --older-than` says: another `tether` may be about to mount it. */
+const MIN_UNUSED_BUNDLE_AGE_MS = 24 * 3600 * 1000;
 
 export interface DockerBackendOptions {
   /** The engine client; default `new Docker()`, which follows DOCKER_HOST. */
   docker?: Docker;
   /** TETHER_HOME; default `tetherHome()`. */
   home?: string;
-  /** The agent bundle; default `buildBundle()` into its default location, built once per backend. */
+  /** The agent bundle; default `buildBundle()` into `bundleRoot`, built once per backend. */
   bundle?: () => Promise<BuiltBundle>;
+  /** Where bundles are built, one directory per content hash, and pruned; default `defaultBundleRoot()`. */
+  bundleRoot?: string;
   /**
    * How the bundle gets into the container: "mount" (default) bind-mounts it read-only;
    * "image" runs a derived image with the bundle built in (see `prepareImage`), for
@@ -61,6 +74,7 @@ export class DockerBackend implements SandboxBackend {
   private readonly homeLabel: string;
   private readonly delivery: "mount" | "image";
   private readonly loadBundle: () => Promise<BuiltBundle>;
+  private readonly bundleRoot: string;
   private enginePromise: Promise<Engine> | undefined;
   private bundlePromise: Promise<BuiltBundle> | undefined;
 
@@ -69,7 +83,8 @@ export class DockerBackend implements SandboxBackend {
     this.home = options.home ?? tetherHome();
     this.homeLabel = createHash("sha256").update(this.home).digest("hex").slice(0, 12);
     this.delivery = options.bundleDelivery ?? "mount";
-    this.loadBundle = options.bundle ?? (() => buildBundle());
+    this.bundleRoot = options.bundleRoot ?? defaultBundleRoot();
+    this.loadBundle = options.bundle ?? (() => buildBundle({ root: this.bundleRoot }));
   }
 
   /** What engine this is (Docker or Podman, runtimes); asked once, EngineUnavailableError if it does not answer. */
@@ -88,6 +103,32 @@ export class DockerBackend implements SandboxBackend {
       throw err;
     });
     return this.bundlePromise;
+  }
+
+  /** The bundle for a new sandbox, marked as used now: `tether gc` keeps bundles in recent use. */
+  private async bundleForUse(): Promise<BuiltBundle> {
+    const bundle = await this.bundle();
+    await markBundleUsed(bundle.dir).catch(() => {});
+    return bundle;
+  }
+
+  /**
+   * Removes the other bundles beside this backend's own that no container on this engine
+   * mounts (of any Tether home, running or not: a stopped sandbox starts again from its
+   * bundle) and that no create used for `olderThanMs`, one day at least.
+   */
+  async pruneBundles(olderThanMs: number): Promise<PruneBundlesReport> {
+    const containers = await this.call(() =>
+      this.docker.listContainers({ all: true, filters: { label: [`${LABEL_MANAGED_BY}=${MANAGED_BY}`] } }),
+    );
+    const mounted = containers.flatMap((c) =>
+      c.Mounts.filter((m) => m.Destination === DEFAULT_MOUNT_POINT).map((m) => m.Source),
+    );
+    return pruneBundles({
+      root: this.bundleRoot,
+      inUse: mounted,
+      olderThanMs: Math.max(olderThanMs, MIN_UNUSED_BUNDLE_AGE_MS),
+    });
   }
 
   async create(input: SandboxSpec): Promise<SandboxInfo> {
@@ -113,7 +154,7 @@ export class DockerBackend implements SandboxBackend {
         let existing: Docker.ContainerInfo | undefined;
         [image, bundle, existing, accessToken] = await Promise.all([
           this.inspectImage(spec.image, engine),
-          this.bundle(),
+          this.bundleForUse(),
           spec.id ? this.containerWithId(spec.id) : undefined,
           madeDir,
         ]);

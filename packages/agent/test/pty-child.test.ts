@@ -38,7 +38,7 @@ async function until(condition: () => boolean): Promise<void> {
 describe("PTY children", () => {
   test("output written while paused by a slow reader survives the child's exit", async () => {
     // The reader is slow from the start: the child's last words sit in the terminal while
-    // it exits. node-pty drops unread output 200 ms after its child exits.
+    // it exits. node-pty destroys the terminal 200 ms after its child exits, unread or not.
     const { child, output, ended } = await ptyChild("printf ready; sleep 0.3; printf last-words; exit 3");
     await until(() => output().includes("ready"));
     child.pauseOutput();
@@ -47,6 +47,19 @@ describe("PTY children", () => {
     const status = await ended;
     assert.equal(status.exitCode, 3);
     assert.match(output(), /last-words/);
+  });
+
+  test("a reader that never resumes still gets the end, and every byte before it", async () => {
+    // About 4 KB, written while nobody reads: it waits in the terminal when the child exits.
+    const { child, output, ended } = await ptyChild(
+      "printf ready; sleep 0.2; printf 'last-words '; seq -s ' ' 1 1000; exit 4",
+    );
+    await until(() => output().includes("ready"));
+    child.pauseOutput();
+    const status = await ended;
+    assert.equal(status.exitCode, 4);
+    const numbers = Array.from({ length: 1000 }, (_, i) => i + 1).join(" ");
+    assert.ok(output().endsWith(`last-words ${numbers}\r\n`), output().slice(-100));
   });
 
   test("pausing and resuming a live PTY loses nothing and holds its output back meanwhile", async () => {

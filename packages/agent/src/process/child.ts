@@ -1,3 +1,4 @@
+import { readSync } from "node:fs";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type * as NodePty from "node-pty";
 import { type ExitStatus, exitStatus } from "./exit-status.js";
@@ -10,8 +11,6 @@ import { type PipeProcess, spawnPipes } from "./spawner.js";
  * goes out anyway: a daemonised grandchild can hold stdout forever.
  */
 const PIPE_DRAIN_GRACE_MS = 1000;
-/** How often a paused PTY looks for its child's end: well inside node-pty's 200 ms before it drops unread output. */
-const PTY_EXIT_POLL_MS = 50;
 
 export type { OutputKind };
 
@@ -200,7 +199,6 @@ class PtyChild implements Child {
   readonly pid: number;
   private readonly term: NodePty.IPty;
   private exited = false;
-  private exitPoll: NodeJS.Timeout | undefined;
 
   constructor(pty: typeof NodePty, spec: LaunchSpec, size: { cols: number; rows: number }, sink: ChildSink) {
     try {
@@ -221,10 +219,11 @@ class PtyChild implements Child {
     this.pid = this.term.pid;
     // With encoding null node-pty hands out Buffers, though its types say string.
     this.term.onData((chunk) => sink.onOutput("pty", chunk as unknown as Buffer));
-    // node-pty reports exit only after the terminal's output is drained (or 200 ms passed).
+    readRestBeforeDestroy(this.term, (chunk) => sink.onOutput("pty", chunk));
+    // node-pty reports exit once the terminal's output is read to its end, or 200 ms after
+    // the child's exit when it destroys the terminal (see readRestBeforeDestroy).
     this.term.onExit(({ exitCode, signal }) => {
       this.exited = true;
-      clearInterval(this.exitPoll);
       sink.onEnd(exitStatus(exitCode, signal));
     });
   }
@@ -248,35 +247,49 @@ class PtyChild implements Child {
     signalGroup(this.pid, signal, !this.exited, group);
   }
 
-  /**
-   * node-pty destroys the terminal 200 ms after its child exits unless its socket closed by
-   * then, dropping whatever we left unread. So while output is paused (a slow reader), look
-   * every PTY_EXIT_POLL_MS for the child's end, and then read on: what remains is at most the
-   * kernel's terminal buffer, which the process's output log keeps for the reader.
-   */
   pauseOutput(): void {
-    if (this.gone()) return;
     this.term.pause();
-    this.exitPoll ??= setInterval(() => {
-      if (this.gone()) this.resumeOutput();
-    }, PTY_EXIT_POLL_MS);
-    this.exitPoll.unref();
   }
 
   resumeOutput(): void {
-    clearInterval(this.exitPoll);
-    this.exitPoll = undefined;
     this.term.resume();
   }
+}
 
-  /** The child has exited and node-pty reaped it (kill(pid, 0) finds no such process). */
-  private gone(): boolean {
-    if (this.exited) return true;
-    try {
-      process.kill(this.pid, 0);
-      return false;
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code === "ESRCH";
+/** What node-pty 1.x keeps of a Unix terminal: its reader and the master's fd (non-blocking, node-pty sets it so). */
+interface UnixTerminalInternals {
+  _socket?: { destroyed: boolean; destroy(error?: Error): unknown; read(): unknown };
+  _fd?: number;
+}
+
+/**
+ * node-pty destroys a terminal's reader 200 ms after the child exits unless it has read the
+ * terminal to its end by then; whatever is still unread is dropped. That happens to a reader
+ * paused by a slow client, and to any reader when the event loop is busy past those 200 ms.
+ * So before the reader is destroyed, what it buffered and what the terminal still holds are
+ * handed on: the master fd is non-blocking, so reading it until EAGAIN (nothing more now) or
+ * EIO (no writer left) never waits. node-pty versions without these fields keep their own behaviour.
+ */
+function readRestBeforeDestroy(term: NodePty.IPty, onOutput: (chunk: Buffer) => void): void {
+  const { _socket: socket, _fd: fd } = term as unknown as UnixTerminalInternals;
+  if (!socket || typeof fd !== "number") return;
+  const destroy = socket.destroy.bind(socket);
+  socket.destroy = (error?: Error) => {
+    if (!socket.destroyed) {
+      // Chunks read but held back by a pause: read() hands each to node-pty's data listeners.
+      while (socket.read() !== null);
+      const buffer = Buffer.allocUnsafe(64 * 1024);
+      for (;;) {
+        let n: number;
+        try {
+          n = readSync(fd, buffer);
+        } catch {
+          break;
+        }
+        if (n <= 0) break;
+        onOutput(Buffer.from(buffer.subarray(0, n)));
+      }
     }
-  }
+    return destroy(error);
+  };
 }

@@ -251,7 +251,9 @@ describe("gc", () => {
     assert.equal(archived.find((i) => i.id === info.id)?.archivePath, entry.path);
   });
 
-  test("removes agent bundles that no container mounts and no create used lately", { skip: dockerSkip }, async () => {
+  test("removes agent bundles that no container mounts and no create used lately; a removed one is built again", {
+    skip: dockerSkip,
+  }, async () => {
     // A bundle root of its own: the test bundle hard-linked in (instant), and an older bundle.
     const root = await realpath(await mkdtemp(path.join(os.tmpdir(), "tether-bundle-root-")));
     try {
@@ -284,6 +286,11 @@ describe("gc", () => {
         [current],
       );
       assert.ok(!existsSync(current));
+
+      // This facade had built that bundle: its next create builds it again.
+      const again = await s.create(BUSYBOX, { labels, runCommand: false });
+      assert.ok(existsSync(path.join(current, "manifest.json")));
+      await s.remove(again.id);
     } finally {
       await rm(root, { recursive: true, force: true });
     }

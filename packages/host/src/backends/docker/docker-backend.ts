@@ -105,15 +105,24 @@ export class DockerBackend implements SandboxBackend {
     return this.bundlePromise;
   }
 
-  /** The bundle for a new sandbox, marked as used now: `tether gc` keeps bundles in recent use. */
+  /**
+   * The bundle for a new sandbox, marked as used now: `tether gc` keeps bundles in recent
+   * use. One that a gc elsewhere removed since this backend built it is built again.
+   */
   private async bundleForUse(): Promise<BuiltBundle> {
     const bundle = await this.bundle();
-    await markBundleUsed(bundle.dir).catch(() => {});
-    return bundle;
+    try {
+      await markBundleUsed(bundle.dir);
+      return bundle;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") return bundle;
+      this.bundlePromise = undefined;
+      return this.bundle();
+    }
   }
 
   /**
-   * Removes the other bundles beside this backend's own that no container on this engine
+   * Removes the bundles under this backend's bundle root that no container on this engine
    * mounts (of any Tether home, running or not: a stopped sandbox starts again from its
    * bundle) and that no create used for `olderThanMs`, one day at least.
    */

@@ -131,7 +131,7 @@ export class DockerBackend implements SandboxBackend {
       this.docker.listContainers({ all: true, filters: { label: [`${LABEL_MANAGED_BY}=${MANAGED_BY}`] } }),
     );
     const mounted = containers.flatMap((c) =>
-      c.Mounts.filter((m) => m.Destination === DEFAULT_MOUNT_POINT).map((m) => m.Source),
+      (c.Mounts ?? []).filter((m) => m.Destination === DEFAULT_MOUNT_POINT).map((m) => m.Source),
     );
     return pruneBundles({
       root: this.bundleRoot,

@@ -1,9 +1,8 @@
 import { existsSync } from "node:fs";
 import { builtinModules } from "node:module";
 import path from "node:path";
-import { build, type Plugin } from "esbuild";
+import type { Plugin } from "esbuild";
 import { NATIVE_ADDONS } from "./addons.js";
-import { precompiledDescriptors } from "./precompiled-descriptors.js";
 
 /** Node version the agent script is compiled for; matches the pinned runtime's major version. */
 const TARGET = "node24";
@@ -86,6 +85,12 @@ export async function bundleAgentScript(agentDir: string): Promise<AgentScriptFi
     throw new Error(`the agent in ${agentDir} is not compiled (dist/src/main.js is missing): run \`npx tsc -b\``);
   }
   const outdir = path.join(agentDir, "tetherd.bundle");
+  // Loaded here, not with the package: every `tether` command imports the host, and only
+  // a bundle build needs esbuild and protobuf-es's descriptor.proto (about 20 ms to load).
+  const [{ build }, { precompiledDescriptors }] = await Promise.all([
+    import("esbuild"),
+    import("./precompiled-descriptors.js"),
+  ]);
   const result = await build({
     entryPoints: { tetherd: entry },
     // Paths in the output's comments are relative to this, so the files are the same in any clone.

@@ -178,7 +178,7 @@ export class Sandboxes {
     const name = specOptions.name ?? `tether-${id}`;
     const spec: SandboxSpec = { ...specOptions, id, name, image: image || HOST_IMAGE };
     // Bad input changes nothing: checked before the record is written.
-    const valid = validateSpec(spec);
+    const valid = await validateSpec(spec);
     await this.maintain();
     const registry = this.registry;
     if (registry) {

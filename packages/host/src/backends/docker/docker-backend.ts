@@ -141,7 +141,7 @@ export class DockerBackend implements SandboxBackend {
   }
 
   async create(input: SandboxSpec): Promise<SandboxInfo> {
-    const spec = validateSpec(input);
+    const spec = await validateSpec(input);
     const engine = await this.engine();
     return this.call(async () => {
       this.checkRuntime(spec, engine);

@@ -152,7 +152,7 @@ export class ProcessBackend implements SandboxBackend {
   }
 
   async create(input: SandboxSpec): Promise<SandboxInfo> {
-    const spec = validateSpec({ ...input, image: input.image || HOST_IMAGE });
+    const spec = await validateSpec({ ...input, image: input.image || HOST_IMAGE });
     this.strategy.check(spec, input);
     const id = spec.id ?? newSandboxId();
     const name = spec.name ?? `tether-${id}`;

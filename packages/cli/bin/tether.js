@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { main } from "../dist/src/main.js";
+// The CLI as esbuild bundled it (scripts/bundle.mjs, part of `npm run build`).
+import { main } from "../dist/bundle/main.js";
 
 main().catch((err) => {
   console.error(`tether: ${err instanceof Error ? err.message : err}`);

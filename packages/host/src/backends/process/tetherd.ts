@@ -13,7 +13,10 @@ export function agentProgram(): AgentProgram {
   return { node: process.execPath, tetherd: path.resolve(path.dirname(entry), "../../bin/tetherd.js") };
 }
 
-/** The supervisor script (compiled next to this file). */
+/**
+ * The supervisor script, compiled next to this file; found through the package, since this
+ * module may run bundled into another file (the CLI's bundle).
+ */
 export function supervisorScript(): string {
-  return fileURLToPath(new URL("./supervisor.js", import.meta.url));
+  return fileURLToPath(new URL("./backends/process/supervisor.js", import.meta.resolve("@tether/host")));
 }

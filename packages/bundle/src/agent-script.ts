@@ -7,9 +7,11 @@ import { NATIVE_ADDONS } from "./addons.js";
 /** Node version the agent script is compiled for; matches the pinned runtime's major version. */
 const TARGET = "node24";
 
-// The output is ESM; CommonJS dependencies (pino, busboy, ...) still call require() and may use
-// __dirname, which ESM lacks. Give them real ones.
-const BANNER = [
+/**
+ * The first lines of every file of an ES module bundle: CommonJS dependencies (pino, busboy,
+ * dockerode, ...) still call require() and may use __dirname, which ESM lacks. Gives them real ones.
+ */
+export const ESM_REQUIRE_BANNER = [
   'import { createRequire as __tetherCreateRequire } from "node:module";',
   'import { fileURLToPath as __tetherFileURLToPath } from "node:url";',
   'import { dirname as __tetherDirname } from "node:path";',
@@ -105,7 +107,7 @@ export async function bundleAgentScript(agentDir: string): Promise<AgentScriptFi
     format: "esm",
     target: TARGET,
     external: NATIVE_ADDONS.map((a) => a.name),
-    banner: { js: BANNER },
+    banner: { js: ESM_REQUIRE_BANNER },
     plugins: [builtinsViaRequire, precompiledDescriptors(agentDir)],
     // Every free `Headers` in the agent (connect-es makes one per request) is the agent's own:
     // the global one is undici's, whose first use loads all of undici (see fetch-headers.ts).

@@ -1,4 +1,6 @@
 /** The portable agent bundle: a pinned Node.js, its libraries and loader, tetherd as ES modules with their compile cache. */
+
+export { ESM_REQUIRE_BANNER } from "./agent-script.js";
 export {
   type BuildBundleOptions,
   type BuiltBundle,

@@ -59,7 +59,7 @@ describe("pruneBundles", () => {
     assert.ok(!existsSync(old));
     assert.ok(!existsSync(abandoned));
     for (const dir of [mounted, recent, misnamed, other, building]) assert.ok(existsSync(dir), dir);
-    assert.ok(!existsSync(path.join(root, ".aaaaaaaaaaaaaaaa.removing-" + process.pid)));
+    assert.ok(!existsSync(path.join(root, `.aaaaaaaaaaaaaaaa.removing-${process.pid}`)));
   });
 
   test("a bundle marked used stays; a missing root is nothing to prune", async () => {

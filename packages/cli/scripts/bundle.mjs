@@ -6,20 +6,11 @@
 import { rm } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { ESM_REQUIRE_BANNER } from "@tether/bundle";
 import { build } from "esbuild";
 
 const cliDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const outdir = path.join(cliDir, "dist", "bundle");
-
-// CommonJS dependencies (dockerode, ssh2, ...) call require() and use __dirname, which ESM lacks.
-const banner = [
-  'import { createRequire as __tetherCreateRequire } from "node:module";',
-  'import { fileURLToPath as __tetherFileURLToPath } from "node:url";',
-  'import { dirname as __tetherDirname } from "node:path";',
-  "const require = __tetherCreateRequire(import.meta.url);",
-  "const __filename = __tetherFileURLToPath(import.meta.url);",
-  "const __dirname = __tetherDirname(__filename);",
-].join("\n");
 
 await rm(outdir, { recursive: true, force: true });
 await build({
@@ -31,7 +22,7 @@ await build({
   format: "esm",
   platform: "node",
   target: "node20",
-  banner: { js: banner },
+  banner: { js: ESM_REQUIRE_BANNER },
   external: [
     "@tether/agent",
     "@tether/bundle",

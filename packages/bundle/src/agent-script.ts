@@ -1,10 +1,10 @@
-import { existsSync } from "node:fs";
-import { builtinModules } from "node:module";
+import { existsSync, readFileSync } from "node:fs";
+import { builtinModules, createRequire } from "node:module";
 import path from "node:path";
 import type { Plugin } from "esbuild";
 import { NATIVE_ADDONS } from "./addons.js";
 
-/** Node version the agent script is compiled for; matches the pinned runtime's major version. */
+/** Node version the agent script is compiled for by default; matches the pinned runtime's major version. */
 const TARGET = "node24";
 
 /**
@@ -68,6 +68,15 @@ const LOADER = [
   "",
 ].join("\n");
 
+/** The @tether/agent package this one depends on (its sources, bin and compiled dist). */
+export function agentPackageDir(): string {
+  const require = createRequire(import.meta.url);
+  const dir = path.resolve(path.dirname(require.resolve("@tether/agent")), "..", "..");
+  const name = (JSON.parse(readFileSync(path.join(dir, "package.json"), "utf8")) as { name?: string }).name;
+  if (name !== "@tether/agent") throw new Error(`expected @tether/agent in ${dir}`);
+  return dir;
+}
+
 /** One file of the bundled agent, relative to the bundle's root. */
 export interface AgentScriptFile {
   path: string;
@@ -81,7 +90,7 @@ export interface AgentScriptFile {
  * imports. Not minified: it saved no memory (V8 keeps lazily compiled functions as source
  * ranges either way) and readable stack traces are worth more.
  */
-export async function bundleAgentScript(agentDir: string): Promise<AgentScriptFile[]> {
+export async function bundleAgentScript(agentDir: string, target = TARGET): Promise<AgentScriptFile[]> {
   const entry = path.join(agentDir, "bin", "tetherd.js");
   if (!existsSync(path.join(agentDir, "dist", "src", "main.js"))) {
     throw new Error(`the agent in ${agentDir} is not compiled (dist/src/main.js is missing): run \`npx tsc -b\``);
@@ -105,7 +114,7 @@ export async function bundleAgentScript(agentDir: string): Promise<AgentScriptFi
     write: false,
     platform: "node",
     format: "esm",
-    target: TARGET,
+    target,
     external: NATIVE_ADDONS.map((a) => a.name),
     banner: { js: ESM_REQUIRE_BANNER },
     plugins: [builtinsViaRequire, precompiledDescriptors(agentDir)],

@@ -1,12 +1,11 @@
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { chmod, copyFile, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
-import { createRequire } from "node:module";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { addonEntries, NATIVE_ADDONS } from "./addons.js";
-import { AGENT_DIR, bundleAgentScript, COMPILE_CACHE_DIR } from "./agent-script.js";
+import { AGENT_DIR, agentPackageDir, bundleAgentScript, COMPILE_CACHE_DIR } from "./agent-script.js";
 import type { BundleEntry } from "./entries.js";
 import { contentHash, describeEntries } from "./hash.js";
 import { agentCommand, DEFAULT_MOUNT_POINT } from "./layout.js";
@@ -77,10 +76,8 @@ async function collectInputs(): Promise<{
   entries: BundleEntry[];
   manifest: Omit<BundleManifest, "contentHash" | "size" | "files">;
 }> {
-  const require = createRequire(import.meta.url);
-  const agentDir = path.resolve(path.dirname(require.resolve("@tether/agent")), "..", "..");
+  const agentDir = agentPackageDir();
   const agentPackage = readPackage(agentDir);
-  if (agentPackage.name !== "@tether/agent") throw new Error(`expected @tether/agent in ${agentDir}`);
 
   const nodeVersion = NODE_RUNTIME.version;
   const [node, scripts, addons] = await Promise.all([

@@ -1,5 +1,7 @@
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { HOST_AGENT_DIR } from "@tether/bundle";
 
 /** How a process backend starts the agent: this host's node running the repo's tetherd. */
 export interface AgentProgram {
@@ -7,10 +9,14 @@ export interface AgentProgram {
   tetherd: string;
 }
 
-/** tetherd's bin, found through the @tether/agent package so it works from any cwd. */
+/**
+ * tetherd as `npm run build` bundled it for this Node (see @tether/bundle's writeHostAgent),
+ * else the agent's compiled bin: found through the @tether/agent package from any cwd.
+ */
 export function agentProgram(): AgentProgram {
-  const entry = fileURLToPath(import.meta.resolve("@tether/agent"));
-  return { node: process.execPath, tetherd: path.resolve(path.dirname(entry), "../../bin/tetherd.js") };
+  const agentDir = path.resolve(path.dirname(fileURLToPath(import.meta.resolve("@tether/agent"))), "../..");
+  const bundled = path.join(agentDir, HOST_AGENT_DIR, "tetherd.js");
+  return { node: process.execPath, tetherd: existsSync(bundled) ? bundled : path.join(agentDir, "bin", "tetherd.js") };
 }
 
 /**

@@ -87,6 +87,16 @@ describe("tether doctor", () => {
     assert.equal(by.local.available, true);
     assert.equal(report.embeddedDefault, "local");
   });
+
+  test("an ssh:// DOCKER_HOST goes through ssh (loaded on first use in the CLI's bundle)", async () => {
+    // Nothing listens on loopback port 1: the ssh transport itself must load and try.
+    const r = await h.tether(["doctor", "--json"], { env: { DOCKER_HOST: "ssh://nobody@127.0.0.1:1" } });
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as { backends: { kind: string; available: boolean; reason: string }[] };
+    const docker = report.backends.find((b) => b.kind === "docker");
+    assert.equal(docker?.available, false);
+    assert.match(docker?.reason ?? "", /ECONNREFUSED 127\.0\.0\.1:1/);
+  });
 });
 
 describe("tether run without an image: the embedded default", () => {

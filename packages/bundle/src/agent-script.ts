@@ -68,13 +68,16 @@ const LOADER = [
   "",
 ].join("\n");
 
-/** The @tether/agent package this one depends on (its sources, bin and compiled dist). */
-export function agentPackageDir(): string {
+/** The @tether/agent package this one depends on: its directory (sources, bin, compiled dist) and version. */
+export function agentPackage(): { dir: string; version: string } {
   const require = createRequire(import.meta.url);
   const dir = path.resolve(path.dirname(require.resolve("@tether/agent")), "..", "..");
-  const name = (JSON.parse(readFileSync(path.join(dir, "package.json"), "utf8")) as { name?: string }).name;
+  const { name, version } = JSON.parse(readFileSync(path.join(dir, "package.json"), "utf8")) as {
+    name?: string;
+    version: string;
+  };
   if (name !== "@tether/agent") throw new Error(`expected @tether/agent in ${dir}`);
-  return dir;
+  return { dir, version };
 }
 
 /** One file of the bundled agent, relative to the bundle's root. */

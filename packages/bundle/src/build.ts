@@ -5,7 +5,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { addonEntries, NATIVE_ADDONS } from "./addons.js";
-import { AGENT_DIR, agentPackageDir, bundleAgentScript, COMPILE_CACHE_DIR } from "./agent-script.js";
+import { AGENT_DIR, agentPackage, bundleAgentScript, COMPILE_CACHE_DIR } from "./agent-script.js";
 import type { BundleEntry } from "./entries.js";
 import { contentHash, describeEntries } from "./hash.js";
 import { agentCommand, DEFAULT_MOUNT_POINT } from "./layout.js";
@@ -76,8 +76,7 @@ async function collectInputs(): Promise<{
   entries: BundleEntry[];
   manifest: Omit<BundleManifest, "contentHash" | "size" | "files">;
 }> {
-  const agentDir = agentPackageDir();
-  const agentPackage = readPackage(agentDir);
+  const { dir: agentDir, version: agentVersion } = agentPackage();
 
   const nodeVersion = NODE_RUNTIME.version;
   const [node, scripts, addons] = await Promise.all([
@@ -99,16 +98,12 @@ async function collectInputs(): Promise<{
     manifest: {
       format: 1,
       bundleVersion: ownPackage.version,
-      agentVersion: agentPackage.version,
+      agentVersion,
       nodeVersion,
       mountPoint: DEFAULT_MOUNT_POINT,
       command: agentCommand(DEFAULT_MOUNT_POINT),
     },
   };
-}
-
-function readPackage(dir: string): PackageJson {
-  return JSON.parse(readFileSync(path.join(dir, "package.json"), "utf8")) as PackageJson;
 }
 
 /** True when `dir` holds a complete bundle with this content hash (manifest matches, files present). */

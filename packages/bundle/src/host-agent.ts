@@ -1,6 +1,6 @@
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { agentPackageDir, bundleAgentScript } from "./agent-script.js";
+import { agentPackage, bundleAgentScript } from "./agent-script.js";
 
 /** Where in @tether/agent `writeHostAgent` puts its files; the host's process backends look there. */
 export const HOST_AGENT_DIR = path.join("dist", "host-tetherd");
@@ -13,7 +13,7 @@ export const HOST_AGENT_DIR = path.join("dist", "host-tetherd");
  * loader's path.
  */
 export async function writeHostAgent(): Promise<string> {
-  const agentDir = agentPackageDir();
+  const { dir: agentDir } = agentPackage();
   const dir = path.join(agentDir, HOST_AGENT_DIR);
   // The oldest Node the host supports, not the sandbox runtime's.
   const files = await bundleAgentScript(agentDir, "node20");

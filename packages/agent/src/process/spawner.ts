@@ -8,15 +8,21 @@ import type { LaunchSpec } from "./launch.js";
 
 type SpawnAddon = typeof import("@tether/spawn");
 
-/** A started pipe child: its streams and its end, whichever spawner started it. */
-export interface PipeProcess {
+type ExitListener = (code: number | null, signal: NodeJS.Signals | null) => void;
+
+/** A started child: its pid and its end, whichever spawner started it. */
+export interface StartedProcess {
   readonly pid: number;
+  /** Calls back once, when the process exited (code) or was killed (signal). */
+  onExit(listener: ExitListener): void;
+}
+
+/** A started pipe child: its streams and its end, whichever spawner started it. */
+export interface PipeProcess extends StartedProcess {
   /** Null when the child's stdin is /dev/null. */
   readonly stdin: Writable | null;
   readonly stdout: Readable;
   readonly stderr: Readable;
-  /** Calls back once, when the process exited (code) or was killed (signal). */
-  onExit(listener: (code: number | null, signal: NodeJS.Signals | null) => void): void;
 }
 
 /**
@@ -58,8 +64,6 @@ function fallBack(reason: string): void {
   log?.warn({ reason }, "vfork spawning is not available here: children are spawned with Node's (fork) instead");
 }
 
-type ExitListener = (code: number | null, signal: NodeJS.Signals | null) => void;
-
 /** Spawns a pipe child in a new session; throws Node's spawn errors (code ENOENT...). */
 export function spawnPipes(spec: LaunchSpec): Promise<PipeProcess> {
   return spawnEither(
@@ -99,13 +103,6 @@ export function spawnPipes(spec: LaunchSpec): Promise<PipeProcess> {
   );
 }
 
-/** A started child whose stdout and stderr are the agent's own. */
-export interface OwnOutputProcess {
-  readonly pid: number;
-  /** Calls back once, when the process exited (code) or was killed (signal). */
-  onExit(listener: ExitListener): void;
-}
-
 /** What `spawnWithOwnOutput` runs: a program, its argv after argv[0], and where and as whom. */
 export type OwnOutputSpec = Pick<LaunchSpec, "file" | "args" | "env" | "cwd" | "ids">;
 
@@ -115,7 +112,7 @@ export type OwnOutputSpec = Pick<LaunchSpec, "file" | "args" | "env" | "cwd" | "
  * errors (code ENOENT...). Same spawner as pipe children, for the same reason: it starts
  * right after the agent listens, while a host waits for the agent's first answers.
  */
-export function spawnWithOwnOutput(spec: OwnOutputSpec): Promise<OwnOutputProcess> {
+export function spawnWithOwnOutput(spec: OwnOutputSpec): Promise<StartedProcess> {
   return spawnEither(
     (spawner) => {
       const exit = exitRelay();

@@ -1,7 +1,7 @@
 import type { Logger } from "../logger.js";
 import { signalGroup } from "../process/child.js";
 import { type ExitStatus, exitStatus } from "../process/exit-status.js";
-import { type OwnOutputProcess, spawnWithOwnOutput } from "../process/spawner.js";
+import { type StartedProcess, spawnWithOwnOutput } from "../process/spawner.js";
 
 /** What to run as the sandbox's main command, decided by `planSupervisedCommand`. */
 export interface SupervisedSpec {
@@ -27,7 +27,7 @@ export class SupervisedCommand {
   private status: ExitStatus | undefined;
 
   private constructor(
-    private readonly child: OwnOutputProcess | undefined,
+    private readonly child: StartedProcess | undefined,
     private readonly log: Logger,
     exited: Promise<ExitStatus>,
   ) {
@@ -43,7 +43,7 @@ export class SupervisedCommand {
    * reported through `exited`.
    */
   static async start(spec: SupervisedSpec, log: Logger): Promise<SupervisedCommand> {
-    let child: OwnOutputProcess;
+    let child: StartedProcess;
     try {
       child = await spawnWithOwnOutput(spec);
     } catch (err) {

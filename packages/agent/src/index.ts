@@ -1,4 +1,6 @@
 /** tetherd: the agent inside every sandbox. */
+
+export { COCOON_DEFAULT_VSOCK_PORT } from "@tether/protocol/constants";
 export { type AgentOptions, type RunningAgent, startAgent } from "./agent.js";
 export {
   type AgentProcess,
@@ -16,6 +18,5 @@ export {
   runCocoonClient,
   STDIN_CHUNK_BYTES,
 } from "./cocoon/client.js";
-export { COCOON_DEFAULT_VSOCK_PORT } from "./cocoon/listener.js";
 /** tetherd's command line, for `tether agent`. */
 export { main } from "./main.js";

@@ -1,8 +1,7 @@
-import { AGENT_DEFAULT_PORT } from "@tether/protocol/constants";
+import { AGENT_DEFAULT_PORT, COCOON_DEFAULT_VSOCK_PORT } from "@tether/protocol/constants";
 import { Command, InvalidArgumentError } from "commander";
 import { DEFAULT_SUPERVISE_STOP_TIMEOUT_MS, startAgent } from "./agent.js";
 import { takeAccessTokenFile } from "./auth/token-file.js";
-import { COCOON_DEFAULT_VSOCK_PORT } from "./cocoon/listener.js";
 import { createLogger } from "./logger.js";
 
 function parsePort(value: string): number {

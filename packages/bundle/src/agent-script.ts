@@ -89,7 +89,8 @@ export interface AgentScriptFile {
 /**
  * tetherd as ES modules: the loader `tetherd.js`, and under agent/ the agent with its pure-JS
  * dependencies, split by esbuild so what is imported dynamically (zod for /init and cocoon,
- * sshpk for workspace keys) is a chunk of its own, read only on first use. Native addons stay
+ * sshpk for workspace keys) is a chunk of its own, read only on first use, and what is loaded
+ * at start is one chunk (see one-startup-chunk.ts). Native addons stay
  * imports. Not minified: it saved no memory (V8 keeps lazily compiled functions as source
  * ranges either way) and readable stack traces are worth more.
  */
@@ -101,10 +102,12 @@ export async function bundleAgentScript(agentDir: string, target = TARGET): Prom
   const outdir = path.join(agentDir, "tetherd.bundle");
   // Loaded here, not with the package: every `tether` command imports the host, and only
   // a bundle build needs esbuild and protobuf-es's descriptor.proto (about 20 ms to load).
-  const [{ build }, { precompiledDescriptors }] = await Promise.all([
+  const [{ build }, { precompiledDescriptors }, { oneStartupChunk, checkLazyModules }] = await Promise.all([
     import("esbuild"),
     import("./precompiled-descriptors.js"),
+    import("./one-startup-chunk.js"),
   ]);
+  const ownDir = path.join(agentDir, "dist");
   const result = await build({
     entryPoints: { tetherd: entry },
     // Paths in the output's comments are relative to this, so the files are the same in any clone.
@@ -120,12 +123,18 @@ export async function bundleAgentScript(agentDir: string, target = TARGET): Prom
     target,
     external: NATIVE_ADDONS.map((a) => a.name),
     banner: { js: ESM_REQUIRE_BANNER },
-    plugins: [builtinsViaRequire, precompiledDescriptors(agentDir)],
+    plugins: [
+      builtinsViaRequire,
+      oneStartupChunk(path.join(ownDir, "src", "main.js"), ownDir),
+      precompiledDescriptors(agentDir),
+    ],
     // Every free `Headers` in the agent (connect-es makes one per request) is the agent's own:
     // the global one is undici's, whose first use loads all of undici (see fetch-headers.ts).
     inject: [path.join(agentDir, "dist", "src", "server", "fetch-headers.js")],
     logLevel: "silent",
+    metafile: true,
   });
+  checkLazyModules(result.metafile, path.relative(agentDir, entry), agentDir, ownDir);
   const files = result.outputFiles.map((f) => ({
     path: path.relative(outdir, f.path).split(path.sep).join("/"),
     data: f.contents,

@@ -9,3 +9,6 @@ export const KEEPALIVE_INTERVAL_HEADER = "keepalive-ping-interval";
 
 /** Version the agent reports; the e2b SDK enables features by envd version. */
 export const ENVD_COMPAT_VERSION = "0.4.0";
+
+/** cocoon-agent's vsock port, where the agent serves cocoon-style line-JSON exec by default. */
+export const COCOON_DEFAULT_VSOCK_PORT = 1024;

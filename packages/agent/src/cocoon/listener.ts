@@ -5,9 +5,6 @@ import { DEFAULT_RESEED_PATHS, type ReseedPaths } from "./reseed.js";
 import { CocoonSession } from "./session.js";
 import { listenVsock, type VsockServer } from "./vsock.js";
 
-/** cocoon-agent's vsock port. */
-export const COCOON_DEFAULT_VSOCK_PORT = 1024;
-
 export interface CocoonOptions {
   /** Listen on this AF_VSOCK port (any CID); only the host (CID 2) may connect. */
   vsockPort?: number;

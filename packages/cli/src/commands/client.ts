@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { CocoonTarget } from "@tether/agent";
+import { COCOON_DEFAULT_VSOCK_PORT } from "@tether/protocol/constants";
 import { Command, InvalidArgumentError } from "commander";
 import { collectEnv, EXIT } from "../options.js";
 
@@ -12,9 +13,6 @@ interface ClientFlags {
   reseed?: boolean;
   regenMachineId?: boolean;
 }
-
-/** cocoon-agent's vsock port (COCOON_DEFAULT_VSOCK_PORT in @tether/agent, not imported: see the action). */
-const DEFAULT_VSOCK_PORT = 1024;
 
 /** Host entropy sent by --reseed: the most the agent accepts. */
 const RESEED_BYTES = 512;
@@ -41,7 +39,7 @@ export function clientCommand(): Command {
         "512 bytes of this host's randomness for the guest's kernel pool (after cloning a VM from a snapshot).",
     )
     .option("--cid <cid>", "the guest's vsock context id", parseUint)
-    .option("--port <port>", "the vsock port", parseUint, DEFAULT_VSOCK_PORT)
+    .option("--port <port>", "the vsock port", parseUint, COCOON_DEFAULT_VSOCK_PORT)
     .option("--unix <path>", "connect to this unix socket instead of vsock")
     .option("--tcp <host:port>", "connect to this TCP address instead of vsock", parseHostPort)
     .option("-e, --env <KEY=VALUE>", "set an environment variable (repeatable)", collectEnv, {})

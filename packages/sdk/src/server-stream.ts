@@ -60,14 +60,17 @@ export async function* serverStream<I extends DescMessage, O extends DescMessage
       throw errorFromJsonBytes(text, undefined, new ConnectError(`HTTP ${status}`, Code.Unknown));
     }
     const reader = new EnvelopeReader();
+    let end: ReturnType<typeof endStreamFromJson> | undefined;
+    // Read to the stream's own end even after the end-of-stream message, which comes just
+    // before it: leaving the loop early would reset a stream that is about to end anyway.
     for await (const chunk of stream as AsyncIterable<Buffer>) {
+      if (end) continue;
       reader.push(chunk);
       for (let env = reader.nextParts(); env; env = reader.nextParts()) {
         const { flags, parts } = env;
         if (flags & FLAG_END_STREAM) {
-          const end = endStreamFromJson(join(parts));
-          if (end.error) throw end.error;
-          return;
+          end = endStreamFromJson(join(parts));
+          break;
         }
         if (flags & FLAG_COMPRESSED) {
           throw new ConnectError("the agent sent a compressed message, which was not asked for", Code.Internal);
@@ -77,6 +80,8 @@ export async function* serverStream<I extends DescMessage, O extends DescMessage
         else yield fromBinary(method.output, join(parts));
       }
     }
+    if (end?.error) throw end.error;
+    if (end) return;
     if (options.signal?.aborted) throw new ConnectError("the call was cancelled", Code.Canceled);
     throw new ConnectError("the stream ended without an end-of-stream message", Code.Unavailable);
   } catch (err) {
@@ -86,7 +91,10 @@ export async function* serverStream<I extends DescMessage, O extends DescMessage
     throw new ConnectError(message, Code.Unavailable, undefined, undefined, err);
   } finally {
     options.signal?.removeEventListener("abort", abort);
-    if (!stream.closed) abort();
+    // Only a response not read to its end is cancelled. Closing a stream whose response has
+    // ended, before its 'close', still sends a reset; the agent's HTTP/2 server counts
+    // resets and closes the session after about a thousand in a burst (see untilEnd).
+    if (!stream.closed && !stream.readableEnded) abort();
   }
 }
 

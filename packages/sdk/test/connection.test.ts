@@ -31,6 +31,29 @@ for (const transport of TRANSPORTS) {
   });
 }
 
+describe("a long-lived connection", () => {
+  // Node's HTTP/2 server closes a session whose client reset about a thousand streams in
+  // a burst (its rapid-reset defence). A client that reset each finished command's stream
+  // lost its connection after that many commands, with "Session closed with error code 2".
+  test("runs commands, every tenth in a PTY, well past a thousand", async () => {
+    const agent = await connect(t.target("unix"));
+    try {
+      for (let i = 0; i < 1100; i++) {
+        if (i % 10 === 0) {
+          const pty = await agent.pty.create({ argv: ["true"], cols: 80, rows: 24, onData: () => {} });
+          assert.equal((await pty.wait()).exitCode, 0);
+        } else {
+          await agent.commands.run(["true"]);
+        }
+      }
+      const result = await agent.commands.run(["echo", "still here"]);
+      assert.equal(result.stdout, "still here\n");
+    } finally {
+      agent.close();
+    }
+  });
+});
+
 describe("unreachable agents", () => {
   test("a socket path nobody listens on gives AgentUnavailableError", async () => {
     await assert.rejects(connect({ socket: path.join(t.dir, "absent.sock") }), (err: unknown) => {

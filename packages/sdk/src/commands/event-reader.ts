@@ -36,4 +36,41 @@ export abstract class EventReader<Event> {
 
   /** Reads the stream to its end event, resolving the pid on the way. */
   protected abstract read(events: AsyncIterable<Event>): Promise<ProcessExit>;
+
+  /**
+   * Hands `events` to `handle` one by one until it returns the process's end; the rest of
+   * the stream (only the call's end-of-stream message is left) is then read in the
+   * background, not cancelled. Leaving a `for await` early resets the HTTP/2 stream, and
+   * Node's HTTP/2 server closes a session whose client reset about a thousand streams in a
+   * burst (its defence against rapid-reset floods): a client that ran that many commands
+   * on one connection lost it ("Session closed with error code 2"). An error still cancels.
+   */
+  protected async untilEnd(
+    events: AsyncIterable<Event>,
+    handle: (event: Event) => ProcessExit | undefined | Promise<ProcessExit | undefined>,
+  ): Promise<ProcessExit | undefined> {
+    const iterator = events[Symbol.asyncIterator]();
+    try {
+      for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
+        const end = await handle(next.value);
+        if (end) {
+          void drain(iterator);
+          return end;
+        }
+      }
+      return undefined;
+    } catch (err) {
+      await iterator.return?.().catch(() => {});
+      throw err;
+    }
+  }
+}
+
+/** Reads an iterator to its end, ignoring what it yields and how it fails. */
+async function drain(iterator: AsyncIterator<unknown>): Promise<void> {
+  try {
+    while (!(await iterator.next()).done) {}
+  } catch {
+    // The call's outcome is known; a late error changes nothing.
+  }
 }

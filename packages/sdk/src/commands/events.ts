@@ -27,18 +27,18 @@ export class ProcessEvents extends EventReader<{ event?: ProcessEvent }> {
   }
 
   protected async read(events: AsyncIterable<{ event?: ProcessEvent }>): Promise<ProcessExit> {
-    for await (const { event } of events) {
+    const exit = await this.untilEnd(events, async ({ event }) => {
       const e = event?.event;
       switch (e?.case) {
         case "start":
           this.resolvePid(e.value.pid);
-          break;
+          return undefined;
         case "data": {
           const output = e.value.output;
           if (output.case !== undefined && output.value.length > 0) {
             await this.onOutput({ kind: output.case, data: output.value });
           }
-          break;
+          return undefined;
         }
         case "end": {
           this.ended = true;
@@ -52,9 +52,10 @@ export class ProcessEvents extends EventReader<{ event?: ProcessEvent }> {
           };
         }
         default:
-          break; // keepalive
+          return undefined; // keepalive
       }
-    }
+    });
+    if (exit) return exit;
     throw new Error("the agent closed the process stream without an end event");
   }
 }

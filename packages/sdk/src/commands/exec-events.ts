@@ -58,26 +58,26 @@ export class ExecEvents extends EventReader<ExecEvent> {
   }
 
   protected async read(events: AsyncIterable<ExecEvent>): Promise<ProcessExit> {
-    for await (const { event } of events) {
+    const exit = await this.untilEnd(events, async ({ event }) => {
       switch (event.case) {
         case "started":
           this.existing = event.value.existing;
           this.resolvePid(event.value.pid);
-          break;
+          return undefined;
         case "output": {
           const kind = KINDS[event.value.stream];
-          if (!kind || event.value.data.length === 0) break;
+          if (!kind || event.value.data.length === 0) return undefined;
           this.offsets[kind] = Number(event.value.offset) + event.value.data.length;
           await this.onOutput({ kind, data: event.value.data });
-          break;
+          return undefined;
         }
         case "dropped": {
           const kind = KINDS[event.value.stream];
-          if (!kind) break;
+          if (!kind) return undefined;
           const to = Number(event.value.to);
           this.dropped.push({ kind, from: Number(event.value.from), to });
           this.offsets[kind] = to;
-          break;
+          return undefined;
         }
         case "exit": {
           this.ended = true;
@@ -93,9 +93,10 @@ export class ExecEvents extends EventReader<ExecEvent> {
           };
         }
         default:
-          break; // keepalive
+          return undefined; // keepalive
       }
-    }
+    });
+    if (exit) return exit;
     throw new Error("the agent closed the process stream without an exit event");
   }
 }

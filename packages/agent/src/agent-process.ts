@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { TETHERD_NODE_FLAGS } from "@tether/protocol/constants";
 
 /** tetherd's executable script in this package. */
 export const TETHERD_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/tetherd.js");
@@ -35,7 +36,7 @@ export async function spawnAgentProcess(
   argv: string[] = ["--port", "0"],
   options: { prefix?: string[]; tetherd?: readonly string[] } = {},
 ): Promise<AgentProcess> {
-  const tetherd = options.tetherd ?? [process.execPath, TETHERD_BIN];
+  const tetherd = options.tetherd ?? [process.execPath, ...TETHERD_NODE_FLAGS, TETHERD_BIN];
   const [command, ...args] = [...(options.prefix ?? []), ...tetherd, ...argv];
   const child = spawn(command, args, { stdio: ["ignore", "ignore", "pipe"] });
   const url = await new Promise<string | undefined>((resolve, reject) => {

@@ -1,3 +1,5 @@
+import { TETHERD_NODE_FLAGS } from "@tether/protocol/constants";
+
 /** Where a bundle is mounted inside a sandbox, and the argv that starts the agent from there. */
 export const DEFAULT_MOUNT_POINT = "/.tether";
 
@@ -21,6 +23,7 @@ export function agentCommand(mountPoint: string = DEFAULT_MOUNT_POINT, flags: re
     "--library-path",
     `${root}/lib`,
     `${root}/bin/node`,
+    ...TETHERD_NODE_FLAGS,
     `${root}/tetherd.js`,
     ...flags,
   ];

@@ -6,6 +6,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
+import { TETHERD_NODE_FLAGS } from "@tether/protocol/constants";
 import { Sandbox } from "e2b";
 import {
   agentCommand,
@@ -60,6 +61,7 @@ describe("layout", () => {
       "--library-path",
       "/.tether/lib",
       "/.tether/bin/node",
+      ...TETHERD_NODE_FLAGS,
       "/.tether/tetherd.js",
     ]);
     const version = readFileSync(path.join(bundle.dir, "VERSION"), "utf8");
@@ -77,6 +79,7 @@ describe("layout", () => {
       "--library-path",
       "/opt/t/lib",
       "/opt/t/bin/node",
+      ...TETHERD_NODE_FLAGS,
       "/opt/t/tetherd.js",
       "--port",
       "1",

@@ -149,6 +149,7 @@ export function bwrapStrategy(binary: string): LaunchStrategy {
           workdir,
           "--",
           program.node,
+          ...program.nodeFlags,
           program.tetherd,
           ...agentFlags(meta, {
             socket: `${SANDBOX_RUN_DIR}/${AGENT_SOCKET_NAME}`,

@@ -44,6 +44,7 @@ export const localStrategy: LaunchStrategy = {
     return {
       argv: [
         program.node,
+        ...program.nodeFlags,
         program.tetherd,
         ...agentFlags(meta, { socket: dir.socketPath, tokenFile: path.join(dir.runDir, TOKEN_HANDOVER_NAME), workdir }),
       ],

@@ -222,7 +222,13 @@ export class ProcessBackend implements SandboxBackend {
     const timeoutMs = (options.timeoutSeconds ?? DEFAULT_STOP_TIMEOUT_S) * 1000;
     if (timeoutMs > 0) {
       // The agent passes SIGTERM on to its supervised command and exits; the supervisor follows.
-      const agent = tree.find((p) => commandLine(p.pid)?.[1] === this.program.tetherd);
+      // The agent: node whose script (its first argument after node's flags) is tetherd.
+      const agent = tree.find(
+        (p) =>
+          commandLine(p.pid)
+            ?.slice(1)
+            .find((a) => !a.startsWith("-")) === this.program.tetherd,
+      );
       signalEach([agent?.pid ?? supervisor.pid], "SIGTERM");
       await waitUntil(() => !isAlive(supervisor), timeoutMs);
     }

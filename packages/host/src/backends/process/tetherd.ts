@@ -2,10 +2,13 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { HOST_AGENT_DIR } from "@tether/bundle";
+import { TETHERD_NODE_FLAGS } from "@tether/protocol/constants";
 
 /** How a process backend starts the agent: this host's node running the repo's tetherd. */
 export interface AgentProgram {
   node: string;
+  /** Flags for node, before the script. */
+  nodeFlags: readonly string[];
   tetherd: string;
 }
 
@@ -16,7 +19,11 @@ export interface AgentProgram {
 export function agentProgram(): AgentProgram {
   const agentDir = path.resolve(path.dirname(fileURLToPath(import.meta.resolve("@tether/agent"))), "../..");
   const bundled = path.join(agentDir, HOST_AGENT_DIR, "tetherd.js");
-  return { node: process.execPath, tetherd: existsSync(bundled) ? bundled : path.join(agentDir, "bin", "tetherd.js") };
+  return {
+    node: process.execPath,
+    nodeFlags: TETHERD_NODE_FLAGS,
+    tetherd: existsSync(bundled) ? bundled : path.join(agentDir, "bin", "tetherd.js"),
+  };
 }
 
 /**

@@ -1,4 +1,4 @@
-import { chmod, chown, lstat, unlink } from "node:fs/promises";
+import { chmodSync, chownSync, lstatSync, unlinkSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -68,7 +68,9 @@ export async function listenUnix(
   path: string,
   owner?: { uid: number; gid: number },
 ): Promise<string | undefined> {
-  await removeStaleSocket(path);
+  // The socket's file calls are synchronous: a few syscalls on one inode, at start, where
+  // each thread-pool round trip (four of them) would delay the agent's readiness instead.
+  removeStaleSocket(path);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(path, () => {
@@ -86,20 +88,24 @@ export async function listenUnix(
  * every call needs the access token; say so instead of failing. A socket we can see is
  * unsafe (group/other may write, i.e. connect) or owned by someone else is an error.
  */
-async function restrictSocket(
-  path: string,
-  owner: { uid: number; gid: number } | undefined,
-): Promise<string | undefined> {
+function restrictSocket(path: string, owner: { uid: number; gid: number } | undefined): string | undefined {
   const refused = (err: unknown) =>
     ["EPERM", "ENOTSUP", "EOPNOTSUPP"].includes((err as NodeJS.ErrnoException).code ?? "");
-  const inspect = () => lstat(path).catch((err) => (refused(err) ? undefined : Promise.reject(err)));
+  const inspect = () => {
+    try {
+      return lstatSync(path);
+    } catch (err) {
+      if (refused(err)) return undefined;
+      throw err;
+    }
+  };
   try {
-    await chmod(path, 0o600);
-    if (owner) await chown(path, owner.uid, owner.gid);
+    chmodSync(path, 0o600);
+    if (owner) chownSync(path, owner.uid, owner.gid);
     return undefined;
   } catch (err) {
     if (!refused(err)) throw err;
-    const info = await inspect();
+    const info = inspect();
     if (!info)
       return `cannot set the mode or owner of ${path} here (${(err as Error).message}); relying on its directory's permissions and the access token`;
     if ((info.mode & 0o022) !== 0) {
@@ -114,9 +120,9 @@ async function restrictSocket(
   }
 }
 
-async function removeStaleSocket(path: string): Promise<void> {
-  const info = await lstat(path).catch(() => undefined);
+function removeStaleSocket(path: string): void {
+  const info = lstatSync(path, { throwIfNoEntry: false });
   if (!info) return;
   if (!info.isSocket()) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
-  await unlink(path);
+  unlinkSync(path);
 }

@@ -63,18 +63,28 @@ export class SandboxDir {
     return path.join(this.path, "token");
   }
 
-  /** Creates the directory with a fresh token; fails if it already exists. */
+  /**
+   * Creates the directory with a fresh token; fails if it already exists, and leaves
+   * nothing behind when a later step fails. Each step is a thread-pool round trip, and a
+   * create waits for this one: the steps that do not depend on each other run side by side.
+   */
   async create(): Promise<string> {
     await mkdir(path.dirname(this.path), { recursive: true, mode: 0o700 });
     await mkdir(this.path, { mode: 0o700 });
-    await chmod(this.path, 0o700);
-    await mkdir(this.runDir, { mode: 0o700 });
-    await chmod(this.runDir, 0o700);
-    await mkdir(this.shareDir, { mode: 0o700 });
-    await chmod(this.shareDir, 0o700);
     const token = randomBytes(32).toString("base64url");
-    await writeFile(this.tokenPath, `${token}\n`, { mode: 0o600, flag: "wx" });
-    await this.handOverToken();
+    // mkdir's mode is cut by the umask, so each directory is set to exactly 0700 after.
+    const dir = (dir: string) => mkdir(dir, { mode: 0o700 }).then(() => chmod(dir, 0o700));
+    try {
+      await Promise.all([
+        chmod(this.path, 0o700),
+        writeFile(this.tokenPath, `${token}\n`, { mode: 0o600, flag: "wx" }),
+        dir(this.runDir).then(() => this.writeHandover(token)),
+        dir(this.shareDir),
+      ]);
+    } catch (err) {
+      await this.remove();
+      throw err;
+    }
     return token;
   }
 
@@ -91,9 +101,12 @@ export class SandboxDir {
   async handOverToken(): Promise<void> {
     const token = await this.readToken();
     if (!token) throw new Error(`${this.tokenPath} is missing`);
-    const handover = path.join(this.runDir, TOKEN_HANDOVER_NAME);
-    await rm(handover, { force: true });
-    await writeFile(handover, `${token}\n`, { mode: 0o600, flag: "wx" });
+    await rm(path.join(this.runDir, TOKEN_HANDOVER_NAME), { force: true });
+    await this.writeHandover(token);
+  }
+
+  private async writeHandover(token: string): Promise<void> {
+    await writeFile(path.join(this.runDir, TOKEN_HANDOVER_NAME), `${token}\n`, { mode: 0o600, flag: "wx" });
   }
 
   /** The access token, or undefined when the directory (or its token) is gone. */

@@ -102,11 +102,13 @@ export async function bundleAgentScript(agentDir: string, target = TARGET): Prom
   const outdir = path.join(agentDir, "tetherd.bundle");
   // Loaded here, not with the package: every `tether` command imports the host, and only
   // a bundle build needs esbuild and protobuf-es's descriptor.proto (about 20 ms to load).
-  const [{ build }, { precompiledDescriptors }, { oneStartupChunk, checkLazyModules }] = await Promise.all([
-    import("esbuild"),
-    import("./precompiled-descriptors.js"),
-    import("./one-startup-chunk.js"),
-  ]);
+  const [{ build }, { precompiledDescriptors }, { oneStartupChunk, checkLazyModules }, { lazyZlib }] =
+    await Promise.all([
+      import("esbuild"),
+      import("./precompiled-descriptors.js"),
+      import("./one-startup-chunk.js"),
+      import("./lazy-zlib.js"),
+    ]);
   const ownDir = path.join(agentDir, "dist");
   const result = await build({
     entryPoints: { tetherd: entry },
@@ -124,6 +126,8 @@ export async function bundleAgentScript(agentDir: string, target = TARGET): Prom
     external: NATIVE_ADDONS.map((a) => a.name),
     banner: { js: ESM_REQUIRE_BANNER },
     plugins: [
+      // Before builtinsViaRequire, which takes every other builtin.
+      lazyZlib(),
       builtinsViaRequire,
       oneStartupChunk(path.join(ownDir, "src", "main.js"), ownDir),
       precompiledDescriptors(agentDir),

@@ -3,7 +3,7 @@ import { AGENT_DEFAULT_PORT } from "@tether/protocol/constants";
 import { UserDirectory } from "./auth/users.js";
 import type { CocoonListeners, CocoonOptions } from "./cocoon/listener.js";
 import type { AgentContext } from "./context.js";
-import { createLogger, type Logger } from "./logger.js";
+import { AgentLogger, createLogger, type Logger } from "./logger.js";
 import { LoopbackExposer } from "./ports/loopback-exposer.js";
 import { PortWatcher } from "./ports/port-watcher.js";
 import { createExecService } from "./process/exec-service.js";
@@ -19,6 +19,21 @@ import { planSupervisedCommand } from "./supervisor/plan.js";
 import { SupervisedCommand } from "./supervisor/supervised-command.js";
 import type { CloneRetry } from "./workspace/git.js";
 import type { WorkspaceInit } from "./workspace/init.js";
+
+/**
+ * How long the agent must have had no request, after it starts listening, before it loads
+ * its logger (see AgentLogger): the host's first calls come right after the agent answers.
+ */
+const LOGGER_IDLE_MS = 20;
+
+/** Runs `run` once no request has been in flight for `ms`. */
+function whenIdle(state: AgentState, ms: number, run: () => void): void {
+  const check = () => {
+    if (state.activeRequests === 0 && Date.now() - state.lastActivity >= ms) run();
+    else setTimeout(check, ms).unref();
+  };
+  setTimeout(check, ms).unref();
+}
 
 /** How long the supervised command gets between SIGTERM and SIGKILL when the agent stops. */
 export const DEFAULT_SUPERVISE_STOP_TIMEOUT_MS = 5000;
@@ -168,6 +183,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     },
     "tetherd listening",
   );
+  if (log instanceof AgentLogger) whenIdle(context.state, LOGGER_IDLE_MS, () => void log.load());
   return result;
 
   async function close(): Promise<void> {

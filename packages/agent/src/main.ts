@@ -47,7 +47,8 @@ export async function main(argv = process.argv): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, "stopping");
-    agent.close().then(
+    // What was logged is written before the process ends, pino loaded or not yet.
+    Promise.all([agent.close(), logger.load()]).then(
       () => process.exit(0),
       () => process.exit(1),
     );

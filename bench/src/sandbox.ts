@@ -12,12 +12,14 @@ import type { Row } from "./report.js";
 import { summarize, type Timing, timeRuns } from "./stats.js";
 
 const run = promisify(execFile);
-// Eleven of each, interleaved: with five, one slow container start moved the p50 ratio by 0.05.
-const CREATE_RUNS = Number(process.env.BENCH_CREATE_RUNS ?? 11);
+// 21 of each, interleaved: with five, one slow container start moved the p50 ratio by 0.05,
+// and with eleven two runs of the bench still differed by 0.04.
+const CREATE_RUNS = Number(process.env.BENCH_CREATE_RUNS ?? 21);
 const EXEC_RUNS = Number(process.env.BENCH_EXEC_RUNS ?? 300);
 const DOCKER_EXEC_RUNS = Number(process.env.BENCH_DOCKER_RUNS ?? 30);
 const COPY_BYTES = Number(process.env.BENCH_COPY_BYTES ?? 512 * (1 << 20));
-const COPY_RUNS = Number(process.env.BENCH_COPY_RUNS ?? 2);
+// Best of three: the host's disk writeback can halve one copy's speed, either side's.
+const COPY_RUNS = Number(process.env.BENCH_COPY_RUNS ?? 3);
 const MB = 1e6;
 
 /** What the sandbox measurements found, for the JSON results. */

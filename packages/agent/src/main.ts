@@ -21,7 +21,7 @@ export async function main(argv = process.argv): Promise<void> {
     transferDir: opts.transferDir,
     importDir: opts.importDir,
     accessToken: opts.accessTokenFile
-      ? await takeAccessTokenFile(opts.accessTokenFile)
+      ? takeAccessTokenFile(opts.accessTokenFile)
       : (opts.accessToken ?? process.env.TETHER_ACCESS_TOKEN),
     inheritEnv: opts.inheritEnv,
     supervise: command.length > 0 ? command : undefined,

@@ -1,20 +1,24 @@
-import { readFile, unlink } from "node:fs/promises";
+import { readFileSync, unlinkSync } from "node:fs";
 
 /**
  * Reads the access token a host handed over in a file, then deletes the file so nothing
  * in the sandbox can read it later. An empty file is an error: an agent meant to require
- * a token must not start without one.
+ * a token must not start without one. Synchronous: it runs once, at start, where each
+ * thread-pool round trip would only delay the agent's readiness.
  */
-export async function takeAccessTokenFile(path: string): Promise<string> {
+export function takeAccessTokenFile(path: string): string {
   let text: string;
   try {
-    text = await readFile(path, "utf8");
+    text = readFileSync(path, "utf8");
   } catch (err) {
     throw new Error(`cannot read the access token file ${path}: ${(err as Error).message}`);
   }
-  await unlink(path).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== "ENOENT") throw new Error(`cannot delete the access token file ${path}: ${err.message}`);
-  });
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    const { code, message } = err as NodeJS.ErrnoException;
+    if (code !== "ENOENT") throw new Error(`cannot delete the access token file ${path}: ${message}`);
+  }
   const token = text.trim();
   if (!token) throw new Error(`the access token file ${path} is empty`);
   return token;

@@ -94,7 +94,10 @@ export interface AgentScriptFile {
  * imports. Not minified: it saved no memory (V8 keeps lazily compiled functions as source
  * ranges either way) and readable stack traces are worth more.
  */
-export async function bundleAgentScript(agentDir: string, target = TARGET): Promise<AgentScriptFile[]> {
+export async function bundleAgentScript(
+  agentDir: string,
+  target = TARGET,
+): Promise<{ files: AgentScriptFile[]; inputs: string[] }> {
   const entry = path.join(agentDir, "bin", "tetherd.js");
   if (!existsSync(path.join(agentDir, "dist", "src", "main.js"))) {
     throw new Error(`the agent in ${agentDir} is not compiled (dist/src/main.js is missing): run \`npx tsc -b\``);
@@ -148,5 +151,9 @@ export async function bundleAgentScript(agentDir: string, target = TARGET): Prom
       `esbuild produced no ${AGENT_DIR}/tetherd.js for ${entry} (got ${files.map((f) => f.path).join(", ")})`,
     );
   }
-  return [{ path: "tetherd.js", data: Buffer.from(LOADER) }, ...files];
+  // The files esbuild read (paths relative to agentDir; plugins' virtual modules are namespace:name).
+  const inputs = Object.keys(result.metafile.inputs)
+    .filter((input) => !/^[a-z-]+:/.test(input))
+    .map((input) => path.resolve(agentDir, input));
+  return { files: [{ path: "tetherd.js", data: Buffer.from(LOADER) }, ...files], inputs };
 }

@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { chmod, copyFile, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { addonEntries, NATIVE_ADDONS } from "./addons.js";
 import { AGENT_DIR, agentPackage, bundleAgentScript, COMPILE_CACHE_DIR } from "./agent-script.js";
@@ -10,10 +10,11 @@ import type { BundleEntry } from "./entries.js";
 import { contentHash, describeEntries } from "./hash.js";
 import { agentCommand, DEFAULT_MOUNT_POINT } from "./layout.js";
 import { sharedLibraries } from "./libraries.js";
-import { bundleDirFor } from "./location.js";
+import { bundleDirFor, defaultBundleRoot } from "./location.js";
 import { type BundleManifest, MANIFEST_FILE, readManifest, VERSION_FILE, versionText } from "./manifest.js";
 import { markBundleUsed } from "./prune.js";
 import { ensureNodeRuntime, NODE_RUNTIME } from "./runtime.js";
+import { stampedHash, stampInputs, writeStamp } from "./stamp.js";
 
 export interface BuildBundleOptions {
   /** Directory to build into; default: one per content hash under `root`. */
@@ -46,6 +47,8 @@ interface PackageJson {
 const run = promisify(execFile);
 
 const ownPackage = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as PackageJson;
+/** This package's compiled code: how a bundle is made is an input of it too. */
+const OWN_CODE_DIR = fileURLToPath(new URL(".", import.meta.url));
 
 /**
  * Builds the portable agent bundle: the pinned Node.js runtime, the libraries it and the native
@@ -54,36 +57,57 @@ const ownPackage = JSON.parse(readFileSync(new URL("../../package.json", import.
  * When `outDir` already holds a bundle with the same content hash it is reused untouched.
  */
 export async function buildBundle(options: BuildBundleOptions = {}): Promise<BuiltBundle> {
-  const { entries, manifest: partial } = await collectInputs();
-  const files = await describeEntries(entries);
+  const root = options.root ?? defaultBundleRoot();
+  // Into the root, the stamp of the last build may name the bundle without working it out.
+  if (options.outDir === undefined) {
+    const stamped = await stampedBundle(root);
+    if (stamped) return stamped;
+  }
+  const { entries, manifest: partial, sources } = await collectInputs();
+  const [files, inputs] = await Promise.all([describeEntries(entries), stampInputs(sources)]);
   const manifest: BundleManifest = {
     ...partial,
     contentHash: contentHash(files),
     size: files.reduce((sum, f) => sum + f.size, 0),
     files,
   };
-  const dir = path.resolve(options.outDir ?? bundleDirFor(manifest.contentHash, options.root));
-  if (await holdsBundle(dir, manifest.contentHash)) {
-    await markBundleUsed(dir);
-    return { ...manifest, dir, reused: true };
-  }
-  const reused = await writeBundle(dir, entries, manifest);
+  const dir = path.resolve(options.outDir ?? bundleDirFor(manifest.contentHash, root));
+  let reused = await holdsBundle(dir, manifest.contentHash);
+  if (reused) await markBundleUsed(dir);
+  else reused = await writeBundle(dir, entries, manifest);
+  if (options.outDir === undefined) await writeStamp(root, manifest.contentHash, inputs);
   return { ...manifest, dir, reused };
+}
+
+/** The bundle the root's stamp names, when its inputs are unchanged and it is there, whole. */
+async function stampedBundle(root: string): Promise<BuiltBundle | undefined> {
+  const hash = await stampedHash(root);
+  if (!hash) return undefined;
+  const dir = path.resolve(bundleDirFor(hash, root));
+  if (!(await holdsBundle(dir, hash))) return undefined;
+  const manifest = await readManifest(dir);
+  if (!manifest) return undefined;
+  await markBundleUsed(dir);
+  return { ...manifest, dir, reused: true };
 }
 
 /** Everything that goes into a bundle, before hashing. */
 async function collectInputs(): Promise<{
   entries: BundleEntry[];
   manifest: Omit<BundleManifest, "contentHash" | "size" | "files">;
+  /** Every file the bundle is made from, for its stamp: this package's own code included. */
+  sources: string[];
 }> {
   const { dir: agentDir, version: agentVersion } = agentPackage();
 
   const nodeVersion = NODE_RUNTIME.version;
-  const [node, scripts, addons] = await Promise.all([
+  const [node, agentScript, addons, ownCode] = await Promise.all([
     ensureNodeRuntime(),
     bundleAgentScript(agentDir),
     addonEntries(agentDir),
+    readdir(OWN_CODE_DIR),
   ]);
+  const scripts = agentScript.files;
   const libraries = await sharedLibraries([node, ...addons.binaries]);
   const entries: BundleEntry[] = [
     { path: "bin/node", mode: 0o755, source: { file: node } },
@@ -93,8 +117,16 @@ async function collectInputs(): Promise<{
     { path: "package.json", mode: 0o644, source: { data: Buffer.from('{ "type": "module", "private": true }\n') } },
     ...addons.entries,
   ];
+  const sources = [
+    ...entries.flatMap((entry) => ("file" in entry.source ? [entry.source.file] : [])),
+    ...agentScript.inputs,
+    path.join(agentDir, "package.json"),
+    ...ownCode.filter((name) => name.endsWith(".js")).map((name) => path.join(OWN_CODE_DIR, name)),
+    fileURLToPath(new URL("../../package.json", import.meta.url)),
+  ];
   return {
     entries,
+    sources,
     manifest: {
       format: 1,
       bundleVersion: ownPackage.version,

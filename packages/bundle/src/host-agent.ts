@@ -16,7 +16,7 @@ export async function writeHostAgent(): Promise<string> {
   const { dir: agentDir } = agentPackage();
   const dir = path.join(agentDir, HOST_AGENT_DIR);
   // The oldest Node the host supports, not the sandbox runtime's.
-  const files = await bundleAgentScript(agentDir, "node20");
+  const { files } = await bundleAgentScript(agentDir, "node20");
   const staging = `${dir}.partial-${process.pid}`;
   await rm(staging, { recursive: true, force: true });
   for (const file of files) {

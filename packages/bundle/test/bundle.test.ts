@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -18,6 +27,7 @@ import {
   readManifest,
   verifyBundle,
 } from "../src/index.js";
+import { STAMP_FILE } from "../src/stamp.js";
 import { hostNodeArgv, runBundledNode, testBundle } from "./support/bundle.js";
 
 const pinned = NODE_RUNTIME.version;
@@ -225,6 +235,42 @@ describe("content hash and caching", () => {
     const root = path.join(scratch, "root");
     const built = await buildBundle({ root });
     assert.equal(built.dir, path.join(root, built.contentHash.slice(0, 16)));
+    rmSync(root, { recursive: true });
+  });
+
+  test("under a root, the stamp names the bundle while its inputs are unchanged; a change or a damaged bundle makes it again", async () => {
+    const root = path.join(scratch, "stamped");
+    const stampFile = path.join(root, STAMP_FILE);
+    const first = await buildBundle({ root });
+    const stamped = statSync(stampFile).mtimeMs;
+    const stamp = JSON.parse(readFileSync(stampFile, "utf8")) as { inputs: { path: string }[] };
+    const agentModule = stamp.inputs.find((i) => i.path.endsWith(path.join("agent", "dist", "src", "main.js")));
+    assert.ok(agentModule, "the agent's own modules are inputs of the stamp");
+    assert.ok(
+      stamp.inputs.some((i) => i.path.endsWith(path.join("bin", "node"))),
+      "and the runtime",
+    );
+
+    const again = await buildBundle({ root });
+    assert.deepEqual([again.reused, again.contentHash, again.dir], [true, first.contentHash, first.dir]);
+    assert.equal(statSync(stampFile).mtimeMs, stamped, "named by the stamp, not worked out again");
+
+    // An input touched: worked out again (the same hash, the stamp rewritten).
+    const touched = statSync(agentModule.path);
+    utimesSync(agentModule.path, touched.atime, new Date(touched.mtimeMs + 2000));
+    try {
+      const rebuilt = await buildBundle({ root });
+      assert.equal(rebuilt.contentHash, first.contentHash);
+      assert.notEqual(statSync(stampFile).mtimeMs, stamped);
+    } finally {
+      utimesSync(agentModule.path, touched.atime, touched.mtime);
+    }
+
+    // A file of the bundle gone: the stamp does not vouch for it; the bundle is made whole again.
+    rmSync(path.join(first.dir, "tetherd.js"));
+    const repaired = await buildBundle({ root });
+    assert.equal(repaired.reused, false);
+    assert.equal(await verifyBundle(repaired.dir), first.contentHash);
     rmSync(root, { recursive: true });
   });
 });

@@ -146,7 +146,14 @@ for (const spec of IMAGES) {
     });
 
     test("spawns pipe children with the bundled @tether/spawn, not Node's fork", async () => {
-      assert.match(await container.logs(), /"spawner":"vfork"/);
+      // The agent writes its log once it is first idle after starting: wait for the line.
+      let logs = "";
+      for (const deadline = Date.now() + 5000; Date.now() < deadline; ) {
+        logs = await container.logs();
+        if (logs.includes("tetherd listening")) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.match(logs, /"spawner":"vfork"/);
     });
 
     test("runs a command of the image through the process service", async () => {

@@ -34,7 +34,12 @@ describe("a gVisor sandbox (runsc, network none)", { skip }, () => {
     const dmesg = await agent.commands.run(["dmesg"]);
     assert.match(dmesg.stdout, /gVisor/);
     // gVisor has no pidfd_open: the agent spawns with Node's child_process instead, and says why.
-    const logs = (await t.docker.getContainer(info.backendId).logs({ stdout: true, stderr: true })).toString();
+    // The agent writes its log once it is first idle after starting (or at its first warning).
+    let logs = "";
+    for (const deadline = Date.now() + 5000; Date.now() < deadline && !logs.includes("tetherd listening"); ) {
+      logs = (await t.docker.getContainer(info.backendId).logs({ stdout: true, stderr: true })).toString();
+      if (!logs.includes("tetherd listening")) await new Promise((r) => setTimeout(r, 50));
+    }
     assert.match(logs, /"spawner":"node"/);
     assert.match(logs, /"reason":"pidfd_open: Function not implemented"/);
     const bytes = randomBytes(128 * 1024 + 1);

@@ -1,0 +1,66 @@
+import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+
+/**
+ * What the last bundle built under a root was made from: each input file's size and
+ * modification time, and the content hash they gave.
+ *
+ * Knowing a bundle's content hash means running esbuild over the agent and hashing about
+ * 130 MB: half a second, which every process paid at its first create (`tether run` took
+ * a second where `docker run --rm` takes 0.2). When no input has changed since the stamp
+ * was written, a few hundred stats give the same hash; any change, or a missing file, and
+ * the bundle is worked out again from its inputs.
+ */
+export interface BundleStamp {
+  format: 1;
+  contentHash: string;
+  inputs: StampedInput[];
+}
+
+export interface StampedInput {
+  path: string;
+  size: number;
+  mtimeMs: number;
+}
+
+export const STAMP_FILE = "inputs.json";
+
+/** The files' sizes and modification times now. */
+export async function stampInputs(files: readonly string[]): Promise<StampedInput[]> {
+  const unique = [...new Set(files)].sort();
+  return Promise.all(
+    unique.map(async (file) => {
+      const info = await stat(file);
+      return { path: file, size: info.size, mtimeMs: info.mtimeMs };
+    }),
+  );
+}
+
+/** Records that `inputs` made the bundle with `contentHash` (replacing the file whole). */
+export async function writeStamp(root: string, contentHash: string, inputs: StampedInput[]): Promise<void> {
+  const stamp: BundleStamp = { format: 1, contentHash, inputs };
+  await mkdir(root, { recursive: true });
+  const file = path.join(root, STAMP_FILE);
+  const temp = `${file}.${process.pid}.tmp`;
+  await writeFile(temp, `${JSON.stringify(stamp)}\n`);
+  await rename(temp, file);
+}
+
+/** The content hash the stamp under `root` records, if every input is as it was then. */
+export async function stampedHash(root: string): Promise<string | undefined> {
+  let stamp: BundleStamp;
+  try {
+    stamp = JSON.parse(await readFile(path.join(root, STAMP_FILE), "utf8")) as BundleStamp;
+  } catch {
+    return undefined;
+  }
+  if (stamp.format !== 1 || typeof stamp.contentHash !== "string" || !Array.isArray(stamp.inputs)) return undefined;
+  if (stamp.inputs.length === 0) return undefined;
+  const same = await Promise.all(
+    stamp.inputs.map(async (input) => {
+      const info = await stat(input.path).catch(() => undefined);
+      return info?.isFile() === true && info.size === input.size && info.mtimeMs === input.mtimeMs;
+    }),
+  );
+  return same.every(Boolean) ? stamp.contentHash : undefined;
+}

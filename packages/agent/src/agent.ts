@@ -23,17 +23,10 @@ import type { WorkspaceInit } from "./workspace/init.js";
 /**
  * How long the agent must have had no request, after it starts listening, before it loads
  * its logger (see AgentLogger): the host's first calls come right after the agent answers.
+ * It loads at the latest a second after the start.
  */
 const LOGGER_IDLE_MS = 20;
-
-/** Runs `run` once no request has been in flight for `ms`. */
-function whenIdle(state: AgentState, ms: number, run: () => void): void {
-  const check = () => {
-    if (state.activeRequests === 0 && Date.now() - state.lastActivity >= ms) run();
-    else setTimeout(check, ms).unref();
-  };
-  setTimeout(check, ms).unref();
-}
+const LOGGER_LATEST_MS = 1000;
 
 /** How long the supervised command gets between SIGTERM and SIGKILL when the agent stops. */
 export const DEFAULT_SUPERVISE_STOP_TIMEOUT_MS = 5000;
@@ -183,7 +176,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     },
     "tetherd listening",
   );
-  if (log instanceof AgentLogger) whenIdle(context.state, LOGGER_IDLE_MS, () => void log.load());
+  if (log instanceof AgentLogger) context.state.whenIdle(LOGGER_IDLE_MS, LOGGER_LATEST_MS, () => void log.load());
   return result;
 
   async function close(): Promise<void> {

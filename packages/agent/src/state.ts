@@ -28,4 +28,19 @@ export class AgentState {
       this.lastActivity = Date.now();
     });
   }
+
+  /**
+   * Runs `run` once no request has been in flight for `idleMs`, or once `latestMs` have
+   * passed (a command streamed from the start keeps an agent busy for hours). The timers
+   * keep nothing alive.
+   */
+  whenIdle(idleMs: number, latestMs: number, run: () => void): void {
+    const deadline = Date.now() + latestMs;
+    const check = () => {
+      const idle = this.activeRequests === 0 && Date.now() - this.lastActivity >= idleMs;
+      if (idle || Date.now() >= deadline) run();
+      else setTimeout(check, idleMs).unref();
+    };
+    setTimeout(check, idleMs).unref();
+  }
 }

@@ -7,6 +7,7 @@ import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ESM_REQUIRE_BANNER } from "@tether/bundle";
+import { precompiledDescriptors } from "@tether/bundle/precompiled-descriptors";
 import { build } from "esbuild";
 
 const cliDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -68,6 +69,7 @@ await build({
     "cpu-features",
     "*.node",
   ],
-  plugins: [lazyEngineExtras],
+  // The protobuf descriptors the SDK and CLI use, decoded now rather than at every command (see the agent's bundle).
+  plugins: [lazyEngineExtras, precompiledDescriptors(cliDir)],
   logLevel: "warning",
 });

@@ -58,9 +58,10 @@ const OWN_CODE_DIR = fileURLToPath(new URL(".", import.meta.url));
  */
 export async function buildBundle(options: BuildBundleOptions = {}): Promise<BuiltBundle> {
   const root = options.root ?? defaultBundleRoot();
-  // Into the root, the stamp of the last build may name the bundle without working it out.
+  // Into the root, the stamp of this checkout's last build may name the bundle without working it out.
+  const sourcesKey = `${agentPackage().dir}\n${OWN_CODE_DIR}`;
   if (options.outDir === undefined) {
-    const stamped = await stampedBundle(root);
+    const stamped = await stampedBundle(root, sourcesKey);
     if (stamped) return stamped;
   }
   const { entries, manifest: partial, sources } = await collectInputs();
@@ -75,13 +76,13 @@ export async function buildBundle(options: BuildBundleOptions = {}): Promise<Bui
   let reused = await holdsBundle(dir, manifest.contentHash);
   if (reused) await markBundleUsed(dir);
   else reused = await writeBundle(dir, entries, manifest);
-  if (options.outDir === undefined) await writeStamp(root, manifest.contentHash, inputs);
+  if (options.outDir === undefined) await writeStamp(root, sourcesKey, manifest.contentHash, inputs);
   return { ...manifest, dir, reused };
 }
 
 /** The bundle the root's stamp names, when its inputs are unchanged and it is there, whole. */
-async function stampedBundle(root: string): Promise<BuiltBundle | undefined> {
-  const hash = await stampedHash(root);
+async function stampedBundle(root: string, sourcesKey: string): Promise<BuiltBundle | undefined> {
+  const hash = await stampedHash(root, sourcesKey);
   if (!hash) return undefined;
   const dir = path.resolve(bundleDirFor(hash, root));
   if (!(await holdsBundle(dir, hash))) return undefined;

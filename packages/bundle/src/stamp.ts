@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 
@@ -23,7 +24,13 @@ export interface StampedInput {
   mtimeMs: number;
 }
 
-export const STAMP_FILE = "inputs.json";
+/**
+ * The stamp's file under a root, one per checkout of the sources (`sourcesKey`): two
+ * checkouts sharing a root (a CI clone beside a working tree) must not vouch for each other.
+ */
+export function stampFile(root: string, sourcesKey: string): string {
+  return path.join(root, `inputs-${createHash("sha256").update(sourcesKey).digest("hex").slice(0, 16)}.json`);
+}
 
 /** The files' sizes and modification times now. */
 export async function stampInputs(files: readonly string[]): Promise<StampedInput[]> {
@@ -37,20 +44,25 @@ export async function stampInputs(files: readonly string[]): Promise<StampedInpu
 }
 
 /** Records that `inputs` made the bundle with `contentHash` (replacing the file whole). */
-export async function writeStamp(root: string, contentHash: string, inputs: StampedInput[]): Promise<void> {
+export async function writeStamp(
+  root: string,
+  sourcesKey: string,
+  contentHash: string,
+  inputs: StampedInput[],
+): Promise<void> {
   const stamp: BundleStamp = { format: 1, contentHash, inputs };
   await mkdir(root, { recursive: true });
-  const file = path.join(root, STAMP_FILE);
+  const file = stampFile(root, sourcesKey);
   const temp = `${file}.${process.pid}.tmp`;
   await writeFile(temp, `${JSON.stringify(stamp)}\n`);
   await rename(temp, file);
 }
 
 /** The content hash the stamp under `root` records, if every input is as it was then. */
-export async function stampedHash(root: string): Promise<string | undefined> {
+export async function stampedHash(root: string, sourcesKey: string): Promise<string | undefined> {
   let stamp: BundleStamp;
   try {
-    stamp = JSON.parse(await readFile(path.join(root, STAMP_FILE), "utf8")) as BundleStamp;
+    stamp = JSON.parse(await readFile(stampFile(root, sourcesKey), "utf8")) as BundleStamp;
   } catch {
     return undefined;
   }

@@ -3,10 +3,12 @@ import { mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from "node:f
 import os from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
-import { STAMP_FILE, stampedHash, stampInputs, writeStamp } from "../src/stamp.js";
+import { stampedHash, stampFile, stampInputs, writeStamp } from "../src/stamp.js";
 
 const scratch = mkdtempSync(path.join(os.tmpdir(), "tether-stamp-"));
 after(() => rmSync(scratch, { recursive: true, force: true }));
+
+const HERE = "/src/checkout-a";
 
 describe("bundle stamp", () => {
   test("names the hash while every input is as stamped, and not once one changes or goes", async () => {
@@ -15,24 +17,35 @@ describe("bundle stamp", () => {
     const b = path.join(scratch, "b.js");
     writeFileSync(a, "one");
     writeFileSync(b, "two");
-    assert.equal(await stampedHash(root), undefined, "no stamp yet");
+    assert.equal(await stampedHash(root, HERE), undefined, "no stamp yet");
 
-    await writeStamp(root, "f".repeat(64), await stampInputs([a, b, a]));
-    assert.equal(await stampedHash(root), "f".repeat(64));
+    await writeStamp(root, HERE, "f".repeat(64), await stampInputs([a, b, a]));
+    assert.equal(await stampedHash(root, HERE), "f".repeat(64));
 
     const later = new Date(statSync(a).mtimeMs + 5000);
     utimesSync(a, later, later);
-    assert.equal(await stampedHash(root), undefined, "a newer mtime");
+    assert.equal(await stampedHash(root, HERE), undefined, "a newer mtime");
 
-    await writeStamp(root, "e".repeat(64), await stampInputs([a, b]));
+    await writeStamp(root, HERE, "e".repeat(64), await stampInputs([a, b]));
     writeFileSync(b, "three");
-    assert.equal(await stampedHash(root), undefined, "a rewritten file");
+    assert.equal(await stampedHash(root, HERE), undefined, "a rewritten file");
 
-    await writeStamp(root, "d".repeat(64), await stampInputs([a, b]));
+    await writeStamp(root, HERE, "d".repeat(64), await stampInputs([a, b]));
     rmSync(b);
-    assert.equal(await stampedHash(root), undefined, "a removed file");
+    assert.equal(await stampedHash(root, HERE), undefined, "a removed file");
 
-    writeFileSync(path.join(root, STAMP_FILE), "{ not json");
-    assert.equal(await stampedHash(root), undefined, "a damaged stamp");
+    writeFileSync(stampFile(root, HERE), "{ not json");
+    assert.equal(await stampedHash(root, HERE), undefined, "a damaged stamp");
+  });
+
+  test("each checkout of the sources has its own stamp under a shared root", async () => {
+    const root = path.join(scratch, "shared");
+    const input = path.join(scratch, "c.js");
+    writeFileSync(input, "same");
+    await writeStamp(root, HERE, "a".repeat(64), await stampInputs([input]));
+    assert.equal(await stampedHash(root, "/src/checkout-b"), undefined, "another checkout's stamp vouches for nothing");
+    await writeStamp(root, "/src/checkout-b", "b".repeat(64), await stampInputs([input]));
+    assert.equal(await stampedHash(root, HERE), "a".repeat(64));
+    assert.equal(await stampedHash(root, "/src/checkout-b"), "b".repeat(64));
   });
 });

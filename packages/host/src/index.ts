@@ -56,7 +56,7 @@ export { tetherHome } from "./home.js";
 export type { Expired } from "./lifecycle/expiry.js";
 export { DEFAULT_GC_AGE_MS, type GcOptions, type GcReport } from "./lifecycle/gc.js";
 export { INTERRUPTED_CREATE, type ReconcileReport, VANISHED } from "./lifecycle/reconcile.js";
-export { type PreparedImage, preparedTag, prepareImage } from "./prepare-image.js";
+export { compileCacheDigest, type PreparedImage, preparedTag, prepareImage } from "./prepare-image.js";
 export { type ProcessIdentity, processIdentity } from "./process-identity.js";
 export {
   type ExpiryAction,

@@ -24,10 +24,27 @@ export interface PreparedImage {
   reused: boolean;
 }
 
-/** The derived image's tag: a hash of the base image's id and the bundle's content hash. */
-export function preparedTag(baseImageId: string, bundleHash: string): string {
-  const hash = createHash("sha256").update(`${baseImageId}\0${bundleHash}`).digest("hex").slice(0, 32);
+/**
+ * The derived image's tag: a hash of the base image's id, the bundle's content hash and
+ * its compile cache's digest (see compileCacheDigest): the cache goes into the image too,
+ * and two builds of one bundle need not have made the same one.
+ */
+export function preparedTag(baseImageId: string, bundleHash: string, cacheDigest: string): string {
+  const hash = createHash("sha256").update(`${baseImageId}\0${bundleHash}\0${cacheDigest}`).digest("hex").slice(0, 32);
   return `${PREPARED_REPOSITORY}:${hash}`;
+}
+
+/** sha256 over the bundle's compile cache files, names and bytes (the cache is not in its content hash). */
+export async function compileCacheDigest(bundleDir: string): Promise<string> {
+  const hash = createHash("sha256");
+  for (const rel of await compileCacheFiles(bundleDir)) {
+    hash.update(`${rel}\0`);
+    await pipeline(createReadStream(path.join(bundleDir, rel)), async (chunks: AsyncIterable<Buffer>) => {
+      for await (const chunk of chunks) hash.update(chunk);
+    });
+    hash.update("\0");
+  }
+  return hash.digest("hex");
 }
 
 /**
@@ -43,7 +60,7 @@ export async function prepareImage(docker: Docker, image: string, bundle: BuiltB
     if ((err as { statusCode?: number }).statusCode === 404) throw new ImageNotFoundError(image);
     throw err;
   }
-  const tag = preparedTag(base.Id, bundle.contentHash);
+  const tag = preparedTag(base.Id, bundle.contentHash, await compileCacheDigest(bundle.dir));
   const result = { tag, baseImage: image, baseImageId: base.Id, bundleHash: bundle.contentHash };
   const existing = await docker
     .getImage(tag)

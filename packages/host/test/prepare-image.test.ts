@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { compileCacheFiles } from "@tether/bundle";
-import { preparedTag, prepareImage } from "../src/index.js";
+import { compileCacheDigest, preparedTag, prepareImage } from "../src/index.js";
 import { engineSkipReason, TestSandboxes, testBundle } from "./support/sandboxes.js";
 
 const NOSHELL = "tether-test/noshell";
@@ -19,7 +20,7 @@ describe("prepareImage: a derived image with the bundle built in", { skip }, () 
     const bundle = await testBundle();
     const base = await t.docker.getImage(NOSHELL).inspect();
     const first = await prepareImage(t.docker, NOSHELL, bundle);
-    assert.equal(first.tag, preparedTag(base.Id, bundle.contentHash));
+    assert.equal(first.tag, preparedTag(base.Id, bundle.contentHash, await compileCacheDigest(bundle.dir)));
     assert.equal(first.baseImageId, base.Id);
     const second = await prepareImage(t.docker, NOSHELL, bundle);
     assert.equal(second.reused, true);
@@ -46,6 +47,26 @@ describe("prepareImage: a derived image with the bundle built in", { skip }, () 
     for (const rel of cache) {
       const inImage = Buffer.from(await agent.files.read(`/.tether/${rel}`, { format: "bytes" }));
       assert.ok(inImage.equals(readFileSync(path.join(bundle.dir, rel))), `${rel} differs in the image`);
+    }
+  });
+});
+
+describe("compileCacheDigest", () => {
+  test("changes with any cache file's name or bytes, and is the same for the same files", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "tether-cache-digest-"));
+    try {
+      const cache = path.join(dir, "compile-cache", "v24-x64");
+      mkdirSync(cache, { recursive: true });
+      writeFileSync(path.join(cache, "aaaa0001"), "one");
+      const first = await compileCacheDigest(dir);
+      assert.equal(await compileCacheDigest(dir), first);
+      writeFileSync(path.join(cache, "aaaa0001"), "two");
+      const changed = await compileCacheDigest(dir);
+      assert.notEqual(changed, first);
+      renameSync(path.join(cache, "aaaa0001"), path.join(cache, "bbbb0002"));
+      assert.notEqual(await compileCacheDigest(dir), changed);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -45,6 +45,7 @@ interface Flag {
   value?: string;
   help: string;
   default?: string;
+  short?: string;
 }
 
 const FLAGS: readonly Flag[] = [
@@ -89,18 +90,35 @@ const FLAGS: readonly Flag[] = [
   { name: "cocoon-socket", value: "<path>", help: "serve cocoon-style line-JSON exec on this unix socket" },
   { name: "cocoon-tcp", value: "<host:port>", help: "serve cocoon-style line-JSON exec on this TCP address" },
   { name: "log-level", value: "<level>", help: "pino log level (env TETHER_LOG_LEVEL)", default: "info" },
-  { name: "help", help: "show this help" },
+  { name: "help", short: "h", help: "show this help" },
 ];
 
-const OPTIONS: NonNullable<ParseArgsConfig["options"]> = Object.fromEntries([
-  ...FLAGS.map((f) => [f.name, { type: f.value ? "string" : "boolean" }] as const),
-  ["help", { type: "boolean", short: "h" }],
-]);
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/** parseArgs's options for the table, each with its default; TETHER_LOG_LEVEL, when set, is the log level's. */
+function options(env: NodeJS.ProcessEnv = {}): Options {
+  return Object.fromEntries(
+    FLAGS.map((f) => {
+      const fallback = f.name === "log-level" ? (env.TETHER_LOG_LEVEL ?? f.default) : f.default;
+      return [
+        f.name,
+        {
+          type: f.value ? "string" : "boolean",
+          ...(f.short ? { short: f.short } : {}),
+          ...(fallback !== undefined ? { default: fallback } : {}),
+        },
+      ];
+    }),
+  ) as Options;
+}
+
+/** For finding where the command starts, from tokens (where defaults never show). */
+const SPLIT_OPTIONS = options();
 
 /** `tetherd --help`. */
 export function tetherdHelp(): string {
   const rows = FLAGS.map((f) => [
-    `${f.name === "help" ? "-h, " : ""}--${f.name}${f.value ? ` ${f.value}` : ""}`,
+    `${f.short ? `-${f.short}, ` : ""}--${f.name}${f.value ? ` ${f.value}` : ""}`,
     f.default === undefined ? f.help : `${f.help} (default: ${JSON.stringify(f.default)})`,
   ]);
   const width = Math.max(...rows.map(([flag]) => flag.length));
@@ -124,7 +142,7 @@ export function parseTetherdArgs(args: readonly string[], env = process.env): Te
   const [own, command] = splitCommand(args);
   const parsed = (() => {
     try {
-      return parseArgs({ args: own, options: OPTIONS, strict: true, tokens: true });
+      return parseArgs({ args: own, options: options(env), strict: true, tokens: true });
     } catch (err) {
       throw new UsageError((err as Error).message);
     }
@@ -149,8 +167,8 @@ export function parseTetherdArgs(args: readonly string[], env = process.env): Te
     .filter((t) => t.kind === "option" && (t.name === "expose-loopback" || t.name === "no-expose-loopback"))
     .at(-1);
   const result: TetherdArgs = {
-    host: text("host") ?? "127.0.0.1",
-    port: value("port", parsePort) ?? AGENT_DEFAULT_PORT,
+    host: text("host") as string,
+    port: value("port", parsePort) as number,
     tcp: !flag("no-tcp"),
     socket: text("socket"),
     socketOwner: value("socket-owner", parseOwner),
@@ -159,15 +177,15 @@ export function parseTetherdArgs(args: readonly string[], env = process.env): Te
     accessToken: text("access-token"),
     accessTokenFile: text("access-token-file"),
     inheritEnv: flag("inherit-env"),
-    stopTimeout: value("stop-timeout", parseMs) ?? DEFAULT_SUPERVISE_STOP_TIMEOUT_MS,
+    stopTimeout: value("stop-timeout", parseMs) as number,
     user: text("user"),
     workdir: text("workdir"),
     exposeLoopback: loopback?.kind === "option" && loopback.name === "expose-loopback",
-    gitBaseUrl: text("git-base-url") ?? "https://github.com",
+    gitBaseUrl: text("git-base-url") as string,
     cocoonVsock: value("cocoon-vsock", parsePort),
     cocoonSocket: text("cocoon-socket"),
     cocoonTcp: value("cocoon-tcp", parseHostPort),
-    logLevel: text("log-level") ?? env.TETHER_LOG_LEVEL ?? "info",
+    logLevel: text("log-level") as string,
     command,
   };
   if (!result.tcp && !result.socket) throw new UsageError("--no-tcp needs --socket: the agent must listen somewhere");
@@ -181,27 +199,17 @@ export function parseTetherdArgs(args: readonly string[], env = process.env): Te
  * Our arguments and the command's: the command starts at the first argument that is neither
  * an option of ours nor an option's value, or after `--`. parseArgs finds it, knowing which
  * options take a value; unknown options are left for the strict parse to refuse.
+ *
+ * `--cocoon-vsock` with no port (last, or before another option) means the default port: it
+ * is written `--cocoon-vsock=PORT` first, since parseArgs would take the next argument, even
+ * an option, as its value. Only our arguments are rewritten, never the command's.
  */
 function splitCommand(args: readonly string[]): [string[], string[]] {
-  let own = withDefaultVsockPort(args);
-  const tokens = looseTokens(own);
-  const first = tokens.find((t) => t.kind === "positional" || t.kind === "option-terminator");
-  if (!first) return [own, []];
-  const command = own.slice(first.index + (first.kind === "option-terminator" ? 1 : 0));
-  own = own.slice(0, first.index);
-  return [own, command];
-}
-
-/**
- * `--cocoon-vsock` with no port (last, or before another option) means the default port:
- * written `--cocoon-vsock=PORT` here, before parseArgs (which would take the next argument,
- * even an option, as its value). Only our arguments are rewritten, never the command's.
- */
-function withDefaultVsockPort(args: readonly string[]): string[] {
-  const out = [...args];
+  const own = [...args];
   for (;;) {
-    const tokens = looseTokens(out);
-    const end = tokens.find((t) => t.kind === "positional" || t.kind === "option-terminator")?.index ?? out.length;
+    const tokens = looseTokens(own);
+    const first = tokens.find((t) => t.kind === "positional" || t.kind === "option-terminator");
+    const end = first?.index ?? own.length;
     const bare = tokens.find(
       (t) =>
         t.kind === "option" &&
@@ -210,8 +218,12 @@ function withDefaultVsockPort(args: readonly string[]): string[] {
         !t.inlineValue &&
         (t.value === undefined || t.value.startsWith("-")),
     );
-    if (!bare) return out;
-    out[bare.index] = `--cocoon-vsock=${COCOON_DEFAULT_VSOCK_PORT}`;
+    if (bare) {
+      own[bare.index] = `--cocoon-vsock=${COCOON_DEFAULT_VSOCK_PORT}`;
+      continue;
+    }
+    if (!first) return [own, []];
+    return [own.slice(0, first.index), own.slice(first.index + (first.kind === "option-terminator" ? 1 : 0))];
   }
 }
 
@@ -221,7 +233,8 @@ type Token =
   | { kind: "positional"; index: number; value: string }
   | { kind: "option-terminator"; index: number };
 function looseTokens(args: string[]): Token[] {
-  return parseArgs({ args, options: OPTIONS, strict: false, allowPositionals: true, tokens: true }).tokens as Token[];
+  return parseArgs({ args, options: SPLIT_OPTIONS, strict: false, allowPositionals: true, tokens: true })
+    .tokens as Token[];
 }
 
 function parsePort(value: string): number {

@@ -58,13 +58,14 @@ const OWN_CODE_DIR = fileURLToPath(new URL(".", import.meta.url));
  */
 export async function buildBundle(options: BuildBundleOptions = {}): Promise<BuiltBundle> {
   const root = options.root ?? defaultBundleRoot();
+  const agent = agentPackage();
   // Into the root, the stamp of this checkout's last build may name the bundle without working it out.
-  const sourcesKey = `${agentPackage().dir}\n${OWN_CODE_DIR}`;
+  const sourcesKey = `${agent.dir}\n${OWN_CODE_DIR}`;
   if (options.outDir === undefined) {
     const stamped = await stampedBundle(root, sourcesKey);
     if (stamped) return stamped;
   }
-  const { entries, manifest: partial, sources } = await collectInputs();
+  const { entries, manifest: partial, sources } = await collectInputs(agent);
   const [files, inputs] = await Promise.all([describeEntries(entries), stampInputs(sources)]);
   const manifest: BundleManifest = {
     ...partial,
@@ -85,21 +86,20 @@ async function stampedBundle(root: string, sourcesKey: string): Promise<BuiltBun
   const hash = await stampedHash(root, sourcesKey);
   if (!hash) return undefined;
   const dir = path.resolve(bundleDirFor(hash, root));
-  if (!(await holdsBundle(dir, hash))) return undefined;
-  const manifest = await readManifest(dir);
+  const manifest = await wholeBundle(dir, hash);
   if (!manifest) return undefined;
   await markBundleUsed(dir);
   return { ...manifest, dir, reused: true };
 }
 
 /** Everything that goes into a bundle, before hashing. */
-async function collectInputs(): Promise<{
+async function collectInputs(agent: { dir: string; version: string }): Promise<{
   entries: BundleEntry[];
   manifest: Omit<BundleManifest, "contentHash" | "size" | "files">;
   /** Every file the bundle is made from, for its stamp: this package's own code included. */
   sources: string[];
 }> {
-  const { dir: agentDir, version: agentVersion } = agentPackage();
+  const { dir: agentDir, version: agentVersion } = agent;
 
   const nodeVersion = NODE_RUNTIME.version;
   const [node, agentScript, addons, ownCode] = await Promise.all([
@@ -141,13 +141,18 @@ async function collectInputs(): Promise<{
 
 /** True when `dir` holds a complete bundle with this content hash (manifest matches, files present). */
 async function holdsBundle(dir: string, hash: string): Promise<boolean> {
+  return (await wholeBundle(dir, hash)) !== undefined;
+}
+
+/** The manifest of the complete bundle with this content hash in `dir` (files present), else undefined. */
+async function wholeBundle(dir: string, hash: string): Promise<BundleManifest | undefined> {
   const existing = await readManifest(dir);
-  if (existing?.contentHash !== hash) return false;
+  if (existing?.contentHash !== hash) return undefined;
   for (const file of existing.files) {
     const info = await stat(path.join(dir, file.path)).catch(() => undefined);
-    if (!info?.isFile() || info.size !== file.size) return false;
+    if (!info?.isFile() || info.size !== file.size) return undefined;
   }
-  return true;
+  return existing;
 }
 
 /**

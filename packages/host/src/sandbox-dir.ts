@@ -73,13 +73,13 @@ export class SandboxDir {
     await mkdir(this.path, { mode: 0o700 });
     const token = randomBytes(32).toString("base64url");
     // mkdir's mode is cut by the umask, so each directory is set to exactly 0700 after.
-    const dir = (dir: string) => mkdir(dir, { mode: 0o700 }).then(() => chmod(dir, 0o700));
+    const privateDir = (dir: string) => mkdir(dir, { mode: 0o700 }).then(() => chmod(dir, 0o700));
     try {
       await Promise.all([
         chmod(this.path, 0o700),
         writeFile(this.tokenPath, `${token}\n`, { mode: 0o600, flag: "wx" }),
-        dir(this.runDir).then(() => this.writeHandover(token)),
-        dir(this.shareDir),
+        privateDir(this.runDir).then(() => this.writeHandover(token)),
+        privateDir(this.shareDir),
       ]);
     } catch (err) {
       await this.remove();

@@ -43,12 +43,14 @@ export abstract class EventReader<Event> {
    * background, not cancelled. Leaving a `for await` early resets the HTTP/2 stream, and
    * Node's HTTP/2 server closes a session whose client reset about a thousand streams in a
    * burst (its defence against rapid-reset floods): a client that ran that many commands
-   * on one connection lost it ("Session closed with error code 2"). An error still cancels.
+   * on one connection lost it ("Session closed with error code 2"). An error still cancels;
+   * a stream that ends without the `endEvent` is an error.
    */
   protected async untilEnd(
     events: AsyncIterable<Event>,
+    endEvent: string,
     handle: (event: Event) => ProcessExit | undefined | Promise<ProcessExit | undefined>,
-  ): Promise<ProcessExit | undefined> {
+  ): Promise<ProcessExit> {
     const iterator = events[Symbol.asyncIterator]();
     try {
       for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
@@ -58,11 +60,11 @@ export abstract class EventReader<Event> {
           return end;
         }
       }
-      return undefined;
     } catch (err) {
       await iterator.return?.().catch(() => {});
       throw err;
     }
+    throw new Error(`the agent closed the process stream without an ${endEvent} event`);
   }
 }
 

@@ -27,7 +27,7 @@ export class ProcessEvents extends EventReader<{ event?: ProcessEvent }> {
   }
 
   protected async read(events: AsyncIterable<{ event?: ProcessEvent }>): Promise<ProcessExit> {
-    const exit = await this.untilEnd(events, async ({ event }) => {
+    return this.untilEnd(events, "end", async ({ event }) => {
       const e = event?.event;
       switch (e?.case) {
         case "start":
@@ -55,8 +55,6 @@ export class ProcessEvents extends EventReader<{ event?: ProcessEvent }> {
           return undefined; // keepalive
       }
     });
-    if (exit) return exit;
-    throw new Error("the agent closed the process stream without an end event");
   }
 }
 

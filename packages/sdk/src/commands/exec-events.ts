@@ -58,7 +58,7 @@ export class ExecEvents extends EventReader<ExecEvent> {
   }
 
   protected async read(events: AsyncIterable<ExecEvent>): Promise<ProcessExit> {
-    const exit = await this.untilEnd(events, async ({ event }) => {
+    return this.untilEnd(events, "exit", async ({ event }) => {
       switch (event.case) {
         case "started":
           this.existing = event.value.existing;
@@ -96,8 +96,6 @@ export class ExecEvents extends EventReader<ExecEvent> {
           return undefined; // keepalive
       }
     });
-    if (exit) return exit;
-    throw new Error("the agent closed the process stream without an exit event");
   }
 }
 

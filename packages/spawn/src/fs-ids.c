@@ -10,8 +10,9 @@
  * Node's synchronous fs calls run on the calling thread, so fn uses those; its async ones
  * run on libuv's pool and would not see the ids.
  *
- * Raw system calls: glibc's setgroups signals every thread of the process to change all
- * of them, and other threads of the agent must keep their rights.
+ * Raw system calls: glibc's setgroups (and setresuid) signal every thread of the process to
+ * change all of them, and other threads of the agent must keep their rights. gVisor has no
+ * setfsuid: there the thread's effective ids are switched instead (see ids_mode).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,17 +39,59 @@ static napi_value throw_ids_error(napi_env env, const char *what, int err) {
   return NULL;
 }
 
+/*
+ * How this kernel lets one thread take a user's ids: fsuid/fsgid, or where setfsuid does
+ * nothing (gVisor) the thread's effective ids, set with the real and saved ones left at
+ * root's so it can come back (which also drops, then restores, its capabilities).
+ */
+static enum { IDS_UNKNOWN, IDS_FS, IDS_EFFECTIVE } ids_mode = IDS_UNKNOWN;
+
 /* setfsuid/setfsgid answer the previous id and never fail visibly: an invalid id reads it back. */
 static uid_t current_fsuid(void) { return (uid_t)syscall(SYS_setfsuid, (uid_t)-1); }
 static gid_t current_fsgid(void) { return (gid_t)syscall(SYS_setfsgid, (gid_t)-1); }
 
-/* Back to the agent's own rights; a thread left with a user's must not go on running. */
-static void restore(uid_t fsuid, gid_t fsgid, gid_t *groups, int ngroups) {
-  syscall(SYS_setfsuid, fsuid);
-  syscall(SYS_setfsgid, fsgid);
-  if (syscall(SYS_setgroups, ngroups, groups) < 0 || current_fsuid() != fsuid || current_fsgid() != fsgid) {
-    abort();
+static uid_t current_euid(void) {
+  uid_t r, e, s;
+  return syscall(SYS_getresuid, &r, &e, &s) < 0 ? (uid_t)-1 : e;
+}
+
+static gid_t current_egid(void) {
+  gid_t r, e, s;
+  return syscall(SYS_getresgid, &r, &e, &s) < 0 ? (gid_t)-1 : e;
+}
+
+/* This thread's ids for file access now: what `restore` goes back to. */
+static void current_ids(uid_t *uid, gid_t *gid) {
+  *uid = ids_mode == IDS_EFFECTIVE ? current_euid() : current_fsuid();
+  *gid = ids_mode == IDS_EFFECTIVE ? current_egid() : current_fsgid();
+}
+
+/* Sets ids (groups already set); true when the kernel took them. */
+static int take_ids(uid_t uid, gid_t gid) {
+  if (ids_mode == IDS_EFFECTIVE) {
+    if (syscall(SYS_setresgid, (gid_t)-1, gid, (gid_t)-1) < 0) return 0;
+    if (syscall(SYS_setresuid, (uid_t)-1, uid, (uid_t)-1) < 0) return 0;
+    return current_euid() == uid && current_egid() == gid;
   }
+  syscall(SYS_setfsgid, gid);
+  syscall(SYS_setfsuid, uid);
+  return current_fsuid() == uid && current_fsgid() == gid;
+}
+
+/* Back to the agent's own rights; a thread left with a user's must not go on running. */
+static void restore(uid_t uid, gid_t gid, gid_t *groups, int ngroups) {
+  uid_t now_uid;
+  gid_t now_gid;
+  /* The uid first: it brings back the capabilities that setting the gid and groups needs. */
+  if (ids_mode == IDS_EFFECTIVE) {
+    syscall(SYS_setresuid, (uid_t)-1, uid, (uid_t)-1);
+    syscall(SYS_setresgid, (gid_t)-1, gid, (gid_t)-1);
+  } else {
+    syscall(SYS_setfsuid, uid);
+    syscall(SYS_setfsgid, gid);
+  }
+  current_ids(&now_uid, &now_gid);
+  if (syscall(SYS_setgroups, ngroups, groups) < 0 || now_uid != uid || now_gid != gid) abort();
 }
 
 napi_value with_fs_ids(napi_env env, napi_callback_info info) {
@@ -79,24 +122,35 @@ napi_value with_fs_ids(napi_env env, napi_callback_info info) {
     throw_ids_error(env, "getgroups", nsaved < 0 ? errno : ENOMEM);
     goto done;
   }
-  uid_t fsuid = current_fsuid();
-  gid_t fsgid = current_fsgid();
+  /* Linux answers the fsuid (never -1); gVisor fails the call. */
+  if (ids_mode == IDS_UNKNOWN) ids_mode = syscall(SYS_setfsuid, (uid_t)-1) < 0 ? IDS_EFFECTIVE : IDS_FS;
+  uid_t own_uid;
+  gid_t own_gid;
+  current_ids(&own_uid, &own_gid);
   if (syscall(SYS_setgroups, ngroups, groups) < 0) {
     throw_ids_error(env, "setgroups", errno);
     goto done;
   }
-  syscall(SYS_setfsgid, (gid_t)gid);
-  syscall(SYS_setfsuid, (uid_t)uid);
-  if (current_fsgid() != (gid_t)gid || current_fsuid() != (uid_t)uid) {
-    restore(fsuid, fsgid, saved, nsaved);
-    throw_ids_error(env, "setfsuid", EPERM);
-    goto done;
+  if (!take_ids((uid_t)uid, (gid_t)gid)) {
+    restore(own_uid, own_gid, saved, nsaved);
+    if (ids_mode == IDS_EFFECTIVE) {
+      throw_ids_error(env, "setresuid", EPERM);
+      goto done;
+    }
+    /* No working setfsuid here: the effective ids from now on. */
+    ids_mode = IDS_EFFECTIVE;
+    current_ids(&own_uid, &own_gid);
+    if (syscall(SYS_setgroups, ngroups, groups) < 0 || !take_ids((uid_t)uid, (gid_t)gid)) {
+      restore(own_uid, own_gid, saved, nsaved);
+      throw_ids_error(env, "setresuid", EPERM);
+      goto done;
+    }
   }
   napi_value global;
   napi_get_global(env, &global);
   /* An exception fn threw stays pending and reaches the caller once we return. */
   if (napi_call_function(env, global, argv[3], 0, NULL, &result) != napi_ok) result = NULL;
-  restore(fsuid, fsgid, saved, nsaved);
+  restore(own_uid, own_gid, saved, nsaved);
 done:
   free(groups);
   free(saved);

@@ -40,8 +40,8 @@ static napi_value throw_ids_error(napi_env env, const char *what, int err) {
 }
 
 /*
- * How this kernel lets one thread take a user's ids: fsuid/fsgid, or where setfsuid does
- * nothing (gVisor) the thread's effective ids, set with the real and saved ones left at
+ * How this kernel lets one thread take a user's ids: fsuid/fsgid, or where there is no
+ * setfsuid (gVisor) the thread's effective ids, set with the real and saved ones left at
  * root's so it can come back (which also drops, then restores, its capabilities).
  */
 static enum { IDS_UNKNOWN, IDS_FS, IDS_EFFECTIVE } ids_mode = IDS_UNKNOWN;
@@ -132,19 +132,10 @@ napi_value with_fs_ids(napi_env env, napi_callback_info info) {
     goto done;
   }
   if (!take_ids((uid_t)uid, (gid_t)gid)) {
+    /* An id the kernel will not take (one a user namespace does not map). */
     restore(own_uid, own_gid, saved, nsaved);
-    if (ids_mode == IDS_EFFECTIVE) {
-      throw_ids_error(env, "setresuid", EPERM);
-      goto done;
-    }
-    /* No working setfsuid here: the effective ids from now on. */
-    ids_mode = IDS_EFFECTIVE;
-    current_ids(&own_uid, &own_gid);
-    if (syscall(SYS_setgroups, ngroups, groups) < 0 || !take_ids((uid_t)uid, (gid_t)gid)) {
-      restore(own_uid, own_gid, saved, nsaved);
-      throw_ids_error(env, "setresuid", EPERM);
-      goto done;
-    }
+    throw_ids_error(env, ids_mode == IDS_EFFECTIVE ? "setresuid" : "setfsuid", EPERM);
+    goto done;
   }
   napi_value global;
   napi_get_global(env, &global);

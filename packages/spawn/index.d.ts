@@ -6,9 +6,11 @@ export interface SpawnOptions {
   cwd: string;
   /** Start a new session (hence a process group of its own). */
   setsid?: boolean;
-  /** Switch to these ids (both or neither); supplementary groups are dropped. */
+  /** Switch to these ids (both or neither). */
   uid?: number;
   gid?: number;
+  /** With uid and gid: the supplementary groups to set (else all are dropped). */
+  groups?: number[];
   /** True: stdin is a pipe; false: /dev/null. */
   stdin: boolean;
   /** True: stdout and stderr are ours (the child writes where we do) instead of pipes. */
@@ -42,3 +44,25 @@ export declare function spawn(
   options: SpawnOptions,
   onExit: (code: number | null, signal: NodeJS.Signals | null) => void,
 ): Spawned;
+
+/** The ids a file operation acts with. */
+export interface FsIds {
+  uid: number;
+  gid: number;
+  /** Supplementary groups. */
+  groups: number[];
+}
+
+/**
+ * Calls `fn` with the calling thread's fsuid, fsgid and supplementary groups set to `ids`
+ * (raw per-thread system calls; needs root), and restores them afterwards, also when it
+ * throws. `fn` must be synchronous and use Node's synchronous fs calls: those run on this
+ * thread, the async ones on libuv's pool, which keeps the agent's own rights.
+ */
+export declare function withFsIds<T>(ids: FsIds, fn: () => T): T;
+
+/**
+ * Path of `tether-exec-as UID GID GROUPS PROGRAM [ARG...]`, a static program that sets the
+ * groups (comma-separated), gid and uid, then execs PROGRAM searched in PATH.
+ */
+export declare const execAsPath: string;

@@ -1,8 +1,20 @@
 // The compiled addon (see src/spawn.c) with Node-style errors and signal names.
 // CommonJS so the agent's bundle can require it as is.
 const { constants } = require("node:os");
+const path = require("node:path");
 const { getSystemErrorName } = require("node:util");
 const addon = require("./build/Release/spawn.node");
+
+/** The static helper that sets a user's groups, gid and uid, then execs (src/exec-as.c). */
+exports.execAsPath = path.join(__dirname, "build", "Release", "tether-exec-as");
+
+/** Runs a synchronous fn with this thread's fsuid, fsgid and groups set to a user's (src/fs-ids.c). */
+exports.withFsIds = (ids, fn) => {
+  const result = addon.withFsIds(ids.uid, ids.gid, ids.groups, fn);
+  // Whatever an async fn does after its first await runs with the agent's own rights.
+  if (typeof result?.then === "function") throw new TypeError("withFsIds needs a synchronous function");
+  return result;
+};
 
 const signalNames = new Map(Object.entries(constants.signals).map(([name, number]) => [number, name]));
 

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import {
   chmodSync,
+  chownSync,
+  lchownSync,
   lstatSync,
   mkdirSync,
   readdirSync,
@@ -511,7 +513,10 @@ describe("ownership when acting for another user", {
   after(() => user?.remove());
 
   test("uploaded files and the directories created for them belong to the user", async () => {
-    const dir = scratch();
+    // Root's, but open to all: the user may create in it.
+    const dir = path.join(home, `up-${++n}`);
+    mkdirSync(dir);
+    chmodSync(dir, 0o777);
     const file = path.join(dir, "made", "for", "user.txt");
     const res = await fetch(filesUrl({ path: file, username: name }), {
       method: "POST",
@@ -539,5 +544,81 @@ describe("ownership when acting for another user", {
     });
     assert.deepEqual(await upload.json(), [{ name: "notes.txt", type: "file", path: path.join(home, "notes.txt") }]);
     assert.equal(statSync(path.join(home, "notes.txt")).uid, uid);
+  });
+
+  /** A root-only directory holding a secret, and links to both that `name` planted in its home. */
+  function plantLinks(): { vault: string; secret: string; fileLink: string; dirLink: string } {
+    const vault = path.join(scratch(), "vault");
+    mkdirSync(vault, { mode: 0o700 });
+    const secret = path.join(vault, "secret");
+    writeFileSync(secret, "root's secret", { mode: 0o600 });
+    const fileLink = path.join(home, `out-${n}.txt`);
+    const dirLink = path.join(home, `vault-${n}`);
+    symlinkSync(secret, fileLink);
+    symlinkSync(vault, dirLink);
+    lchownSync(fileLink, uid, uid);
+    lchownSync(dirLink, uid, uid);
+    return { vault, secret, fileLink, dirLink };
+  }
+
+  const unchanged = (secret: string) => {
+    assert.equal(readFileSync(secret, "utf8"), "root's secret");
+    assert.equal(statSync(secret).uid, 0);
+  };
+
+  test("a link the user planted does not make an upload replace and chown root's file", async () => {
+    const { secret, fileLink, dirLink } = plantLinks();
+    for (const target of [fileLink, path.join(dirLink, "secret"), path.join(dirLink, "new.txt")]) {
+      const res = await fetch(filesUrl({ path: target, username: name }), {
+        method: "POST",
+        headers: { "content-type": "application/octet-stream" },
+        body: "overwritten",
+      });
+      assert.equal(res.status, 403, `${target}: ${await res.text()}`);
+    }
+    unchanged(secret);
+    assert.deepEqual(readdirSync(path.dirname(secret)), ["secret"]);
+  });
+
+  test("a link the user planted does not let a download read root's file", async () => {
+    const { secret, fileLink } = plantLinks();
+    const res = await fetch(filesUrl({ path: fileLink, username: name }));
+    assert.equal(res.status, 403);
+    assert.doesNotMatch(await res.text(), /root's secret/);
+    unchanged(secret);
+  });
+
+  test("remove, move, makeDir, list, stat and watch through a planted link cannot reach into root's 0700 directory", async () => {
+    const files = createClient(Filesystem, t.transport({ authorization: basicAuth(name) }));
+    const { vault, secret, dirLink } = plantLinks();
+    const denied = isCode(Code.PermissionDenied);
+    await assert.rejects(files.remove({ path: path.join(dirLink, "secret") }), denied);
+    await assert.rejects(files.move({ source: path.join(dirLink, "secret"), destination: "~/stolen" }), denied);
+    await assert.rejects(files.move({ source: "~/.profile", destination: path.join(dirLink, "planted") }), denied);
+    await assert.rejects(files.makeDir({ path: path.join(dirLink, "made") }), denied);
+    await assert.rejects(files.listDir({ path: dirLink }), denied);
+    await assert.rejects(files.stat({ path: path.join(dirLink, "secret") }), denied);
+    await assert.rejects(files.watchDir({ path: dirLink })[Symbol.asyncIterator]().next(), denied);
+    unchanged(secret);
+    assert.deepEqual(readdirSync(vault), ["secret"]);
+  });
+
+  test("the user's own links still work: an upload through one replaces the file it points to", async () => {
+    const real = path.join(home, `real-${++n}.txt`);
+    const alias = path.join(home, `alias-${n}.txt`);
+    writeFileSync(real, "old");
+    chownSync(real, uid, uid);
+    symlinkSync(real, alias);
+    const res = await fetch(filesUrl({ path: alias, username: name }), {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body: "new",
+    });
+    assert.equal(res.status, 200, await res.text());
+    assert.equal(readFileSync(real, "utf8"), "new");
+    assert.equal(statSync(real).uid, uid);
+    assert.ok(lstatSync(alias).isSymbolicLink());
+    const down = await fetch(filesUrl({ path: alias, username: name }));
+    assert.equal(await down.text(), "new");
   });
 });

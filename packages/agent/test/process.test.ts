@@ -385,6 +385,13 @@ describe("Users", () => {
     );
   });
 
+  test("a numeric user outside 0..2^32-2 is refused, not wrapped to root", async () => {
+    for (const name of ["4294967296", "4294967295", "18446744073709551616"]) {
+      const client = createClient(Process, t.transport({ authorization: basicAuth(name) }));
+      await assert.rejects(collect(client.start(sh("id -u"))), isCode(Code.PermissionDenied, new RegExp(name)));
+    }
+  });
+
   const isRoot = process.getuid?.() === 0;
   test("as root, the Basic-auth user selects uid, gid, groups and HOME", {
     skip: !isRoot && "needs root to create a user and switch to it",

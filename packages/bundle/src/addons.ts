@@ -9,6 +9,8 @@ interface NativeAddon {
   name: string;
   /** The package's runtime JavaScript, relative to its directory (build/Release/*.node is always added). */
   javascript: (file: string) => boolean;
+  /** Static programs the addon builds beside it, shipped executable (they need no libraries). */
+  programs?: readonly string[];
 }
 
 /** The agent's native addons. All are N-API, so builds made with the host's node load in the bundled one. */
@@ -18,8 +20,9 @@ export const NATIVE_ADDONS: readonly NativeAddon[] = [
   { name: "fs-xattr", javascript: (f) => f === "index.js" },
   // Ours (packages/vsock): AF_VSOCK for the cocoon-style exec listener and client.
   { name: "@tether/vsock", javascript: (f) => f === "index.js" },
-  // Ours (packages/spawn): vfork-style spawning of pipe children.
-  { name: "@tether/spawn", javascript: (f) => f === "index.js" },
+  // Ours (packages/spawn): vfork-style spawning of pipe children, the per-thread file rights of
+  // a user, and tether-exec-as, which switches a PTY child to its user.
+  { name: "@tether/spawn", javascript: (f) => f === "index.js", programs: ["build/Release/tether-exec-as"] },
 ];
 
 /** Finds an installed package's directory as the agent would resolve it (works for packages with `exports`). */
@@ -43,12 +46,17 @@ export async function addonEntries(agentDir: string): Promise<{ entries: BundleE
     if (natives.length === 0) {
       throw new Error(`${addon.name} in ${dir} has no build/Release/*.node: its install script did not build it`);
     }
+    for (const program of addon.programs ?? []) {
+      if (!files.includes(program))
+        throw new Error(`${addon.name} in ${dir} has no ${program}: its install script did not build it`);
+    }
     for (const file of files) {
       const native = natives.includes(file);
-      if (!native && file !== "package.json" && !addon.javascript(file)) continue;
+      const program = addon.programs?.includes(file) ?? false;
+      if (!native && !program && file !== "package.json" && !addon.javascript(file)) continue;
       entries.push({
         path: `node_modules/${addon.name}/${file}`,
-        mode: native ? 0o755 : 0o644,
+        mode: native || program ? 0o755 : 0o644,
         source: { file: path.join(dir, file) },
       });
       if (native) binaries.push(path.join(dir, file));

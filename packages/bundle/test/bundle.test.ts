@@ -60,6 +60,8 @@ describe("layout", () => {
       "node_modules/fs-xattr/package.json",
       "node_modules/fs-xattr/index.js",
       "node_modules/fs-xattr/build/Release/xattr.node",
+      "node_modules/@tether/spawn/build/Release/spawn.node",
+      "node_modules/@tether/spawn/build/Release/tether-exec-as",
     ]) {
       assert.ok(paths.includes(expected), `${expected} missing from ${paths.join(", ")}`);
     }
@@ -81,6 +83,8 @@ describe("layout", () => {
     assert.equal(statSync(bundle.dir).mode & 0o777, 0o755);
     assert.equal(statSync(path.join(bundle.dir, "bin", "node")).mode & 0o777, 0o755);
     assert.equal(statSync(path.join(bundle.dir, "tetherd.js")).mode & 0o777, 0o644);
+    const execAs = path.join(bundle.dir, "node_modules/@tether/spawn/build/Release/tether-exec-as");
+    assert.equal(statSync(execAs).mode & 0o777, 0o755, "tether-exec-as is executable");
   });
 
   test("agentCommand writes the argv for any mount point", () => {

@@ -103,13 +103,19 @@ function healthStatus(url: string): Promise<number | undefined> {
 }
 
 /** Runs one command through the agent's process service and gathers its output. */
-async function runProcess(url: string, cmd: string, args: string[] = [], options: { pty?: boolean } = {}) {
+async function runProcess(
+  url: string,
+  cmd: string,
+  args: string[] = [],
+  options: { pty?: boolean; user?: string } = {},
+) {
   const transport = createConnectTransport({
     baseUrl: url,
     httpVersion: "1.1",
     interceptors: [
       (next) => (req) => {
         req.header.set(ACCESS_TOKEN_HEADER, TOKEN);
+        if (options.user) req.header.set("authorization", `Basic ${btoa(`${options.user}:`)}`);
         return next(req);
       },
     ],
@@ -120,7 +126,9 @@ async function runProcess(url: string, cmd: string, args: string[] = [], options
   let pty = "";
   let exitCode: number | undefined;
   const decoder = new TextDecoder();
-  const request = { process: { cmd, args }, ...(options.pty ? { pty: { size: { cols: 80, rows: 24 } } } : {}) };
+  // A user's home may not exist (Debian's nobody has /nonexistent).
+  const cwd = options.user ? "/" : "";
+  const request = { process: { cmd, args, cwd }, ...(options.pty ? { pty: { size: { cols: 80, rows: 24 } } } : {}) };
   for await (const res of client.start(request)) {
     const event = res.event?.event;
     if (event?.case === "data") {
@@ -165,6 +173,20 @@ for (const spec of IMAGES) {
       const { pty, exitCode } = await runProcess(url, spec.hello.cmd, spec.hello.args, { pty: true });
       // The terminal turns \n into \r\n.
       assert.deepEqual({ pty, exitCode }, { pty: spec.hello.stdout.replace("\n", "\r\n"), exitCode: 0 });
+    });
+
+    test("runs a PTY command as a non-root user with the bundle's tether-exec-as, not the image's setpriv", async () => {
+      // busybox's setpriv (in the busybox and musl images) has no --reuid; noshell has none at all.
+      if (spec.inspectable) {
+        const { pty, exitCode } = await runProcess(url, "sh", ["-c", "id -u; id -g; id -G"], {
+          pty: true,
+          user: "nobody",
+        });
+        assert.deepEqual({ pty, exitCode }, { pty: "65534\r\n65534\r\n65534\r\n", exitCode: 0 });
+      } else {
+        const { pty, exitCode } = await runProcess(url, spec.hello.cmd, spec.hello.args, { pty: true, user: "65534" });
+        assert.deepEqual({ pty, exitCode }, { pty: spec.hello.stdout.replace("\n", "\r\n"), exitCode: 0 });
+      }
     });
 
     test("writes a file with POST /files and reads the same bytes back with GET /files", async () => {

@@ -138,6 +138,13 @@ describe("a busybox sandbox through the CLI", { skip }, () => {
     assert.match(r.stdout, /shell-42 -?\/bin\/sh/);
   });
 
+  test("shell -u opens the shell as that user, with the agent's own switching (busybox's setpriv cannot)", async () => {
+    // nobody's shell is /bin/false, so /bin/sh it is.
+    const r = await tether(["shell", "-u", "nobody", id], { input: 'echo "ids $(id -u) $(id -G)"\nexit 4\n' });
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stdout, /ids 65534 65534\r?\n/);
+  });
+
   test("cp copies a directory tree in and back out: content, nesting, empty dirs and file modes kept", async () => {
     const source = path.join(scratch, "tree");
     makeTree(source);

@@ -47,6 +47,20 @@ describe("a gVisor sandbox (runsc, network none)", { skip }, () => {
     assert.ok(Buffer.from(await agent.files.read("/tmp/gvisor.bin", { format: "bytes" })).equals(bytes));
   });
 
+  test("acts for a non-root user under gVisor (no setfsuid, no pidfd_open): files with its rights, children as it", async () => {
+    const info = await t.create(BUSYBOX, { runtime: "runsc", network: "none" });
+    const agent = await t.connect(info.id);
+    await agent.commands.run(["sh", "-c", "mkdir -m 700 /vault && echo secret > /vault/s && mkdir -m 1777 /shared"]);
+    await agent.files.write("/shared/mine.txt", "mine", { user: "nobody" });
+    const owner = await agent.commands.run(["stat", "-c", "%u:%g", "/shared/mine.txt"]);
+    assert.equal(owner.stdout, "65534:65534\n");
+    await assert.rejects(agent.files.write("/vault/s", "overwritten", { user: "nobody" }), /permission denied/i);
+    await assert.rejects(agent.files.read("/vault/s", { user: "nobody" }), /permission denied/i);
+    assert.equal((await agent.commands.run(["cat", "/vault/s"])).stdout, "secret\n");
+    const ids = await agent.commands.run(["sh", "-c", "id -u; id -G"], { user: "nobody", cwd: "/" });
+    assert.equal(ids.stdout, "65534\n65534\n");
+  });
+
   test("tether cp's copier goes through the shared directories under gVisor too: same bytes both ways", async () => {
     const info = await t.create(BUSYBOX, { runtime: "runsc", network: "none" });
     assert.ok(info.endpoint?.transferDir && info.endpoint.importDir, "runsc's bind mounts are shared here");

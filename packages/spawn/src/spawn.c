@@ -35,6 +35,9 @@
 #include <unistd.h>
 #include <uv.h>
 
+/* fs-ids.c */
+napi_value with_fs_ids(napi_env env, napi_callback_info info);
+
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
@@ -57,6 +60,9 @@ typedef struct {
   int set_ids;
   uid_t uid;
   gid_t gid;
+  /* Supplementary groups to set; without them (ngroups -1) all are dropped, as libuv does. */
+  gid_t *groups;
+  int ngroups;
   /* Fds (all >= 3, close-on-exec) to become the child's 0, 1, 2. */
   int stdio[3];
   /* Written by the child before it exits; shared memory, so no error pipe is needed. */
@@ -65,7 +71,7 @@ typedef struct {
 } child_args;
 
 /* What a failed child step was, for the error message. */
-enum { STEP_SETSID = 1, STEP_DUP, STEP_CHDIR, STEP_SETGID, STEP_SETUID, STEP_SIGNALS, STEP_EXEC };
+enum { STEP_SETSID = 1, STEP_DUP, STEP_CHDIR, STEP_SETGROUPS, STEP_SETGID, STEP_SETUID, STEP_SIGNALS, STEP_EXEC };
 
 /* The kernel's struct sigaction; all zeros is SIG_DFL with no flags and an empty mask. */
 typedef struct {
@@ -89,8 +95,12 @@ static int child_main(void *arg) {
   }
   if (syscall(SYS_chdir, a->cwd) < 0) return child_fail(a, STEP_CHDIR, errno);
   if (a->set_ids) {
-    /* As libuv: drop supplementary groups, which fails harmlessly when not root. */
-    syscall(SYS_setgroups, 0, NULL);
+    if (a->ngroups >= 0) {
+      if (syscall(SYS_setgroups, a->ngroups, a->groups) < 0) return child_fail(a, STEP_SETGROUPS, errno);
+    } else {
+      /* As libuv: drop supplementary groups, which fails harmlessly when not root. */
+      syscall(SYS_setgroups, 0, NULL);
+    }
     if (syscall(SYS_setgid, a->gid) < 0) return child_fail(a, STEP_SETGID, errno);
     if (syscall(SYS_setuid, a->uid) < 0) return child_fail(a, STEP_SETUID, errno);
   }
@@ -264,7 +274,8 @@ static int lift_fd(int fd) {
   return lifted;
 }
 
-static const char *STEP_NAMES[] = {"spawn", "setsid", "dup2", "chdir", "setgid", "setuid", "sigprocmask", "execve"};
+static const char *STEP_NAMES[] = {"spawn",  "setsid", "dup2",        "chdir", "setgroups",
+                                   "setgid", "setuid", "sigprocmask", "execve"};
 
 static void close_watch(uv_handle_t *handle) {
   exit_watch *w = handle->data;
@@ -328,6 +339,32 @@ static int64_t get_id(napi_env env, napi_value obj, const char *name) {
   return id;
 }
 
+/* A JS array of ids (uid_t/gid_t range) as a malloc'd array; NULL with a pending TypeError if not. */
+gid_t *get_id_array(napi_env env, napi_value value, int *count) {
+  uint32_t n;
+  bool is_array = false;
+  napi_is_array(env, value, &is_array);
+  if (!is_array || napi_get_array_length(env, value, &n) != napi_ok || n > 65536) {
+    napi_throw_type_error(env, NULL, "groups must be an array of at most 65536 ids");
+    return NULL;
+  }
+  gid_t *ids = malloc((n ? n : 1) * sizeof *ids);
+  if (!ids) return NULL;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item;
+    int64_t id = -1;
+    napi_get_element(env, value, i, &item);
+    if (napi_get_value_int64(env, item, &id) != napi_ok || id < 0 || id > 0xfffffffe) {
+      free(ids);
+      napi_throw_type_error(env, NULL, "each group must be an id from 0 to 2^32-2");
+      return NULL;
+    }
+    ids[i] = (gid_t)id;
+  }
+  *count = (int)n;
+  return ids;
+}
+
 static napi_value spawn_child(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
@@ -361,9 +398,26 @@ static napi_value spawn_child(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "uid and gid go together");
     goto done;
   }
+  if (uid > 0xfffffffe || gid > 0xfffffffe) {
+    napi_throw_type_error(env, NULL, "uid and gid must be ids from 0 to 2^32-2");
+    goto done;
+  }
   a.set_ids = uid >= 0;
   a.uid = (uid_t)uid;
   a.gid = (gid_t)gid;
+  a.ngroups = -1;
+  napi_value groups_value;
+  napi_valuetype groups_type = napi_undefined;
+  if (napi_get_named_property(env, argv[4], "groups", &groups_value) == napi_ok) {
+    napi_typeof(env, groups_value, &groups_type);
+  }
+  if (groups_type != napi_undefined && groups_type != napi_null) {
+    if (!a.set_ids) {
+      napi_throw_type_error(env, NULL, "groups go with uid and gid");
+      goto done;
+    }
+    if (!(a.groups = get_id_array(env, groups_value, &a.ngroups))) goto done;
+  }
   if (!(a.candidates = path_candidates(file, a.envp))) {
     err = ENOMEM;
     goto fail;
@@ -487,6 +541,7 @@ done:
   free_string_array(a.envp);
   free_string_array(a.candidates);
   free(a.sh_argv);
+  free(a.groups);
   return result;
 }
 
@@ -494,6 +549,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"spawn", NULL, spawn_child, NULL, NULL, NULL, napi_default, NULL},
       {"supported", NULL, spawn_supported, NULL, NULL, NULL, napi_default, NULL},
+      {"withFsIds", NULL, with_fs_ids, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { spawn as nodeSpawn } from "node:child_process";
 import { once } from "node:events";
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
-import { type SpawnError, type SpawnOptions, spawn, supported } from "@tether/spawn";
+import { execAsPath, type SpawnError, type SpawnOptions, spawn, supported, withFsIds } from "@tether/spawn";
 
 const isRoot = process.getuid?.() === 0;
 const baseEnv = Object.entries(process.env).map(([key, value]) => `${key}=${value}`);
@@ -115,6 +115,14 @@ describe("@tether/spawn", () => {
     // The agent itself keeps its ids: the child's setuid went through the raw system call.
     assert.equal(process.getuid?.(), 0);
     assert.equal(process.getgid?.(), 0);
+  });
+
+  test("sets the supplementary groups it is given, and only on the child", {
+    skip: !isRoot && "needs root",
+  }, async () => {
+    const result = await run("/bin/sh", ["-c", "id -u; id -G"], { uid: 65534, gid: 65534, groups: [65534, 5, 100] });
+    assert.equal(result.stdout, "65534\n65534 5 100\n");
+    assert.doesNotMatch(readFileSync("/proc/self/status", "utf8"), /^Groups:.*\b5\b/m);
   });
 
   test("a missing executable is ENOENT, like Node's spawn", () => {
@@ -237,5 +245,58 @@ describe("@tether/spawn", () => {
     // The pidfd of each child is closed once libuv closed its poll handle.
     await new Promise((resolve) => setImmediate(resolve));
     assert.equal(openFds(), before);
+  });
+});
+
+describe("withFsIds", { skip: !isRoot && "needs root to change file ids" }, () => {
+  const nobody = { uid: 65534, gid: 65534, groups: [65534] };
+  const dir = mkdtempSync(path.join(tmpdir(), "tether-fsids-"));
+  chmodSync(dir, 0o755);
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test("a call runs with the user's file rights: root's 0700 directory is closed, what it creates is the user's", () => {
+    const closed = path.join(dir, "closed");
+    mkdirSync(closed, { mode: 0o700 });
+    writeFileSync(path.join(closed, "secret"), "root's");
+    const open = path.join(dir, "open");
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    assert.throws(() => withFsIds(nobody, () => writeFileSync(path.join(closed, "secret"), "mine")), {
+      code: "EACCES",
+    });
+    assert.throws(() => withFsIds(nobody, () => rmSync(path.join(closed, "secret"))), { code: "EACCES" });
+    withFsIds(nobody, () => writeFileSync(path.join(open, "made"), "x"));
+    assert.equal(statSync(path.join(open, "made")).uid, 65534);
+    assert.equal(statSync(path.join(open, "made")).gid, 65534);
+    // Back to root's rights once it returned or threw.
+    writeFileSync(path.join(closed, "after"), "root again");
+    const status = readFileSync("/proc/self/status", "utf8");
+    assert.match(status, /^Uid:\s+0\s+0\s+0\s+0$/m);
+    assert.match(status, /^Gid:\s+0\s+0\s+0\s+0$/m);
+    assert.equal(readFileSync(path.join(closed, "secret"), "utf8"), "root's");
+  });
+
+  test("refuses an async function, whose awaits would run with root's rights", () => {
+    assert.throws(() => withFsIds(nobody, async () => {}), /synchronous/);
+  });
+});
+
+describe("tether-exec-as", { skip: !isRoot && "needs root to switch users" }, () => {
+  test("sets groups, gid and uid, then execs the program from PATH", async () => {
+    const child = nodeSpawn(execAsPath, ["65534", "65534", "65534,5", "sh", "-c", "id -u; id -g; id -G"]);
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += d;
+    });
+    const [code] = await once(child, "close");
+    assert.deepEqual([code, out], [0, "65534\n65534\n65534 5\n"]);
+  });
+
+  test("refuses an id that would wrap (2^32) and one that is 'no change' (2^32-1)", async () => {
+    for (const uid of ["4294967296", "4294967295", "-1", "x"]) {
+      const child = nodeSpawn(execAsPath, [uid, "0", "", "true"]);
+      const [code] = await once(child, "close");
+      assert.equal(code, 127, uid);
+    }
   });
 });

@@ -13,6 +13,9 @@ export interface UnixUser {
   shell: string;
 }
 
+/** The largest uid a process can switch to: uid_t is 32 bits and 2^32-1 is setuid's "no change". */
+const MAX_UID = 2 ** 32 - 2;
+
 /** The requested user does not exist, or the agent cannot act as it. */
 export class UnknownUserError extends Error {
   constructor(
@@ -71,6 +74,10 @@ export class UserDirectory {
     // A numeric user (an image's `USER 1000`) may name an account by uid, or none at all:
     // like docker, a uid without a passwd entry runs with gid 0 and home /.
     if (!record && /^\d+$/.test(username)) {
+      // setuid takes 32 bits: 4294967296 would wrap to root, and (uid_t)-1 means "unchanged".
+      if (Number(username) > MAX_UID) {
+        throw new UnknownUserError(username, `a numeric user must be a uid from 0 to ${MAX_UID}`);
+      }
       record = this.passwd.find(2, username);
       if (!record) return { name: username, uid: Number(username), gid: 0, groups: [0], home: "/", shell: "/bin/sh" };
     }

@@ -1,5 +1,4 @@
-import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
+import { closeSync, constants, createReadStream, fstatSync, openSync, type Stats } from "node:fs";
 import type { IncomingHttpHeaders } from "node:http";
 import path from "node:path";
 import { PassThrough, type Readable, type Transform } from "node:stream";
@@ -13,7 +12,7 @@ import { type HttpRequest, type HttpResponse, sendError, sendJson } from "../htt
 import { httpStatusOf } from "../server/errors.js";
 import { fsError, invalidPath, plainMessage } from "./errors.js";
 import { metadataFromHeaders } from "./metadata.js";
-import { type FileOwner, ownerFor } from "./ownership.js";
+import { type FileRights, rightsFor } from "./ownership.js";
 import { resolveUserPath } from "./paths.js";
 import { filesRuntime } from "./runtime.js";
 import { type StagedFile, stageFile } from "./upload.js";
@@ -51,18 +50,27 @@ export async function handleFilesDownload(
   try {
     const user = requestUser(ctx, req.headers, url.searchParams.get("username"));
     const target = resolveUserPath(user, url.searchParams.get("path") ?? "");
-    const info = await stat(target).catch((err: unknown) => {
+    // Opened with the user's rights (a link the user planted leads only where the user may
+    // read), before answering, so EACCES is a clean 403 instead of a cut stream. Nonblocking:
+    // opening a FIFO must not wait for a writer on the agent's only thread.
+    const rights = await rightsFor(ctx, user);
+    let fd: number;
+    try {
+      fd = rights.run(() => openSync(target, constants.O_RDONLY | constants.O_NONBLOCK));
+    } catch (err) {
       throw fsError(err, "read", target);
-    });
-    if (info.isDirectory()) throw invalidPath(target, "path is a directory, not a file");
-
-    // Opening before answering turns EACCES into a clean 403 instead of a cut stream.
+    }
+    let info: Stats;
+    try {
+      info = fstatSync(fd);
+      if (info.isDirectory()) throw invalidPath(target, "path is a directory, not a file");
+      if (info.isFIFO() || info.isSocket()) throw invalidPath(target, "path is not a file that can be read");
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
     // 1 MiB reads: the 64 KiB default costs a syscall and an HTTP/2 frame batch per 64 KiB.
-    const file = createReadStream(target, { highWaterMark: 1 << 20 });
-    await new Promise<void>((resolve, reject) => {
-      file.once("open", () => resolve());
-      file.once("error", (err) => reject(fsError(err, "read", target)));
-    });
+    const file = createReadStream(target, { fd, highWaterMark: 1 << 20 });
     const gzip = acceptsGzip(req.headers["accept-encoding"]);
     const headers: Record<string, string | number> = {
       "content-type": "application/octet-stream",
@@ -105,7 +113,7 @@ export async function handleFilesUpload(
   let body: Readable | undefined;
   try {
     const user = requestUser(ctx, req.headers, url.searchParams.get("username"));
-    const owner = ownerFor(ctx, user);
+    const rights = await rightsFor(ctx, user);
     const metadata = metadataFromHeaders(req.headers as IncomingHttpHeaders);
     const queryPath = url.searchParams.get("path");
     const mode = modeParam(url.searchParams.get("mode"));
@@ -115,10 +123,10 @@ export async function handleFilesUpload(
     if (mediaType === "application/octet-stream") {
       if (!queryPath) throw new FilesHttpError(400, "the path query parameter is required for an octet-stream upload");
       const target = resolveUserPath(user, queryPath);
-      staged.push(await stageFile(body, target, { owner, metadata, mode }));
+      staged.push(await stageFile(body, target, { rights, metadata, mode }));
     } else if (mediaType.startsWith("multipart/")) {
       staged.push(
-        ...(await stageMultipart(req.headers as IncomingHttpHeaders, body, user, owner, queryPath, metadata, mode)),
+        ...(await stageMultipart(req.headers as IncomingHttpHeaders, body, user, rights, queryPath, metadata, mode)),
       );
       if (staged.length === 0) throw new FilesHttpError(400, 'the form has no file part named "file"');
     } else {
@@ -162,7 +170,7 @@ async function stageMultipart(
   headers: IncomingHttpHeaders,
   body: Readable,
   user: UnixUser,
-  owner: FileOwner,
+  rights: FileRights,
   queryPath: string | null,
   metadata: Record<string, string>,
   mode: number | undefined,
@@ -211,7 +219,7 @@ async function stageMultipart(
     targets.add(target);
     const index = pending.length;
     pending.push(
-      stageFile(stream, target, { owner, metadata, mode }).then(
+      stageFile(stream, target, { rights, metadata, mode }).then(
         (file) => {
           staged[index] = file;
         },

@@ -1,55 +1,53 @@
-import { chown, mkdir } from "node:fs/promises";
-import path from "node:path";
+import { mkdirSync } from "node:fs";
 import type { UnixUser } from "../auth/users.js";
 import type { AgentContext } from "../context.js";
 import { fsError } from "./errors.js";
 
-/** Who new files and directories of a request belong to, and whether to chown them. */
-export interface FileOwner {
-  uid: number;
-  gid: number;
-  /** True when the agent runs as root on behalf of another user (envd chowns then). */
-  chown: boolean;
+type SpawnAddon = typeof import("@tether/spawn");
+
+/**
+ * The rights the file operations of a request run with. A root agent acting for another
+ * user takes that user's: its fsuid, fsgid and groups, on the one thread a call runs on,
+ * so a link the user planted (`~/out.txt -> /root/secret`) leads only where the user may
+ * go, and what it creates belongs to the user without any chown. Otherwise the agent's own.
+ */
+export interface FileRights {
+  /** True when calls run with another user's ids (a root agent acting for someone else). */
+  readonly switches: boolean;
+  /** Calls `fn`, which may make only synchronous fs calls, with these rights. */
+  run<T>(fn: () => T): T;
 }
 
-export function ownerFor(ctx: AgentContext, user: UnixUser): FileOwner {
+const OWN_RIGHTS: FileRights = { switches: false, run: (fn) => fn() };
+
+let addon: Promise<SpawnAddon> | undefined;
+
+/** The rights of `user`'s file operations; the addon that switches ids loads on the first that needs it. */
+export async function rightsFor(ctx: AgentContext, user: UnixUser): Promise<FileRights> {
   const self = ctx.users.current;
-  return {
-    uid: user.uid,
-    gid: user.gid,
-    chown: ctx.users.isRoot && (user.uid !== self.uid || user.gid !== self.gid),
-  };
-}
-
-/** Gives a path the request user's ownership, when the agent acts for someone else. */
-export async function applyOwner(target: string, owner: FileOwner): Promise<void> {
-  if (!owner.chown) return;
-  try {
-    await chown(target, owner.uid, owner.gid);
-  } catch (err) {
-    throw fsError(err, "chown", target);
+  if (!ctx.users.isRoot || (user.uid === self.uid && user.gid === self.gid)) {
+    return OWN_RIGHTS;
   }
+  addon ??= import("@tether/spawn").then(
+    (m) => ((m as { default?: SpawnAddon }).default ?? m) as SpawnAddon,
+    (err: Error) => {
+      addon = undefined;
+      throw new Error(`cannot act with the rights of user "${user.name}": @tether/spawn: ${err.message}`);
+    },
+  );
+  const { withFsIds } = await addon;
+  const ids = { uid: user.uid, gid: user.gid, groups: user.groups };
+  return { switches: true, run: (fn) => withFsIds(ids, fn) };
 }
 
 /**
- * `mkdir -p` that chowns every directory it created (and none that existed). Returns
- * whether anything was created.
+ * `mkdir -p` with the request's rights (what it creates belongs to whoever it runs as).
+ * Returns whether anything was created.
  */
-export async function ensureDirs(dir: string, owner: FileOwner): Promise<boolean> {
-  let first: string | undefined;
+export function ensureDirs(dir: string, rights: FileRights): boolean {
   try {
-    first = await mkdir(dir, { recursive: true });
+    return rights.run(() => mkdirSync(dir, { recursive: true })) !== undefined;
   } catch (err) {
     throw fsError(err, "create directory", dir);
   }
-  if (first === undefined) return false;
-  if (owner.chown) {
-    let current = first;
-    await applyOwner(current, owner);
-    for (const part of path.relative(first, dir).split(path.sep).filter(Boolean)) {
-      current = path.join(current, part);
-      await applyOwner(current, owner);
-    }
-  }
-  return true;
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { lstat, readdir, realpath, rename, rm, stat } from "node:fs/promises";
+import { lstatSync, opendirSync, realpathSync, renameSync, rmSync, type Stats, statSync } from "node:fs";
+import { lstat, readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
@@ -16,7 +17,7 @@ import { type AgentContext, requestUser } from "../context.js";
 import type { AgentService } from "../server/service.js";
 import { entryInfo } from "./entry.js";
 import { fsError, invalidPath } from "./errors.js";
-import { ensureDirs, ownerFor } from "./ownership.js";
+import { ensureDirs, type FileRights, rightsFor } from "./ownership.js";
 import { resolveUserPath } from "./paths.js";
 import { AsyncQueue } from "./queue.js";
 import { filesRuntime } from "./runtime.js";
@@ -36,8 +37,11 @@ export function createFilesystemService(ctx: AgentContext): AgentService {
   const polled = new Map<string, PolledWatcher>();
   const streams = new Set<AsyncQueue<WatchDirResponse>>();
 
-  const userPath = (hctx: HandlerContext, raw: string, what?: string) =>
-    resolveUserPath(requestUser(ctx, hctx.requestHeader), raw, what);
+  /** The request's user and the rights its file calls run with. */
+  const requestRights = async (hctx: HandlerContext) => {
+    const user = requestUser(ctx, hctx.requestHeader);
+    return { user, rights: await rightsFor(ctx, user) };
+  };
 
   const polledWatcher = (id: string): PolledWatcher => {
     const found = polled.get(id);
@@ -49,29 +53,36 @@ export function createFilesystemService(ctx: AgentContext): AgentService {
     register(router) {
       router.service(Filesystem, {
         async stat(req, hctx) {
-          return { entry: await entryInfo(userPath(hctx, req.path), runtime.names) };
+          const { user, rights } = await requestRights(hctx);
+          const target = resolveUserPath(user, req.path);
+          // Only what the user can reach; the entry's details are then read as the agent.
+          reachable(rights, target, "stat");
+          return { entry: await entryInfo(target, runtime.names) };
         },
 
         async makeDir(req, hctx) {
-          const user = requestUser(ctx, hctx.requestHeader);
+          const { user, rights } = await requestRights(hctx);
           const dir = resolveUserPath(user, req.path);
-          const existing = await stat(dir).catch(() => undefined);
+          let existing: Stats | undefined;
+          try {
+            existing = rights.run(() => statSync(dir, { throwIfNoEntry: false }));
+          } catch (err) {
+            throw fsError(err, "create directory", dir);
+          }
           if (existing?.isDirectory()) throw new ConnectError(`directory already exists: ${dir}`, Code.AlreadyExists);
           if (existing) throw invalidPath(dir, "path already exists but is not a directory");
-          await ensureDirs(dir, ownerFor(ctx, user));
+          ensureDirs(dir, rights);
           return { entry: await entryInfo(dir, runtime.names) };
         },
 
         async move(req, hctx) {
-          const user = requestUser(ctx, hctx.requestHeader);
+          const { user, rights } = await requestRights(hctx);
           const source = resolveUserPath(user, req.source, "source");
           const destination = resolveUserPath(user, req.destination, "destination");
-          await lstat(source).catch((err: unknown) => {
-            throw fsError(err, "move: source", source);
-          });
-          await ensureDirs(path.dirname(destination), ownerFor(ctx, user));
+          reachable(rights, source, "move: source");
+          ensureDirs(path.dirname(destination), rights);
           try {
-            await rename(source, destination);
+            rights.run(() => renameSync(source, destination));
           } catch (err) {
             throw fsError(err, `move ${source} to`, destination);
           }
@@ -79,28 +90,42 @@ export function createFilesystemService(ctx: AgentContext): AgentService {
         },
 
         async listDir(req, hctx) {
-          const dir = userPath(hctx, req.path);
+          const { user, rights } = await requestRights(hctx);
+          const dir = resolveUserPath(user, req.path);
           // A symlink to a directory is listed as that directory, under the path asked for.
           let resolved: string;
+          let isDirectory: boolean;
           try {
-            resolved = await realpath(dir);
+            [resolved, isDirectory] = rights.run(() => {
+              const real = realpathSync(dir);
+              if (!statSync(real).isDirectory()) return [real, false] as const;
+              // The user must be able to list it; the entries are then read as the agent.
+              opendirSync(real).closeSync();
+              return [real, true] as const;
+            });
           } catch (err) {
             throw fsError(err, "list", dir);
           }
-          const st = await stat(resolved).catch((err: unknown) => {
-            throw fsError(err, "list", dir);
-          });
-          if (!st.isDirectory()) throw invalidPath(dir, "path is not a directory");
+          if (!isDirectory) throw invalidPath(dir, "path is not a directory");
           const entries: EntryInfo[] = [];
           await walk(resolved, dir, req.depth || 1, runtime.names, entries);
           return { entries };
         },
 
         async remove(req, hctx) {
-          const target = userPath(hctx, req.path);
+          const { user, rights } = await requestRights(hctx);
+          const target = resolveUserPath(user, req.path);
           try {
-            await lstat(target);
-            await rm(target, { recursive: true });
+            if (rights.switches) {
+              // Synchronous, so every call has the user's rights: a large tree holds the loop meanwhile.
+              rights.run(() => {
+                lstatSync(target);
+                rmSync(target, { recursive: true });
+              });
+            } else {
+              await lstat(target);
+              await rm(target, { recursive: true });
+            }
           } catch (err) {
             throw fsError(err, "remove", target);
           }
@@ -108,7 +133,9 @@ export function createFilesystemService(ctx: AgentContext): AgentService {
         },
 
         async *watchDir(req, hctx) {
-          const root = userPath(hctx, req.path);
+          const { user, rights } = await requestRights(hctx);
+          const root = resolveUserPath(user, req.path);
+          reachable(rights, root, "watch", true);
           const queue = new AsyncQueue<WatchDirResponse>();
           const watcher = await DirWatcher.start({
             root,
@@ -140,7 +167,9 @@ export function createFilesystemService(ctx: AgentContext): AgentService {
         },
 
         async createWatcher(req, hctx) {
-          const root = userPath(hctx, req.path);
+          const { user, rights } = await requestRights(hctx);
+          const root = resolveUserPath(user, req.path);
+          reachable(rights, root, "watch", true);
           const events = new AsyncQueue<FilesystemEvent>();
           const entry: Partial<PolledWatcher> = { events };
           entry.watcher = await DirWatcher.start({
@@ -182,6 +211,18 @@ export function createFilesystemService(ctx: AgentContext): AgentService {
       for (const queue of streams) queue.end();
     },
   };
+}
+
+/**
+ * Fails like the user's own lstat (or stat, following a link at the end) would: a path
+ * the user cannot reach is not theirs to act on.
+ */
+function reachable(rights: FileRights, target: string, what: string, follow = false): void {
+  try {
+    rights.run(() => (follow ? statSync(target) : lstatSync(target)));
+  } catch (err) {
+    throw fsError(err, what, target);
+  }
 }
 
 /**

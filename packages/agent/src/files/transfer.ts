@@ -1,11 +1,11 @@
-import { constants } from "node:fs";
+import { closeSync, constants, fstatSync, openSync } from "node:fs";
 import { copyFile, type FileHandle, open, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { AgentContext } from "../context.js";
 import { requestUser } from "../context.js";
 import { type HttpRequest, type HttpResponse, sendError, sendJson } from "../http/respond.js";
 import { fsError, invalidPath } from "./errors.js";
-import { ownerFor } from "./ownership.js";
+import { rightsFor } from "./ownership.js";
 import { resolveUserPath } from "./paths.js";
 import { filesRuntime } from "./runtime.js";
 import { stageWith } from "./upload.js";
@@ -70,7 +70,7 @@ export async function handleFilesImport(
   const call = transferCall(ctx, req, res, url);
   if (!call) return;
   const { transfer, user, name, target } = call;
-  const owner = ownerFor(ctx, user);
+  const rights = await rightsFor(ctx, user);
   const size = Number(url.searchParams.get("size") ?? Number.NaN);
   if (!Number.isSafeInteger(size) || size < 0) throw invalidPath(String(size), "size is not a byte count");
   const mode = modeParam(url.searchParams.get("mode"));
@@ -94,8 +94,9 @@ export async function handleFilesImport(
     }
     const staged = await stageWith(
       target,
-      { owner, mode },
-      (temp) => copyFile(`/proc/self/fd/${source.fd}`, temp, constants.COPYFILE_EXCL),
+      { rights, mode },
+      // Into the temp file the user's rights created, through its descriptor.
+      (_temp, fd) => copyFile(`/proc/self/fd/${source.fd}`, `/proc/self/fd/${fd}`),
       0o666 & ~process.umask(),
     );
     await staged.commit(filesRuntime(ctx).uploads);
@@ -120,23 +121,22 @@ export async function handleFilesExport(
 ): Promise<void> {
   const call = transferCall(ctx, req, res, url);
   if (!call) return;
-  const { transfer, name, target } = call;
-  const info = await stat(target).catch((err: unknown) => {
-    throw fsError(err, "read", target);
-  });
-  if (info.isDirectory()) throw invalidPath(target, "path is a directory, not a file");
+  const { transfer, user, name, target } = call;
+  const rights = await rightsFor(ctx, user);
   const staged = path.join(transfer.dir, name);
-  let source: FileHandle;
+  let source: number;
   try {
-    source = await open(target, constants.O_RDONLY | constants.O_NONBLOCK);
+    // With the user's rights, as GET /files reads: a planted link leads only where the user may read.
+    source = rights.run(() => openSync(target, constants.O_RDONLY | constants.O_NONBLOCK));
   } catch (err) {
     throw fsError(err, "read", target);
   }
   try {
-    const opened = await source.stat();
+    const opened = fstatSync(source);
+    if (opened.isDirectory()) throw invalidPath(target, "path is a directory, not a file");
     if (!opened.isFile()) throw invalidPath(target, "path is not a regular file");
     // EXCL: a name planted in the shared directory (a link, anything) fails the copy.
-    await copyFile(`/proc/self/fd/${source.fd}`, staged, constants.COPYFILE_EXCL);
+    await copyFile(`/proc/self/fd/${source}`, staged, constants.COPYFILE_EXCL);
     try {
       // Through a descriptor, never by name: whoever can write the directory could have
       // swapped the name for a link to a file we must not chmod or chown.
@@ -157,7 +157,7 @@ export async function handleFilesExport(
   } catch (err) {
     throw fsError(err, "copy", target);
   } finally {
-    await source.close();
+    closeSync(source);
   }
 }
 

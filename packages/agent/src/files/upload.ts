@@ -1,12 +1,21 @@
 import { randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { chmod, realpath, rename, rm, stat } from "node:fs/promises";
+import {
+  closeSync,
+  constants,
+  createWriteStream,
+  fchmodSync,
+  openSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from "node:fs";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { fsError, invalidPath } from "./errors.js";
 import { writeMetadata } from "./metadata.js";
-import { applyOwner, ensureDirs, type FileOwner } from "./ownership.js";
+import { ensureDirs, type FileRights } from "./ownership.js";
 import type { RecentUploads } from "./runtime.js";
 
 /** How much an upload may have queued for the disk before the client is slowed down. */
@@ -21,7 +30,8 @@ export function isUploadTempName(name: string): boolean {
 }
 
 export interface StageOptions {
-  owner: FileOwner;
+  /** Whose rights the file is written with (and so who owns it). */
+  rights: FileRights;
   /** `user.e2b.*` xattrs to set; skipped where the filesystem refuses xattrs. */
   metadata?: Record<string, string>;
   /** Permission bits for the file (the `mode` query parameter), over an old file's. */
@@ -46,6 +56,7 @@ export class StagedFile {
     readonly temp: string,
     /** False when the filesystem refused the metadata xattrs. */
     readonly metadataStored: boolean,
+    private readonly rights: FileRights,
   ) {}
 
   /** Renames the temp file over the target, atomically replacing any old file. */
@@ -54,9 +65,9 @@ export class StagedFile {
     this.done = true;
     uploads.record(this.destination);
     try {
-      await rename(this.temp, this.destination);
+      this.rights.run(() => renameSync(this.temp, this.destination));
     } catch (err) {
-      await rm(this.temp, { force: true });
+      removeTemp(this.temp, this.rights);
       throw fsError(err, "replace", this.target);
     }
   }
@@ -64,8 +75,12 @@ export class StagedFile {
   async discard(): Promise<void> {
     if (this.done) return;
     this.done = true;
-    await rm(this.temp, { force: true });
+    removeTemp(this.temp, this.rights);
   }
+}
+
+function removeTemp(temp: string, rights: FileRights): void {
+  rights.run(() => rmSync(temp, { force: true }));
 }
 
 /**
@@ -76,45 +91,57 @@ export class StagedFile {
  */
 export async function stageFile(source: Readable, target: string, options: StageOptions): Promise<StagedFile> {
   // Large writes: the file stream batches queued chunks into one writev per round trip.
-  return stageWith(target, options, (temp) =>
-    pipeline(source, createWriteStream(temp, { flags: "wx", mode: 0o666, highWaterMark: WRITE_BUFFER })),
+  // The stream gets a descriptor of its own (Node's pipeline closes it on failure): the same
+  // file reopened through /proc, the magic link to exactly the inode the user's rights created.
+  return stageWith(target, options, (temp, fd) =>
+    pipeline(
+      source,
+      createWriteStream(temp, { fd: openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY), highWaterMark: WRITE_BUFFER }),
+    ),
   );
 }
 
 /**
- * The staging of `stageFile` with the temp file's bytes written by `fill`, which must
- * create `temp` exclusively (`wx` / COPYFILE_EXCL). Same directories, ownership, mode
+ * The staging of `stageFile` with the temp file's bytes written by `fill` into `fd`, the
+ * temp file opened (created, exclusively) with the request's rights. Same directories, ownership, mode
  * and symlink rules as a streamed upload; `defaultMode` is what a new file gets when no
  * `mode` is asked for and there is no old file to keep the bits of.
  */
 export async function stageWith(
   target: string,
   options: StageOptions,
-  fill: (temp: string) => Promise<void>,
+  fill: (temp: string, fd: number) => Promise<void>,
   defaultMode?: number,
 ): Promise<StagedFile> {
-  await ensureDirs(path.dirname(target), options.owner);
-  const existing = await stat(target).catch(() => undefined);
-  if (existing?.isDirectory()) throw invalidPath(target, "path is a directory");
-  // Writing to a symlink replaces the file it points to (envd writes through the link).
-  const destination = existing ? await realpath(target) : target;
-  const dir = path.dirname(destination);
-
-  const temp = path.join(dir, `.${path.basename(destination)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+  const { rights } = options;
+  ensureDirs(path.dirname(target), rights);
+  // Every step by name runs with the request's rights: a link the user planted leads only
+  // where the user could write anyway. The rest goes through the descriptor it opened.
+  let fd: number | undefined;
+  let temp: string | undefined;
   try {
-    await fill(temp);
+    const existing = rights.run(() => statSync(target, { throwIfNoEntry: false }));
+    if (existing?.isDirectory()) throw invalidPath(target, "path is a directory");
+    // Writing to a symlink replaces the file it points to (envd writes through the link).
+    const destination = existing ? rights.run(() => realpathSync(target)) : target;
+    const dir = path.dirname(destination);
+    temp = path.join(dir, `.${path.basename(destination)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+    const created = temp;
+    fd = rights.run(() => openSync(created, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o666));
+    await fill(temp, fd);
     // Replacing a file keeps its permission bits, as envd's in-place write does.
-    if (existing) await chmod(temp, existing.mode & 0o7777);
-    else if (options.mode === undefined && defaultMode !== undefined) await chmod(temp, defaultMode);
-    if (options.mode !== undefined) await chmod(temp, options.mode);
-    await applyOwner(temp, options.owner);
+    if (existing) fchmodSync(fd, existing.mode & 0o7777);
+    else if (options.mode === undefined && defaultMode !== undefined) fchmodSync(fd, defaultMode);
+    if (options.mode !== undefined) fchmodSync(fd, options.mode);
     let metadataStored = true;
     if (options.metadata && Object.keys(options.metadata).length > 0) {
-      metadataStored = await writeMetadata(temp, options.metadata);
+      metadataStored = await writeMetadata(`/proc/self/fd/${fd}`, options.metadata);
     }
-    return new StagedFile(target, destination, temp, metadataStored);
+    return new StagedFile(target, destination, temp, metadataStored, rights);
   } catch (err) {
-    await rm(temp, { force: true });
+    if (temp && fd !== undefined) removeTemp(temp, rights);
     throw fsError(err, "write", target);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }

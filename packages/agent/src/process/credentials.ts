@@ -1,56 +1,26 @@
-import { access, constants } from "node:fs/promises";
 import type { UnixUser, UserDirectory } from "../auth/users.js";
+import { execAsArgs, execAsHelper } from "./spawner.js";
 
 /** How a child becomes the user a request acts as. */
 export type Credentials =
   /** The child runs as the agent's own account. */
   | { kind: "inherit" }
-  /** libuv (or node-pty) sets uid and gid in the child before exec. */
-  | { kind: "ids"; uid: number; gid: number }
-  /** `setpriv` sets uid, gid and the supplementary groups, then execs the command. */
-  | { kind: "setpriv"; file: string; args: string[] };
-
-const SETPRIV_PATHS = ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv", "/sbin/setpriv"];
+  /** The spawner sets the supplementary groups, gid and uid in the child before exec. */
+  | { kind: "ids"; uid: number; gid: number; groups: number[] }
+  /** Our static `tether-exec-as` sets groups, gid and uid, then execs the command. */
+  | { kind: "exec-as"; file: string; args: string[] };
 
 /**
- * Decides how each child switches to its user. libuv calls setgroups(0) before setuid,
- * so a plain uid/gid spawn loses the user's supplementary groups; node-pty does not call
- * setgroups at all, so a PTY child would keep the agent's (root's) groups. When the
- * image has util-linux's setpriv, children that need the groups right are exec'd
- * through it (one extra exec, only when switching users); without it we fall back to
- * uid/gid and those groups are lost (or, for a PTY, root's are kept). `pty` children always
- * need the groups reset.
+ * Decides how each child switches to its user. Pipe children are spawned by our addon,
+ * which sets the groups, gid and uid itself. node-pty forks PTY children on its own and
+ * sets only uid and gid there (the agent's root groups would stay), so a PTY child is
+ * exec'd through tether-exec-as, which we ship: no setpriv or su from the image (busybox's
+ * setpriv has no --reuid; a distroless image has neither).
  */
 export async function childCredentials(users: UserDirectory, user: UnixUser, pty: boolean): Promise<Credentials> {
   const self = users.current;
   if (!users.isRoot || (user.uid === self.uid && user.gid === self.gid)) return { kind: "inherit" };
-  const onlyPrimaryGroup = user.groups.every((g) => g === user.gid);
-  const setpriv = pty || !onlyPrimaryGroup ? await findSetpriv() : undefined;
-  if (setpriv) {
-    const groups = [...new Set([user.gid, ...user.groups])].join(",");
-    return {
-      kind: "setpriv",
-      file: setpriv,
-      args: [`--reuid=${user.uid}`, `--regid=${user.gid}`, `--groups=${groups}`, "--"],
-    };
-  }
-  return { kind: "ids", uid: user.uid, gid: user.gid };
-}
-
-let setprivLookup: Promise<string | undefined> | undefined;
-
-/** The image's setpriv, looked for once, on the first child that needs it (not at every start). */
-function findSetpriv(): Promise<string | undefined> {
-  setprivLookup ??= (async () => {
-    for (const candidate of SETPRIV_PATHS) {
-      try {
-        await access(candidate, constants.X_OK);
-        return candidate;
-      } catch {
-        // try the next location
-      }
-    }
-    return undefined;
-  })();
-  return setprivLookup;
+  const groups = [...new Set([user.gid, ...user.groups])];
+  if (!pty) return { kind: "ids", uid: user.uid, gid: user.gid, groups };
+  return { kind: "exec-as", file: await execAsHelper(), args: execAsArgs({ uid: user.uid, gid: user.gid, groups }) };
 }

@@ -18,13 +18,13 @@ export interface LaunchSpec {
   /** What the client asked to run; List reports it back unchanged. */
   config: ProcessConfig;
   tag?: string;
-  /** The program actually exec'd: the command itself, or setpriv in front of it. */
+  /** The program actually exec'd: the command itself, or tether-exec-as in front of it. */
   file: string;
   args: string[];
   env: Record<string, string>;
   cwd: string;
-  /** Ids the spawner itself switches to (libuv or node-pty). */
-  ids?: { uid: number; gid: number };
+  /** Ids the spawner itself switches to (our addon, or libuv). */
+  ids?: { uid: number; gid: number; groups: number[] };
   pty?: { cols: number; rows: number };
   /** False: the child's stdin is /dev/null. */
   stdin: boolean;
@@ -73,8 +73,8 @@ export function planLaunch(
     stdin: req.stdin ?? true,
   };
   if (req.pty) spec.pty = ptySize(req.pty.size);
-  if (creds.kind === "ids") spec.ids = { uid: creds.uid, gid: creds.gid };
-  if (creds.kind === "setpriv") {
+  if (creds.kind === "ids") spec.ids = { uid: creds.uid, gid: creds.gid, groups: creds.groups };
+  if (creds.kind === "exec-as") {
     spec.file = creds.file;
     spec.args = [...creds.args, config.cmd, ...config.args];
   }
@@ -92,7 +92,7 @@ export function ptySize(size: { cols: number; rows: number } | undefined): { col
 }
 
 /**
- * Checks up front what a spawn would otherwise report badly: node-pty and setpriv both
+ * Checks up front what a spawn would otherwise report badly: node-pty and tether-exec-as both
  * turn a missing cwd or program into output and exit code 1 or 127. Plain pipe children
  * skip this (libuv reports the errno) and use `explainSpawnFailure` instead.
  */

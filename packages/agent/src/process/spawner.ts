@@ -32,6 +32,7 @@ export interface PipeProcess extends StartedProcess {
  * exec pays for the agent's size; the addon does not.
  */
 let addon: Promise<SpawnAddon | undefined> | undefined;
+let addonModule: Promise<SpawnAddon> | undefined;
 let log: Logger | undefined;
 
 /** Loads the spawner before the first exec needs it and says (once) when it falls back to Node's. */
@@ -43,9 +44,8 @@ export async function preparePipeSpawner(logger: Logger): Promise<"vfork" | "nod
 function loadAddon(): Promise<SpawnAddon | undefined> {
   // TETHER_SPAWNER=node picks Node's spawner on purpose: the benchmark's baseline, and a way out.
   if (!addon && process.env.TETHER_SPAWNER === "node") addon = Promise.resolve(undefined);
-  addon ??= import("@tether/spawn").then(
-    (m) => {
-      const loaded = ((m as { default?: SpawnAddon }).default ?? m) as SpawnAddon;
+  addon ??= importAddon().then(
+    (loaded) => {
       const unsupported = loaded.supported();
       if (!unsupported) return loaded;
       fallBack(`pidfd_open: ${unsupported}`);
@@ -57,6 +57,30 @@ function loadAddon(): Promise<SpawnAddon | undefined> {
     },
   );
   return addon;
+}
+
+function importAddon(): Promise<SpawnAddon> {
+  addonModule ??= import("@tether/spawn").then((m) => ((m as { default?: SpawnAddon }).default ?? m) as SpawnAddon);
+  return addonModule;
+}
+
+/**
+ * The path of our static tether-exec-as (shipped with @tether/spawn), for children another
+ * spawner forks: it sets a user's groups, gid and uid, then execs the command.
+ */
+export async function execAsHelper(): Promise<string> {
+  try {
+    return (await importAddon()).execAsPath;
+  } catch (err) {
+    throw new Error(
+      `cannot switch users: @tether/spawn (which ships tether-exec-as) does not load: ${(err as Error).message}`,
+    );
+  }
+}
+
+/** tether-exec-as's arguments before the command: UID GID GROUPS. */
+export function execAsArgs(ids: { uid: number; gid: number; groups: number[] }): string[] {
+  return [String(ids.uid), String(ids.gid), ids.groups.join(",")];
 }
 
 function fallBack(reason: string): void {
@@ -153,20 +177,26 @@ function addonOptions(spec: OwnOutputSpec, stdio: { stdin: boolean; inheritOutpu
     setsid: true,
     uid: spec.ids?.uid,
     gid: spec.ids?.gid,
+    groups: spec.ids?.groups,
     ...stdio,
   };
 }
 
 /** Starts a child_process child in a new session; throws its spawn error (Node emits it a tick later). */
 async function nodeChild(spec: OwnOutputSpec, stdio: StdioOptions): Promise<ChildProcess> {
-  const proc = nodeSpawn(spec.file, spec.args, {
+  let { file, args } = spec;
+  let ids: { uid?: number; gid?: number } = { uid: spec.ids?.uid, gid: spec.ids?.gid };
+  if (spec.ids?.groups.some((g) => g !== spec.ids?.gid)) {
+    // libuv drops every supplementary group: tether-exec-as sets them instead.
+    [file, args, ids] = [await execAsHelper(), [...execAsArgs(spec.ids), file, ...args], {}];
+  }
+  const proc = nodeSpawn(file, args, {
     cwd: spec.cwd,
     env: spec.env,
     // A new session, hence a process group of its own that signals can target.
     detached: true,
     stdio,
-    uid: spec.ids?.uid,
-    gid: spec.ids?.gid,
+    ...ids,
   });
   if (proc.pid === undefined) {
     const [err] = (await once(proc, "error")) as [NodeJS.ErrnoException];

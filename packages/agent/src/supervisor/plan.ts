@@ -16,8 +16,8 @@ export async function planSupervisedCommand(ctx: AgentContext, argv: readonly st
   const env = inheritedEnv(process.env);
   if (creds.kind !== "inherit") Object.assign(env, { HOME: user.home, USER: user.name, LOGNAME: user.name });
   const spec: SupervisedSpec = { file: cmd, args, argv: [...argv], env, cwd: process.cwd() };
-  if (creds.kind === "ids") spec.ids = { uid: creds.uid, gid: creds.gid };
-  if (creds.kind === "setpriv") {
+  if (creds.kind === "ids") spec.ids = { uid: creds.uid, gid: creds.gid, groups: creds.groups };
+  if (creds.kind === "exec-as") {
     spec.file = creds.file;
     spec.args = [...creds.args, cmd, ...args];
   }

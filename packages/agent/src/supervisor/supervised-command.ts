@@ -5,14 +5,14 @@ import { type StartedProcess, spawnWithOwnOutput } from "../process/spawner.js";
 
 /** What to run as the sandbox's main command, decided by `planSupervisedCommand`. */
 export interface SupervisedSpec {
-  /** The program exec'd (the command itself, or setpriv in front of it). */
+  /** The program exec'd (the command itself, or tether-exec-as in front of it). */
   file: string;
   args: string[];
   /** The argv as asked for, for logs. */
   argv: string[];
   env: Record<string, string>;
   cwd: string;
-  ids?: { uid: number; gid: number };
+  ids?: { uid: number; gid: number; groups: number[] };
 }
 
 /**

@@ -3,6 +3,7 @@ import { AGENT_DEFAULT_PORT } from "@tether/protocol/constants";
 import { UserDirectory } from "./auth/users.js";
 import type { CocoonListeners, CocoonOptions } from "./cocoon/listener.js";
 import type { AgentContext } from "./context.js";
+import { type AgentLimits, DEFAULT_LIMITS } from "./limits.js";
 import { AgentLogger, createLogger, type Logger } from "./logger.js";
 import { LoopbackExposer } from "./ports/loopback-exposer.js";
 import { PortWatcher } from "./ports/port-watcher.js";
@@ -72,6 +73,8 @@ export interface AgentOptions {
   transferDir?: string;
   /** A read-only directory the host stages files to import in (else `transferDir`). */
   importDir?: string;
+  /** Connection, stream-reset and watcher limits, over DEFAULT_LIMITS. */
+  limits?: Partial<AgentLimits>;
 }
 
 export interface RunningAgent {
@@ -91,6 +94,7 @@ export interface RunningAgent {
 /** Starts tetherd's servers and returns once every listener is bound. */
 export async function startAgent(options: AgentOptions = {}): Promise<RunningAgent> {
   const log = options.logger ?? createLogger(options.logLevel);
+  const limits: AgentLimits = { ...DEFAULT_LIMITS, ...options.limits };
   const context: AgentContext = {
     log,
     state: new AgentState(options),
@@ -143,14 +147,14 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     // before a host waiting for health can see the agent answer.
     const plan = options.supervise ? await planSupervisedCommand(context, options.supervise) : undefined;
     if (options.port !== false) {
-      const tcp = createDualServer(handler);
+      const tcp = createDualServer(handler, limits);
       listeners.push(tcp);
       result.tcp = await listenTcp(tcp.server, options.host ?? "127.0.0.1", options.port ?? AGENT_DEFAULT_PORT);
       const host = result.tcp.family === "IPv6" ? `[${result.tcp.address}]` : result.tcp.address;
       result.url = `http://${host}:${result.tcp.port}`;
     }
     if (options.socket) {
-      const unix = createDualServer(handler);
+      const unix = createDualServer(handler, limits);
       listeners.push(unix);
       const warning = await listenUnix(unix.server, options.socket, options.socketOwner);
       if (warning) log.warn(warning);

@@ -121,7 +121,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
   };
   const lazyServices = [
     new LazyService("filesystem.Filesystem", async () =>
-      (await import("./files/service.js")).createFilesystemService(context),
+      (await import("./files/service.js")).createFilesystemService(context, limits),
     ),
     new LazyService("tether.v1.Ports", async () =>
       (await import("./ports/service.js")).createPortsService(context, ports),

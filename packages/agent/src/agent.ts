@@ -181,6 +181,18 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     "tetherd listening",
   );
   if (log instanceof AgentLogger) context.state.whenIdle(LOGGER_IDLE_MS, LOGGER_LATEST_MS, () => void log.load());
+  // Temp files of uploads an earlier agent was killed in the middle of; not on the way to ready.
+  context.state.whenIdle(LOGGER_IDLE_MS, LOGGER_LATEST_MS, () => {
+    import("./files/upload-journal.js")
+      .then(({ uploadJournal }) => uploadJournal.sweep())
+      .then(
+        (removed) => {
+          if (removed.length > 0)
+            log.info({ removed }, "removed the temp files of uploads cut off by an earlier agent");
+        },
+        (err: unknown) => log.warn({ err }, "could not sweep the temp files of earlier uploads"),
+      );
+  });
   return result;
 
   async function close(): Promise<void> {

@@ -8,17 +8,12 @@ import { fsError, invalidPath } from "./errors.js";
 import { writeMetadata } from "./metadata.js";
 import { applyOwner, ensureDirs, type FileOwner } from "./ownership.js";
 import type { RecentUploads } from "./runtime.js";
+import { isUploadTempName, UPLOAD_TEMP_SUFFIX, uploadJournal } from "./upload-journal.js";
 
 /** How much an upload may have queued for the disk before the client is slowed down. */
 const WRITE_BUFFER = 1 << 20;
 
-/** Suffix of the temp files uploads stream into; watchers ignore such names. */
-const TEMP_SUFFIX = ".tether-upload";
-
-/** True for the name of an upload's temp file (`.<name>.<random>.tether-upload`). */
-export function isUploadTempName(name: string): boolean {
-  return name.startsWith(".") && name.endsWith(TEMP_SUFFIX);
-}
+export { isUploadTempName };
 
 export interface StageOptions {
   owner: FileOwner;
@@ -46,6 +41,8 @@ export class StagedFile {
     readonly temp: string,
     /** False when the filesystem refused the metadata xattrs. */
     readonly metadataStored: boolean,
+    /** The temp file's marker in the upload journal. */
+    private readonly marker: string | undefined,
   ) {}
 
   /** Renames the temp file over the target, atomically replacing any old file. */
@@ -58,6 +55,8 @@ export class StagedFile {
     } catch (err) {
       await rm(this.temp, { force: true });
       throw fsError(err, "replace", this.target);
+    } finally {
+      await uploadJournal.remove(this.marker);
     }
   }
 
@@ -65,6 +64,7 @@ export class StagedFile {
     if (this.done) return;
     this.done = true;
     await rm(this.temp, { force: true });
+    await uploadJournal.remove(this.marker);
   }
 }
 
@@ -100,7 +100,9 @@ export async function stageWith(
   const destination = existing ? await realpath(target) : target;
   const dir = path.dirname(destination);
 
-  const temp = path.join(dir, `.${path.basename(destination)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+  const temp = path.join(dir, `.${path.basename(destination)}.${randomBytes(6).toString("hex")}${UPLOAD_TEMP_SUFFIX}`);
+  // Recorded before the file exists, so no kill leaves a temp file the next agent cannot find.
+  const marker = await uploadJournal.add(temp);
   try {
     await fill(temp);
     // Replacing a file keeps its permission bits, as envd's in-place write does.
@@ -112,9 +114,10 @@ export async function stageWith(
     if (options.metadata && Object.keys(options.metadata).length > 0) {
       metadataStored = await writeMetadata(temp, options.metadata);
     }
-    return new StagedFile(target, destination, temp, metadataStored);
+    return new StagedFile(target, destination, temp, metadataStored, marker);
   } catch (err) {
     await rm(temp, { force: true });
+    await uploadJournal.remove(marker);
     throw fsError(err, "write", target);
   }
 }

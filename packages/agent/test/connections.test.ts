@@ -151,3 +151,32 @@ describe("HTTP/2 stream resets", () => {
     }
   });
 });
+
+test("an HTTP/2 session that keeps asking without the token is cut off", () =>
+  withAgent({}, async (t) => {
+    const session = http2.connect(t.url);
+    let goaway: number | undefined;
+    session.on("error", () => {});
+    session.on("goaway", (code) => {
+      goaway = code;
+    });
+    let refused = 0;
+    for (let batch = 0; batch < 30 && !session.closed && !session.destroyed; batch++) {
+      const answers = Array.from({ length: 20 }, () => {
+        const stream = session.request({ ":path": "/envs" });
+        stream.on("error", () => {});
+        stream.on("response", (headers) => {
+          if (headers[":status"] === 401) refused++;
+        });
+        stream.resume();
+        return within(stream, "close", 10_000);
+      });
+      await Promise.all(answers);
+    }
+    await within(session, "close", 10_000);
+    assert.equal(goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    assert.ok(refused < 600, `${refused} refusals on one session`);
+    // Others, with the token, are served as before.
+    const envs = await fetch(`${t.url}/envs`, { headers: { "x-access-token": TOKEN } });
+    assert.equal(envs.status, 200);
+  }));

@@ -18,6 +18,13 @@ import type { AgentService } from "./service.js";
 /** Whether the request carried the access token, checked once before anything reads its body. */
 const kAuthorized = createContextKey<boolean>(false, { description: "the call carries the access token" });
 
+/**
+ * Requests without the token one HTTP/2 session may make before it is cut off: a client with
+ * the token never needs one, and each costs the agent a handler's work (HTTP/1.1 closes the
+ * connection after every refusal already).
+ */
+const MAX_REFUSED_PER_SESSION = 100;
+
 type HttpRoute = (ctx: AgentContext, req: HttpRequest, res: HttpResponse, url: URL) => void | Promise<void>;
 
 /** envd's plain HTTP endpoints, keyed by "METHOD /path". */
@@ -48,6 +55,7 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
   // Lets a streaming handler write its hot messages to the response itself (RawMessageWriter).
   const responses = new WeakMap<HttpRequest, HttpResponse>();
   const authorized = new WeakSet<HttpRequest>();
+  const refusedBySession = new WeakMap<http2.Http2Session, number>();
   const adapter = (registered: AgentService[]) =>
     connectNodeAdapter({
       routes: (router) => {
@@ -100,6 +108,15 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
         remote: req.socket?.remoteAddress,
         tokenGiven: req.headers[ACCESS_TOKEN_HEADER] !== undefined,
       });
+      const session = "stream" in req ? req.stream.session : undefined;
+      if (session) {
+        const refused = (refusedBySession.get(session) ?? 0) + 1;
+        refusedBySession.set(session, refused);
+        if (refused > MAX_REFUSED_PER_SESSION) {
+          session.destroy(new Error("too many requests without the token"), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+          return;
+        }
+      }
       dropBodyAfterAnswer(req, res);
     }
     const route = httpRoutes[`${req.method} ${url.pathname}`];

@@ -150,6 +150,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
       const tcp = createDualServer(handler, limits);
       listeners.push(tcp);
       result.tcp = await listenTcp(tcp.server, options.host ?? "127.0.0.1", options.port ?? AGENT_DEFAULT_PORT);
+      // Once listening, a failed accept (out of descriptors) is logged, not thrown at the agent.
+      tcp.server.on("error", (err) => log.error({ err }, "the TCP listener failed to accept a connection"));
       const host = result.tcp.family === "IPv6" ? `[${result.tcp.address}]` : result.tcp.address;
       result.url = `http://${host}:${result.tcp.port}`;
     }
@@ -157,6 +159,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
       const unix = createDualServer(handler, limits);
       listeners.push(unix);
       const warning = await listenUnix(unix.server, options.socket, options.socketOwner);
+      unix.server.on("error", (err) => log.error({ err }, "the unix socket listener failed to accept a connection"));
       if (warning) log.warn(warning);
       result.socket = options.socket;
     }

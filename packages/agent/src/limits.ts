@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+
 /**
  * What the agent grants a client before and beside its work: how long a connection may sit
  * without a request, how many connections and polled watchers it keeps, how many streams a
@@ -24,10 +26,25 @@ export const DEFAULT_LIMITS: AgentLimits = {
   // Above node's HTTP/1 keep-alive (65 s), which says so to clients: they then never send
   // a request on a connection the agent is about to close.
   connectionIdleMs: 70_000,
-  // Below the 1,024 descriptors a sandbox often allows, leaving room for files and processes.
-  maxConnections: 512,
+  maxConnections: defaultMaxConnections(),
   resetBurst: 200,
   resetsPerSecond: 20,
   watcherIdleMs: 10 * 60_000,
   maxPolledWatchers: 64,
 };
+
+/**
+ * A quarter of the descriptors the agent may open, at most 512: its two listeners then
+ * leave half of them for files, pipes and processes (a sandbox often allows 1,024, and a
+ * connection past the limit would fail every accept, and with it the agent).
+ */
+export function defaultMaxConnections(limits = "/proc/self/limits"): number {
+  let text = "";
+  try {
+    text = readFileSync(limits, "utf8");
+  } catch {
+    return 512;
+  }
+  const soft = Number(/^Max open files\s+(\d+)/m.exec(text)?.[1] ?? Number.NaN);
+  return Number.isNaN(soft) ? 512 : Math.max(16, Math.min(512, Math.floor(soft / 4)));
+}

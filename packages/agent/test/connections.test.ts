@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
+import os from "node:os";
+import path from "node:path";
 import { describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { AgentLimits } from "../src/limits.js";
@@ -180,3 +182,38 @@ test("an HTTP/2 session that keeps asking without the token is cut off", () =>
     const envs = await fetch(`${t.url}/envs`, { headers: { "x-access-token": TOKEN } });
     assert.equal(envs.status, 200);
   }));
+
+test("silent connections past the descriptor limit neither crash the agent nor lock out its other listener", async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "tether-fds-"));
+  const socket = path.join(dir, "agent.sock");
+  // 256 descriptors: the agent keeps 64 connections per listener.
+  const agent = await spawnAgentProcess(["--port", "0", "--socket", socket, "--access-token", TOKEN], {
+    prefix: ["prlimit", "--nofile=256:256", "--"],
+  });
+  const attackers: net.Socket[] = [];
+  try {
+    const { hostname, port } = new URL(agent.url as string);
+    for (let i = 0; i < 300; i++) {
+      const attacker = net.connect(Number(port), hostname);
+      attacker.on("error", () => {});
+      attackers.push(attacker);
+    }
+    await Promise.all(attackers.map((attacker) => within(attacker, "connect", 10_000)));
+    await sleep(200);
+    assert.equal(agent.child.exitCode, null, "the agent exited");
+    assert.ok(readdirSync(`/proc/${agent.pid}/fd`).length < 200);
+    const status = await new Promise<number>((resolve, reject) => {
+      const session = http2.connect("http://localhost", { createConnection: () => net.connect(socket) });
+      session.on("error", reject);
+      const stream = session.request({ ":path": "/health" });
+      stream.on("response", (headers) => resolve(Number(headers[":status"])));
+      stream.on("close", () => session.close());
+      stream.resume();
+    });
+    assert.equal(status, 204);
+  } finally {
+    for (const attacker of attackers) attacker.destroy();
+    await agent.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -89,13 +89,14 @@ describe("an unauthenticated message body, against a real agent process", () => 
     ["HTTP/2", (u: string, p: string, b: Buffer) => postH2(u, p, b)],
     ["HTTP/1.1", postH1],
   ] as const) {
-    test(`${protocol}: 16 MiB of unknown fields is refused without being read or parsed`, async () => {
+    test(`${protocol}: 16 MiB of unknown fields is refused without being read or parsed`, async (t) => {
       assert.equal(await health(url), 204);
       const before = agent.rss();
       const peak = sampleMax(() => agent.rss(), 10);
       const answer = await post(url, STAT, unknownFields());
       const healthy = await health(url);
       const grown = peak.stop() - before;
+      t.diagnostic(`the agent grew by ${(grown / 2 ** 20).toFixed(1)} MiB`);
       assert.equal(answer.status, 401, answer.body);
       assert.equal(JSON.parse(answer.body).code, "unauthenticated");
       assert.equal(healthy, 204);
@@ -119,7 +120,7 @@ describe("malformed and oversized messages with the token", () => {
     }
   });
 
-  test("an authorized message of unknown fields costs about its size, not thirty times it", async () => {
+  test("an authorized message of unknown fields costs about its size, not thirty times it", async (t) => {
     const agent = await spawnAgentProcess(["--port", "0", "--access-token", TOKEN]);
     try {
       const url = agent.url as string;
@@ -127,6 +128,7 @@ describe("malformed and oversized messages with the token", () => {
       const peak = sampleMax(() => agent.rss(), 10);
       const answer = await postH2(url, STAT, unknownFields(), tokenHeader);
       const grown = peak.stop() - before;
+      t.diagnostic(`the agent grew by ${(grown / 2 ** 20).toFixed(1)} MiB`);
       // Parsed and handed to Stat, which refuses the empty path.
       assert.equal(answer.status, 400, answer.body);
       assert.match(JSON.parse(answer.body).message, /path is empty/);

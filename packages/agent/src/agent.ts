@@ -3,6 +3,7 @@ import { AGENT_DEFAULT_PORT } from "@tether/protocol/constants";
 import { UserDirectory } from "./auth/users.js";
 import type { CocoonListeners, CocoonOptions } from "./cocoon/listener.js";
 import type { AgentContext } from "./context.js";
+import { type AgentLimits, DEFAULT_LIMITS } from "./limits.js";
 import { AgentLogger, createLogger, type Logger } from "./logger.js";
 import { LoopbackExposer } from "./ports/loopback-exposer.js";
 import { PortWatcher } from "./ports/port-watcher.js";
@@ -72,6 +73,8 @@ export interface AgentOptions {
   transferDir?: string;
   /** A read-only directory the host stages files to import in (else `transferDir`). */
   importDir?: string;
+  /** Connection, stream-reset and watcher limits, over DEFAULT_LIMITS. */
+  limits?: Partial<AgentLimits>;
 }
 
 export interface RunningAgent {
@@ -91,6 +94,7 @@ export interface RunningAgent {
 /** Starts tetherd's servers and returns once every listener is bound. */
 export async function startAgent(options: AgentOptions = {}): Promise<RunningAgent> {
   const log = options.logger ?? createLogger(options.logLevel);
+  const limits: AgentLimits = { ...DEFAULT_LIMITS, ...options.limits };
   const context: AgentContext = {
     log,
     state: new AgentState(options),
@@ -117,7 +121,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
   };
   const lazyServices = [
     new LazyService("filesystem.Filesystem", async () =>
-      (await import("./files/service.js")).createFilesystemService(context),
+      (await import("./files/service.js")).createFilesystemService(context, limits),
     ),
     new LazyService("tether.v1.Ports", async () =>
       (await import("./ports/service.js")).createPortsService(context, ports),
@@ -143,16 +147,19 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     // before a host waiting for health can see the agent answer.
     const plan = options.supervise ? await planSupervisedCommand(context, options.supervise) : undefined;
     if (options.port !== false) {
-      const tcp = createDualServer(handler);
+      const tcp = createDualServer(handler, limits);
       listeners.push(tcp);
       result.tcp = await listenTcp(tcp.server, options.host ?? "127.0.0.1", options.port ?? AGENT_DEFAULT_PORT);
+      // Once listening, a failed accept (out of descriptors) is logged, not thrown at the agent.
+      tcp.server.on("error", (err) => log.error({ err }, "the TCP listener failed to accept a connection"));
       const host = result.tcp.family === "IPv6" ? `[${result.tcp.address}]` : result.tcp.address;
       result.url = `http://${host}:${result.tcp.port}`;
     }
     if (options.socket) {
-      const unix = createDualServer(handler);
+      const unix = createDualServer(handler, limits);
       listeners.push(unix);
       const warning = await listenUnix(unix.server, options.socket, options.socketOwner);
+      unix.server.on("error", (err) => log.error({ err }, "the unix socket listener failed to accept a connection"));
       if (warning) log.warn(warning);
       result.socket = options.socket;
     }
@@ -177,6 +184,18 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     "tetherd listening",
   );
   if (log instanceof AgentLogger) context.state.whenIdle(LOGGER_IDLE_MS, LOGGER_LATEST_MS, () => void log.load());
+  // Temp files of uploads an earlier agent was killed in the middle of; not on the way to ready.
+  context.state.whenIdle(LOGGER_IDLE_MS, LOGGER_LATEST_MS, () => {
+    import("./files/upload-journal.js")
+      .then(({ uploadJournal }) => uploadJournal.sweep())
+      .then(
+        (removed) => {
+          if (removed.length > 0)
+            log.info({ removed }, "removed the temp files of uploads cut off by an earlier agent");
+        },
+        (err: unknown) => log.warn({ err }, "could not sweep the temp files of earlier uploads"),
+      );
+  });
   return result;
 
   async function close(): Promise<void> {

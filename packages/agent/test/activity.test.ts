@@ -46,3 +46,24 @@ test("a request moves lastActivity; a streamed command counts as active until it
   assert.equal(afterwards.activeRequests, 0);
   assert.ok(afterwards.lastActivity >= during.lastActivity);
 });
+
+test("health checks and requests without the token are not activity", async () => {
+  const first = await activity();
+  await new Promise((r) => setTimeout(r, 30));
+  // What a sandbox pinging itself, or a client without the token, sends.
+  assert.equal((await fetch(`${t.url}/health`)).status, 204);
+  assert.equal((await fetch(`${t.url}/envs`)).status, 401);
+  assert.equal(
+    (await fetch(`${t.url}/files?path=/etc/hostname`, { headers: { "x-access-token": "wrong" } })).status,
+    401,
+  );
+  const rpc = await fetch(`${t.url}/process.Process/List`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: "{}",
+  });
+  assert.equal(rpc.status, 401);
+  const second = await activity();
+  assert.equal(second.lastActivity, first.lastActivity);
+  assert.equal(second.activeRequests, 0);
+});

@@ -14,6 +14,7 @@ import {
 } from "@tether/protocol/filesystem";
 import type { UserDirectory } from "../auth/users.js";
 import { type AgentContext, requestUser } from "../context.js";
+import { type AgentLimits, DEFAULT_LIMITS } from "../limits.js";
 import type { AgentService } from "../server/service.js";
 import { entryInfo } from "./entry.js";
 import { fsError, invalidPath } from "./errors.js";
@@ -29,12 +30,34 @@ interface PolledWatcher {
   events: AsyncQueue<FilesystemEvent>;
   /** Set when the watch broke; reported by the next poll. */
   failure?: ConnectError;
+  /** When it was made or last polled: a watcher nobody polls is removed (see sweepPolled). */
+  polledAt: number;
 }
 
 /** envd's `filesystem.Filesystem` service: stat, list, create, move, remove and watch. */
-export function createFilesystemService(ctx: AgentContext): AgentService {
+export function createFilesystemService(
+  ctx: AgentContext,
+  limits: Pick<AgentLimits, "watcherIdleMs" | "maxPolledWatchers"> = DEFAULT_LIMITS,
+): AgentService {
   const runtime = filesRuntime(ctx);
   const polled = new Map<string, PolledWatcher>();
+  // A client that made watchers and went away would leave them (and all they queue) for good.
+  let sweeper: NodeJS.Timeout | undefined;
+  /** Watchers being started, counted against the cap with those made. */
+  let starting = 0;
+  const sweepPolled = () => {
+    const now = Date.now();
+    for (const [id, entry] of polled) {
+      if (now - entry.polledAt <= limits.watcherIdleMs) continue;
+      entry.watcher.close();
+      polled.delete(id);
+      ctx.log.info({ watcherId: id }, "removed a watcher nobody polled");
+    }
+    if (polled.size === 0) {
+      clearInterval(sweeper);
+      sweeper = undefined;
+    }
+  };
   const streams = new Set<AsyncQueue<WatchDirResponse>>();
 
   /** The request's user and the rights its file calls run with. */
@@ -170,25 +193,38 @@ export function createFilesystemService(ctx: AgentContext): AgentService {
           const { user, rights } = await requestRights(hctx);
           const root = resolveUserPath(user, req.path);
           reachable(rights, root, "watch", true);
+          if (polled.size + starting >= limits.maxPolledWatchers) {
+            throw new ConnectError(
+              `too many watchers (${limits.maxPolledWatchers}): remove one with RemoveWatcher first`,
+              Code.ResourceExhausted,
+            );
+          }
           const events = new AsyncQueue<FilesystemEvent>();
-          const entry: Partial<PolledWatcher> = { events };
-          entry.watcher = await DirWatcher.start({
-            root,
-            recursive: req.recursive,
-            includeEntry: req.includeEntry,
-            runtime,
-            onEvent: (event) => events.push(event),
-            onError: (err) => {
-              entry.failure = err;
-            },
-          });
+          const entry: Partial<PolledWatcher> = { events, polledAt: Date.now() };
+          starting++;
+          try {
+            entry.watcher = await DirWatcher.start({
+              root,
+              recursive: req.recursive,
+              includeEntry: req.includeEntry,
+              runtime,
+              onEvent: (event) => events.push(event),
+              onError: (err) => {
+                entry.failure = err;
+              },
+            });
+          } finally {
+            starting--;
+          }
           const watcherId = randomUUID();
           polled.set(watcherId, entry as PolledWatcher);
+          sweeper ??= setInterval(sweepPolled, Math.min(60_000, limits.watcherIdleMs / 2)).unref();
           return { watcherId };
         },
 
         async getWatcherEvents(req) {
           const found = polledWatcher(req.watcherId);
+          found.polledAt = Date.now();
           const events = found.events.drain();
           if (events.length === 0 && found.failure) {
             polled.delete(req.watcherId);
@@ -206,6 +242,7 @@ export function createFilesystemService(ctx: AgentContext): AgentService {
     },
 
     async close() {
+      clearInterval(sweeper);
       for (const { watcher } of polled.values()) watcher.close();
       polled.clear();
       for (const queue of streams) queue.end();

@@ -17,17 +17,12 @@ import { fsError, invalidPath } from "./errors.js";
 import { writeMetadata } from "./metadata.js";
 import { ensureDirs, type FileRights } from "./ownership.js";
 import type { RecentUploads } from "./runtime.js";
+import { isUploadTempName, UPLOAD_TEMP_SUFFIX, uploadJournal } from "./upload-journal.js";
 
 /** How much an upload may have queued for the disk before the client is slowed down. */
 const WRITE_BUFFER = 1 << 20;
 
-/** Suffix of the temp files uploads stream into; watchers ignore such names. */
-const TEMP_SUFFIX = ".tether-upload";
-
-/** True for the name of an upload's temp file (`.<name>.<random>.tether-upload`). */
-export function isUploadTempName(name: string): boolean {
-  return name.startsWith(".") && name.endsWith(TEMP_SUFFIX);
-}
+export { isUploadTempName };
 
 export interface StageOptions {
   /** Whose rights the file is written with (and so who owns it). */
@@ -57,6 +52,8 @@ export class StagedFile {
     /** False when the filesystem refused the metadata xattrs. */
     readonly metadataStored: boolean,
     private readonly rights: FileRights,
+    /** The temp file's marker in the upload journal. */
+    private readonly marker: string | undefined,
   ) {}
 
   /** Renames the temp file over the target, atomically replacing any old file. */
@@ -69,6 +66,8 @@ export class StagedFile {
     } catch (err) {
       removeTemp(this.temp, this.rights);
       throw fsError(err, "replace", this.target);
+    } finally {
+      await uploadJournal.remove(this.marker);
     }
   }
 
@@ -76,6 +75,7 @@ export class StagedFile {
     if (this.done) return;
     this.done = true;
     removeTemp(this.temp, this.rights);
+    await uploadJournal.remove(this.marker);
   }
 }
 
@@ -119,14 +119,17 @@ export async function stageWith(
   // where the user could write anyway. The rest goes through the descriptor it opened.
   let fd: number | undefined;
   let temp: string | undefined;
+  let marker: string | undefined;
   try {
     const existing = rights.run(() => statSync(target, { throwIfNoEntry: false }));
     if (existing?.isDirectory()) throw invalidPath(target, "path is a directory");
     // Writing to a symlink replaces the file it points to (envd writes through the link).
     const destination = existing ? rights.run(() => realpathSync(target)) : target;
     const dir = path.dirname(destination);
-    temp = path.join(dir, `.${path.basename(destination)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+    temp = path.join(dir, `.${path.basename(destination)}.${randomBytes(6).toString("hex")}${UPLOAD_TEMP_SUFFIX}`);
     const created = temp;
+    // Recorded before the file exists, so no kill leaves a temp file the next agent cannot find.
+    marker = await uploadJournal.add(temp);
     fd = rights.run(() => openSync(created, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o666));
     await fill(temp, fd);
     // Replacing a file keeps its permission bits, as envd's in-place write does.
@@ -137,9 +140,10 @@ export async function stageWith(
     if (options.metadata && Object.keys(options.metadata).length > 0) {
       metadataStored = await writeMetadata(`/proc/self/fd/${fd}`, options.metadata);
     }
-    return new StagedFile(target, destination, temp, metadataStored, rights);
+    return new StagedFile(target, destination, temp, metadataStored, rights, marker);
   } catch (err) {
     if (temp && fd !== undefined) removeTemp(temp, rights);
+    await uploadJournal.remove(marker);
     throw fsError(err, "write", target);
   } finally {
     if (fd !== undefined) closeSync(fd);

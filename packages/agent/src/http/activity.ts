@@ -6,7 +6,7 @@ export const ACTIVITY_PATH = "/activity";
 
 /** What `GET /activity` answers. */
 export interface ActivityReport {
-  /** When a request last began or ended, ms since the epoch. */
+  /** When an authorized request (not /health, not this one) last began or ended, ms since the epoch. */
   lastActivity: number;
   /** Requests being served now (streams included), this one left out. */
   activeRequests: number;

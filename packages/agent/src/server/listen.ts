@@ -3,6 +3,8 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { HttpRequest, HttpResponse } from "../http/respond.js";
+import { type AgentLimits, DEFAULT_LIMITS } from "../limits.js";
+import { ConnectionGuard } from "./connection-guard.js";
 
 /**
  * HTTP/2 flow-control windows. Node's defaults (64 KiB) cap a stream at a few hundred
@@ -20,20 +22,30 @@ export interface Endpoint {
 
 /**
  * One listener that speaks HTTP/1.1 and h2c on the same socket: it peeks at the first
- * bytes of each connection and hands it to the matching Node server.
+ * bytes of each connection and hands it to the matching Node server. Connections are
+ * kept to `limits` (see ConnectionGuard).
  */
-export function createDualServer(handler: (req: HttpRequest, res: HttpResponse) => void) {
+export function createDualServer(
+  handler: (req: HttpRequest, res: HttpResponse) => void,
+  limits: AgentLimits = DEFAULT_LIMITS,
+) {
   const h1 = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, handler);
   const h2 = http2.createServer(
     { settings: { initialWindowSize: STREAM_WINDOW, maxFrameSize: 1 << 20 }, maxSessionMemory: 64 },
     handler,
   );
+  const guard = new ConnectionGuard(limits);
+  // The socket being handed to the HTTP/2 server: it makes the session synchronously.
+  let handing: net.Socket | undefined;
   h2.on("session", (session) => {
     session.on("connect", () => session.setLocalWindowSize(SESSION_WINDOW));
+    if (handing) guard.http2(handing, session);
   });
+  h1.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => guard.http1(req.socket, res));
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     sockets.add(socket);
+    guard.opened(socket);
     socket.on("close", () => sockets.delete(socket));
     socket.setNoDelay(true);
     socket.once("readable", () => {
@@ -41,9 +53,22 @@ export function createDualServer(handler: (req: HttpRequest, res: HttpResponse) 
       if (!head) return;
       socket.unshift(head);
       const isH2 = head.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START);
-      (isH2 ? h2 : h1).emit("connection", socket);
+      if (!isH2) {
+        h1.emit("connection", socket);
+        return;
+      }
+      handing = socket;
+      try {
+        h2.emit("connection", socket);
+      } finally {
+        handing = undefined;
+      }
     });
   });
+  // Past it, node refuses new connections at once: every one costs a descriptor.
+  server.maxConnections = limits.maxConnections;
+  server.on("listening", () => guard.start());
+  server.on("close", () => guard.stop());
   return { server, sockets };
 }
 

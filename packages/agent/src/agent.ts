@@ -3,6 +3,7 @@ import { AGENT_DEFAULT_PORT } from "@tether/protocol/constants";
 import { UserDirectory } from "./auth/users.js";
 import type { CocoonListeners, CocoonOptions } from "./cocoon/listener.js";
 import type { AgentContext } from "./context.js";
+import { uploadJournal } from "./files/upload-journal.js";
 import { type AgentLimits, DEFAULT_LIMITS } from "./limits.js";
 import { AgentLogger, createLogger, type Logger } from "./logger.js";
 import { LoopbackExposer } from "./ports/loopback-exposer.js";
@@ -186,15 +187,12 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
   if (log instanceof AgentLogger) context.state.whenIdle(LOGGER_IDLE_MS, LOGGER_LATEST_MS, () => void log.load());
   // Temp files of uploads an earlier agent was killed in the middle of; not on the way to ready.
   context.state.whenIdle(LOGGER_IDLE_MS, LOGGER_LATEST_MS, () => {
-    import("./files/upload-journal.js")
-      .then(({ uploadJournal }) => uploadJournal.sweep())
-      .then(
-        (removed) => {
-          if (removed.length > 0)
-            log.info({ removed }, "removed the temp files of uploads cut off by an earlier agent");
-        },
-        (err: unknown) => log.warn({ err }, "could not sweep the temp files of earlier uploads"),
-      );
+    uploadJournal.sweep().then(
+      (removed) => {
+        if (removed.length > 0) log.info({ removed }, "removed the temp files of uploads cut off by an earlier agent");
+      },
+      (err: unknown) => log.warn({ err }, "could not sweep the temp files of earlier uploads"),
+    );
   });
   return result;
 

@@ -46,6 +46,7 @@ export {
   ImageNotFoundError,
   ImagePrepareError,
   InvalidSandboxSpecError,
+  RegistryDamagedError,
   RegistryError,
   SandboxNotFoundError,
   SandboxNotRunningError,
@@ -64,6 +65,8 @@ export {
   type RecordFilter,
   type RecordState,
   Registry,
+  type RegistryRepair,
+  repairRegistry,
   type SandboxEvent,
   type SandboxRecord,
 } from "./registry/registry.js";

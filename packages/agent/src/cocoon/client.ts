@@ -133,6 +133,8 @@ function readFrames(socket: net.Socket, io: { stdout: Writable; stderr: Writable
       const closed = err.code === "EPIPE" || err.code === "ECONNRESET";
       settle(() => reject(closed ? new Error(`connection closed before exit frame (${err.code})`) : err));
     });
+    // 'end' too: a vsock socket allows half-open connections, so the agent's end alone closes nothing.
+    socket.on("end", () => settle(() => reject(new Error("connection closed before exit frame"))));
     socket.on("close", () => settle(() => reject(new Error("connection closed before exit frame"))));
   });
 }

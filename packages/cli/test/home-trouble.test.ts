@@ -197,7 +197,9 @@ describe("a full TETHER_HOME", { skip: fullSkip }, () => {
         "running",
       );
 
-      await tether(["rm", "-f", id]);
+      // The processes end; the record cannot be dropped, and rm says why.
+      const rm = await tether(["rm", "-f", id]);
+      assert.match(rm.stderr, /cannot be written now: .* is full \(no space left on device\)/);
       assert.ok(await gone(supervisor.agentPid), `the agent ${supervisor.agentPid} should be gone`);
       assert.ok(await gone(command), `the command ${command} should be gone`);
       assert.ok(await gone(supervisor.pid), `the supervisor ${supervisor.pid} should be gone`);

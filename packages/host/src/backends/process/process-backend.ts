@@ -377,7 +377,10 @@ export class ProcessBackend implements SandboxBackend {
     for (const p of tree) signalEach([p.pid], "SIGCONT");
     if (supervisor) await waitUntil(() => !isAlive(supervisor), 5_000);
     if (alive && !(await dir.has(EXIT_FILE))) {
-      await dir.writeJson(EXIT_FILE, { code: null, signal: "SIGKILL", at: Date.now() } satisfies ExitRecord);
+      // Best effort: on a full disk the processes must still end, and the directory go.
+      await dir
+        .writeJson(EXIT_FILE, { code: null, signal: "SIGKILL", at: Date.now() } satisfies ExitRecord)
+        .catch(() => {});
     }
     await dir.removeFile(PAUSED_FILE);
   }

@@ -62,6 +62,12 @@ export async function startCocoon(ctx: AgentContext, options: CocoonOptions): Pr
       const server = net.createServer({ allowHalfOpen: true }, (socket) => accept(socket, true));
       servers.push(server);
       result.tcp = await listenTcp(server, host, port);
+      if (!isLoopback(host)) {
+        ctx.log.warn(
+          { host, port: result.tcp.port },
+          "cocoon TCP beyond loopback (--cocoon-tcp-insecure): the access token and every byte travel in clear text",
+        );
+      }
       if (ctx.state.accessToken === undefined) {
         ctx.log.warn(
           { host, port: result.tcp.port },

@@ -87,6 +87,10 @@ describe("a damaged tether.db", () => {
       assert.equal(ls.code, 125);
       assert.match(ls.stderr, /registry .*tether\.db is damaged .*tether doctor --repair/);
 
+      const doctor = await home.tether(["doctor"]);
+      assert.equal(doctor.code, 0, doctor.stderr);
+      assert.match(doctor.stdout, /^registry: .*tether\.db \(DAMAGED .*run tether doctor --repair\)$/m);
+
       const repair = await home.tether(["doctor", "--repair"]);
       assert.equal(repair.code, 0, repair.stderr);
       assert.match(repair.stdout, /was damaged/);
@@ -100,6 +104,7 @@ describe("a damaged tether.db", () => {
         (JSON.parse(after.stdout) as { id: string; state: string }[]).find((s) => s.id === id)?.state,
         "running",
       );
+      assert.match((await home.tether(["doctor"])).stdout, /^registry: .*tether\.db \(sound\)$/m);
       const again = await home.tether(["doctor", "--repair"]);
       assert.match(again.stdout, /is sound: nothing to repair/);
       assert.equal((await home.tether(["rm", "-f", id])).code, 0);

@@ -66,6 +66,7 @@ export {
   type RecordState,
   Registry,
   type RegistryRepair,
+  registryHealth,
   repairRegistry,
   type SandboxEvent,
   type SandboxRecord,

@@ -1,4 +1,11 @@
-import { backendStatuses, embeddedBackendKind, REGISTRY_FILE, repairRegistry, tetherHome } from "@tether/host";
+import {
+  backendStatuses,
+  embeddedBackendKind,
+  REGISTRY_FILE,
+  registryHealth,
+  repairRegistry,
+  tetherHome,
+} from "@tether/host";
 import { Command } from "commander";
 import { homeIsWritable } from "../embedded.js";
 import { sandboxes } from "../sandboxes.js";
@@ -39,12 +46,14 @@ export function doctorCommand(): Command {
       const [statuses, embedded] = await Promise.all([backendStatuses(), embeddedBackendKind()]);
       const home = tetherHome();
       const writable = await homeIsWritable(home);
+      const registry = registryHealth(home);
       if (flags.json) {
         const out = {
           backends: statuses,
           embeddedDefault: embedded,
           home,
           registry: `${home}/${REGISTRY_FILE}`,
+          registryHealth: registry,
           writable,
         };
         process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
@@ -60,7 +69,8 @@ export function doctorCommand(): Command {
       }
       process.stdout.write(
         `\nwithout --image, tether run uses: ${embedded}${embedded === "local" ? " (no isolation)" : ""}\n` +
-          `TETHER_HOME: ${home} (${writable ? "writable" : "NOT writable: tether run falls back to a scratch home"})\n`,
+          `TETHER_HOME: ${home} (${writable ? "writable" : "NOT writable: tether run falls back to a scratch home"})\n` +
+          `registry: ${home}/${REGISTRY_FILE} (${registry})\n`,
       );
     });
 }

@@ -42,6 +42,18 @@ export function repairRegistry(home: string): RegistryRepair {
   return { file, damage, backup };
 }
 
+/** The registry of `home` in a few words, for `tether doctor`: sound, not made yet, damaged, or why it cannot be opened. */
+export function registryHealth(home: string): string {
+  const file = path.join(home, REGISTRY_FILE);
+  if (!existsSync(file)) return "not made yet";
+  try {
+    const damage = registryDamage(file);
+    return damage ? `DAMAGED (${damage}): run tether doctor --repair` : "sound";
+  } catch (err) {
+    return `cannot be opened: ${(err as Error).message}`;
+  }
+}
+
 /** What happens to a sandbox when its timeout or idle timeout passes. */
 export type ExpiryAction = "stop" | "remove";
 

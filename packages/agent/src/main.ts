@@ -35,7 +35,7 @@ export async function main(argv = process.argv): Promise<void> {
         ? {
             vsockPort: opts.cocoonVsock,
             socket: opts.cocoonSocket,
-            tcp: opts.cocoonTcp,
+            tcp: opts.cocoonTcp && { ...opts.cocoonTcp, insecure: opts.cocoonTcpInsecure },
           }
         : undefined,
     logger,

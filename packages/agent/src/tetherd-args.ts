@@ -29,6 +29,7 @@ export interface TetherdArgs {
   cocoonVsock?: number;
   cocoonSocket?: string;
   cocoonTcp?: { host: string; port: number };
+  cocoonTcpInsecure: boolean;
   logLevel: string;
   /** The command to supervise: everything from the first argument that is not ours (or after `--`). */
   command: string[];
@@ -88,7 +89,15 @@ const FLAGS: readonly Flag[] = [
     help: `serve cocoon-style line-JSON exec on this vsock port (host CID only; ${COCOON_DEFAULT_VSOCK_PORT} if left out)`,
   },
   { name: "cocoon-socket", value: "<path>", help: "serve cocoon-style line-JSON exec on this unix socket" },
-  { name: "cocoon-tcp", value: "<host:port>", help: "serve cocoon-style line-JSON exec on this TCP address" },
+  {
+    name: "cocoon-tcp",
+    value: "<host:port>",
+    help: "serve cocoon-style line-JSON exec on this TCP address (loopback; auth frame first with a token)",
+  },
+  {
+    name: "cocoon-tcp-insecure",
+    help: "allow --cocoon-tcp on a non-loopback address (the token travels in clear text)",
+  },
   { name: "log-level", value: "<level>", help: "pino log level (env TETHER_LOG_LEVEL)", default: "info" },
   { name: "help", short: "h", help: "show this help" },
 ];
@@ -185,6 +194,7 @@ export function parseTetherdArgs(args: readonly string[], env = process.env): Te
     cocoonVsock: value("cocoon-vsock", parsePort),
     cocoonSocket: text("cocoon-socket"),
     cocoonTcp: value("cocoon-tcp", parseHostPort),
+    cocoonTcpInsecure: flag("cocoon-tcp-insecure"),
     logLevel: text("log-level") as string,
     command,
   };

@@ -46,6 +46,7 @@ function session(
   });
 }
 
+const TOKEN = "cocoon-test-token";
 const b64 = (text: string) => Buffer.from(text).toString("base64");
 const text = (frames: Frame[], type: string) =>
   Buffer.concat(frames.filter((f) => f.type === type).map((f) => Buffer.from(f.data as string, "base64"))).toString();
@@ -60,6 +61,7 @@ describe("cocoon-style line-JSON exec", () => {
     mkdirSync(path.join(root, "var/lib/systemd"), { recursive: true });
     agent = await startAgent({
       port: false,
+      accessToken: TOKEN,
       logger: pino({ level: process.env.TETHER_TEST_LOG ?? "silent" }),
       cocoon: {
         socket,
@@ -232,14 +234,106 @@ describe("cocoon-style line-JSON exec", () => {
     assert.match(tooMuch[0].message as string, /at most 512/);
   });
 
-  test("the TCP listener runs the same sessions", async () => {
+  test("the TCP listener runs the same sessions, after an auth frame with the agent's token", async () => {
     const tcp = agent.cocoon?.tcp;
     assert.ok(tcp);
-    const frames = await session([{ type: "exec", argv: ["echo", "over tcp"] }], {
-      target: { host: tcp.address, port: tcp.port },
-    });
+    const target = { host: tcp.address, port: tcp.port };
+    const marker = path.join(scratch, "ran-without-token");
+    const frames = await session(
+      [
+        { type: "auth", token: TOKEN },
+        { type: "exec", argv: ["echo", "over tcp"] },
+      ],
+      {
+        target,
+      },
+    );
     assert.equal(text(frames, "stdout"), "over tcp\n");
     assert.deepEqual(frames.at(-1), { type: "exit" });
+
+    for (const first of [[], [{ type: "auth", token: "wrong" }], [{ type: "auth", token: TOKEN.slice(0, -1) }]]) {
+      const refused = await session([...first, { type: "exec", argv: ["touch", marker] }], { target });
+      assert.deepEqual(
+        refused.map((f) => f.type),
+        ["error"],
+        JSON.stringify(first),
+      );
+      assert.match(refused[0].message as string, /unauthenticated/);
+    }
+    const reseed = await session([{ type: "reseed", data: b64("x") }], { target });
+    assert.match(reseed[0].message as string, /unauthenticated/);
+    assert.equal(existsSync(marker), false, "nothing ran without the token");
+
+    // The unix socket (mode 0600) needs no auth frame, and takes a right one.
+    const unix = await session([
+      { type: "auth", token: TOKEN },
+      { type: "exec", argv: ["echo", "unix"] },
+    ]);
+    assert.equal(text(unix, "stdout"), "unix\n");
+  });
+
+  test("TCP beyond loopback is refused unless asked for as insecure", async () => {
+    const options = { port: false as const, logLevel: "silent" };
+    await assert.rejects(
+      startAgent({ ...options, cocoon: { tcp: { host: "0.0.0.0", port: 0 } } }),
+      /cocoon TCP on 0\.0\.0\.0:0 .*--cocoon-tcp-insecure/,
+    );
+    const insecure = await startAgent({ ...options, cocoon: { tcp: { host: "0.0.0.0", port: 0, insecure: true } } });
+    assert.ok((insecure.cocoon?.tcp?.port ?? 0) > 0);
+    await insecure.close();
+    const loopback = await startAgent({ ...options, cocoon: { tcp: { host: "::1", port: 0 } } }).catch(
+      (err: Error) => err,
+    );
+    if (loopback instanceof Error) assert.doesNotMatch(loopback.message, /insecure/);
+    else await loopback.close();
+  });
+
+  for (const transport of ["unix", "tcp"] as const) {
+    test(`${transport}: a disconnect while a stdin write waits (the command reads no stdin) kills the group`, async () => {
+      let grandchild = 0;
+      let child = 0;
+      const stdin = randomBytes(32 << 10).toString("base64");
+      const tcp = agent.cocoon?.tcp;
+      assert.ok(tcp);
+      const target = transport === "tcp" ? { host: tcp.address, port: tcp.port } : undefined;
+      const exec = { type: "exec", argv: ["sh", "-c", "sleep 300 & echo $!; wait"] };
+      await session(transport === "tcp" ? [{ type: "auth", token: TOKEN }, exec] : [exec], {
+        target,
+        onFrame(frame, conn) {
+          if (frame.type === "started") child = frame.pid as number;
+          if (frame.type === "stdout") {
+            grandchild = Number(Buffer.from(frame.data as string, "base64").toString());
+            // More stdin than the 64 KiB pipe nobody reads holds; once the fourth frame is in the
+            // kernel (the agent is then stuck writing the third), the client goes away.
+            for (let i = 0; i < 16; i++) {
+              const line = `${JSON.stringify({ type: "stdin", data: stdin })}\n`;
+              conn.write(line, i === 3 ? () => conn.destroy() : undefined);
+            }
+          }
+        },
+      });
+      assert.ok(grandchild > 0);
+      assert.ok(await waitGone(grandchild), `grandchild ${grandchild} should be gone`);
+      assert.ok(await waitGone(child), `child ${child} should be gone`);
+    });
+  }
+
+  test("a half-close after exec ends the session with an error frame", async () => {
+    let child = 0;
+    const frames = await session([{ type: "exec", argv: ["sleep", "300"] }], {
+      onFrame(frame, conn) {
+        if (frame.type === "started") {
+          child = frame.pid as number;
+          conn.end();
+        }
+      },
+    });
+    assert.deepEqual(
+      frames.map((f) => f.type),
+      ["started", "error"],
+    );
+    assert.match(frames[1].message as string, /half-closed.*stdin_close/);
+    assert.ok(await waitGone(child), `child ${child} should be gone`);
   });
 
   test("vsock: bind, listen and accept set up (nothing here can connect)", async (t) => {

@@ -42,8 +42,10 @@ describe("tetherd's command line", () => {
     assert.deepEqual(args.socketOwner, { uid: 1000, gid: 100 });
     assert.equal(args.stopTimeout, 250);
     assert.deepEqual(args.cocoonTcp, { host: "::1", port: 2000 });
+    assert.equal(args.cocoonTcpInsecure, false);
     assert.equal(args.inheritEnv, true);
     assert.equal(args.user, "alice");
+    assert.equal(parse(["--cocoon-tcp", "0.0.0.0:1024", "--cocoon-tcp-insecure"]).cocoonTcpInsecure, true);
   });
 
   test("the command starts at its name; everything from there is the command's", () => {

@@ -5,7 +5,15 @@ let shared: Sandboxes | undefined;
 
 /** The host's sandboxes (Docker, under TETHER_HOME), made on first use. */
 export function sandboxes(): Sandboxes {
-  shared ??= new Sandboxes();
+  if (!shared) {
+    shared = new Sandboxes();
+    const readOnly = shared.registry?.readOnly;
+    if (readOnly) {
+      process.stderr.write(
+        `tether: ${readOnly}: the registry is read as it is, not reconciled, and changes cannot be recorded\n`,
+      );
+    }
+  }
   return shared;
 }
 

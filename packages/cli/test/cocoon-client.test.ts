@@ -106,6 +106,27 @@ describe("tether client (cocoon-style exec) and tether init", () => {
     assert.match(usage.stderr, /exactly one of --cid N, --unix PATH or --tcp HOST:PORT/);
   });
 
+  test("--tcp sends --token (or TETHER_ACCESS_TOKEN) first; without it an agent with a token refuses", async () => {
+    const guarded = await startAgent({
+      port: false,
+      accessToken: "client-token",
+      logLevel: "silent",
+      cocoon: { tcp: { host: "127.0.0.1", port: 0 } },
+    });
+    try {
+      const address = `127.0.0.1:${guarded.cocoon?.tcp?.port}`;
+      const ok = await tether(["client", "--tcp", address, "--token", "client-token", "--", "echo", "authed"]);
+      assert.equal(ok.stdout, "authed\n");
+      assert.equal(ok.code, 0);
+      const refused = await tether(["client", "--tcp", address, "--", "echo", "no"]);
+      assert.equal(refused.code, 125);
+      assert.equal(refused.stdout, "");
+      assert.match(refused.stderr, /the agent answered: unauthenticated/);
+    } finally {
+      await guarded.close();
+    }
+  });
+
   test("tether init --socket clones into the workspace, then reports nothing changed", async () => {
     const origin = path.join(scratch, "origin.git");
     const env = {

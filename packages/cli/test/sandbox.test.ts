@@ -212,6 +212,49 @@ describe("sandbox lifecycle through the CLI", { skip }, () => {
     assert.doesNotMatch(logs.stdout, /to-stderr/);
   });
 
+  test("options after the image are honoured; the command starts after -- or at the first non-option", async () => {
+    const created = await tether([
+      "create",
+      BUSYBOX,
+      "--label",
+      home.label,
+      "--memory",
+      "64m",
+      "--pids",
+      "50",
+      "--read-only",
+      "--",
+      "sleep",
+      "600",
+    ]);
+    assert.equal(created.code, 0, created.stderr);
+    const id = created.stdout.trim();
+    const container = (await docker("ps", "-q", "--filter", `label=tether.sandbox=${id}`)).trim();
+    const inspected = JSON.parse(await docker("inspect", container))[0] as {
+      HostConfig: { Memory: number; PidsLimit: number; ReadonlyRootfs: boolean };
+      Config: { Labels: Record<string, string> };
+    };
+    assert.equal(inspected.HostConfig.Memory, 64 * 1024 * 1024);
+    assert.ok(inspected.HostConfig.PidsLimit >= 50, String(inspected.HostConfig.PidsLimit));
+    assert.equal(inspected.HostConfig.ReadonlyRootfs, true);
+    assert.equal(inspected.Config.Labels["tether-test.cli"], home.run);
+    const ps = await tether(["exec", id, "--", "ps", "-o", "args"]);
+    assert.match(ps.stdout, /^sleep 600$/m);
+
+    const bare = await tether(["create", BUSYBOX, "--label", home.label, "echo", "--memory", "600"]);
+    assert.equal(bare.code, 0, bare.stderr);
+    let logs = await tether(["logs", bare.stdout.trim()]);
+    for (let i = 0; i < 50 && !/--memory/.test(logs.stdout); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      logs = await tether(["logs", bare.stdout.trim()]);
+    }
+    assert.match(logs.stdout, /^--memory 600$/m, "after the first non-option, every argument is the command's");
+
+    const unknown = await tether(["create", BUSYBOX, "--label", home.label, "--memroy", "64m"]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /unknown option '--memroy'/);
+  });
+
   test("logs -f follows new output until Ctrl-C", async () => {
     const id = await home.create(
       BUSYBOX,

@@ -71,6 +71,21 @@ export class ImagePrepareError extends TetherHostError {}
 /** The registry database cannot be opened, migrated or written. */
 export class RegistryError extends TetherHostError {}
 
+/** The registry file is not a database any more (torn write, disk fault, overwritten). */
+export class RegistryDamagedError extends RegistryError {
+  constructor(
+    readonly file: string,
+    readonly reason: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `the registry ${file} is damaged (${reason}): \`tether doctor --repair\` sets it aside, ` +
+        "makes a new one and adopts the sandboxes that still exist",
+      options,
+    );
+  }
+}
+
 /** A backend asked for by name cannot run sandboxes on this machine (see `tether doctor`). */
 export class BackendUnavailableError extends TetherHostError {
   constructor(

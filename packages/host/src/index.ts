@@ -46,6 +46,7 @@ export {
   ImageNotFoundError,
   ImagePrepareError,
   InvalidSandboxSpecError,
+  RegistryDamagedError,
   RegistryError,
   SandboxNotFoundError,
   SandboxNotRunningError,
@@ -64,6 +65,9 @@ export {
   type RecordFilter,
   type RecordState,
   Registry,
+  type RegistryRepair,
+  registryHealth,
+  repairRegistry,
   type SandboxEvent,
   type SandboxRecord,
 } from "./registry/registry.js";

@@ -424,7 +424,8 @@ export class Sandboxes {
    * Failures are reported, never thrown: the operation asked for goes on.
    */
   maintain(): Promise<MaintenanceReport | undefined> {
-    if (!this.maintainOnStart || !this.registry) return Promise.resolve(undefined);
+    // A registry that cannot be written is only read: reconcile would act and not record it.
+    if (!this.maintainOnStart || !this.registry || this.registry.readOnly) return Promise.resolve(undefined);
     const registry = this.registry;
     this.maintenance ??= (async () => {
       const ctx = this.lifecycle(registry);

@@ -5,6 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { connect } from "@tether/sdk";
+import { AGENT_PIDS_SHARE, DEFAULT_MEMORY_BYTES, DEFAULT_PIDS_LIMIT } from "../src/backends/docker/container-config.js";
 import { InvalidSandboxSpecError } from "../src/index.js";
 import { engineSkipReason, eventually, TestSandboxes } from "./support/sandboxes.js";
 
@@ -40,7 +41,11 @@ describe("sandbox options", { skip }, () => {
       await cgroupValue(info.id, ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]),
       String(96 * 1024 * 1024),
     );
-    assert.equal(await cgroupValue(info.id, ["/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"]), "64");
+    // The agent's own threads come on top of what the sandbox's commands get.
+    assert.equal(
+      await cgroupValue(info.id, ["/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"]),
+      String(64 + AGENT_PIDS_SHARE),
+    );
     const cpu = await cgroupValue(info.id, [
       "/sys/fs/cgroup/cpu.max",
       "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
@@ -48,6 +53,32 @@ describe("sandbox options", { skip }, () => {
     ]);
     // v2: "50000 100000"; v1: the quota alone against the default 100000 period.
     assert.match(cpu, /^50000( 100000)?$/);
+  });
+
+  test("a pids limit below the agent's thread count: the agent lives, commands get their share", async () => {
+    const info = await t.create(BUSYBOX, { pidsLimit: 3 });
+    assert.equal(await sh(info.id, "sleep 0 & sleep 0 & wait; echo three"), "three\n");
+    assert.equal((await t.sandboxes.get(info.id)).state, "running");
+  });
+
+  test("defaults: memory and pids limits, capabilities dropped, no new privileges; -u still switches", async () => {
+    const info = await t.create(BUSYBOX);
+    assert.equal(
+      await cgroupValue(info.id, ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]),
+      String(DEFAULT_MEMORY_BYTES),
+    );
+    assert.equal(
+      await cgroupValue(info.id, ["/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"]),
+      String(DEFAULT_PIDS_LIMIT + AGENT_PIDS_SHARE),
+    );
+    const status = await sh(info.id, "grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status");
+    const bounding = BigInt(`0x${/CapBnd:\s+([0-9a-f]+)/.exec(status)?.[1]}`);
+    const has = (bit: number) => (bounding >> BigInt(bit)) & 1n;
+    // CAP_NET_RAW 13, CAP_MKNOD 27, CAP_SYS_CHROOT 18 gone; CAP_SETUID 7, CAP_SETGID 6, CAP_KILL 5 kept.
+    assert.deepEqual([13, 27, 18].map(has), [0n, 0n, 0n], status);
+    assert.deepEqual([7, 6, 5].map(has), [1n, 1n, 1n], status);
+    assert.match(status, /NoNewPrivs:\s+1/);
+    assert.equal(await sh(info.id, "id -u", "nobody"), "65534\n");
   });
 
   test("network none: only loopback, still reachable over the socket", async () => {

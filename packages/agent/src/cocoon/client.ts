@@ -20,16 +20,19 @@ export class CocoonError extends Error {
 }
 
 /**
- * Runs one cocoon-style session: sends the request, forwards stdin in 32 KiB chunks, writes
- * the command's output, and resolves with its exit code. The connection ending before an
- * exit or error frame is an error.
+ * Runs one cocoon-style session: sends the request (after `auth{token}` when a token is
+ * given; a TCP listener of an agent with a token wants it), forwards stdin in 32 KiB chunks,
+ * writes the command's output, and resolves with its exit code. The connection ending
+ * before an exit or error frame is an error.
  */
 export async function runCocoonClient(
   target: CocoonTarget,
   request: CocoonRequest,
   io: { stdin?: Readable; stdout: Writable; stderr: Writable },
+  accessToken?: string,
 ): Promise<number> {
   const socket = await connect(target);
+  if (accessToken !== undefined) socket.write(encodeFrame({ type: "auth", token: accessToken }));
   const first: ClientFrame =
     "argv" in request
       ? { type: "exec", argv: request.argv, ...(request.env ? { env: request.env } : {}) }
@@ -130,6 +133,8 @@ function readFrames(socket: net.Socket, io: { stdout: Writable; stderr: Writable
       const closed = err.code === "EPIPE" || err.code === "ECONNRESET";
       settle(() => reject(closed ? new Error(`connection closed before exit frame (${err.code})`) : err));
     });
+    // 'end' too: a vsock socket allows half-open connections, so the agent's end alone closes nothing.
+    socket.on("end", () => settle(() => reject(new Error("connection closed before exit frame"))));
     socket.on("close", () => settle(() => reject(new Error("connection closed before exit frame"))));
   });
 }

@@ -14,8 +14,9 @@ export type AgentFrame =
   | { type: "exit"; exit_code?: number }
   | { type: "error"; message: string };
 
-/** Frames a client sends. */
+/** Frames a client sends. `auth` goes first where the listener wants the token (TCP). */
 export type ClientFrame =
+  | { type: "auth"; token: string }
   | { type: "exec"; argv: string[]; env?: Record<string, string> }
   | { type: "reseed"; data: string; regen_machine_id?: boolean }
   | { type: "stdin"; data: string }
@@ -48,6 +49,7 @@ function buildSchemas(zod: typeof z) {
         .optional(),
     }),
     zod.object({ type: zod.literal("reseed"), data, regen_machine_id: zod.boolean().optional() }),
+    zod.object({ type: zod.literal("auth"), token: zod.string() }),
   ]);
   const input = zod.discriminatedUnion("type", [
     zod.object({ type: zod.literal("stdin"), data }),
@@ -56,8 +58,10 @@ function buildSchemas(zod: typeof z) {
   return { first, input, prettify: (e: z.ZodError) => zod.prettifyError(e).replace(/\n+/g, "; ") };
 }
 
-/** Parses the session's first frame: exec or reseed. */
-export async function parseFirstFrame(line: string): Promise<Extract<ClientFrame, { type: "exec" | "reseed" }>> {
+/** Parses the session's first frame (or the one after auth): exec, reseed or auth. */
+export async function parseFirstFrame(
+  line: string,
+): Promise<Extract<ClientFrame, { type: "exec" | "reseed" | "auth" }>> {
   const { first, prettify } = await loadSchemas();
   const parsed = first.safeParse(parseJson(line));
   if (!parsed.success) throw new FrameError(`bad first frame (want exec or reseed): ${prettify(parsed.error)}`);

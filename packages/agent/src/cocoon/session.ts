@@ -3,6 +3,7 @@ import { constants } from "node:os";
 import { create } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
 import { ProcessConfigSchema } from "@tether/protocol/process";
+import { tokensEqual } from "../auth/access.js";
 import type { AgentContext } from "../context.js";
 import { type Child, spawnChild } from "../process/child.js";
 import type { ExitStatus } from "../process/exit-status.js";
@@ -12,16 +13,26 @@ import { type AgentFrame, encodeFrame, FrameError, FrameReader, parseFirstFrame,
 import { type ReseedPaths, reseed } from "./reseed.js";
 
 /**
+ * Frame text read ahead of a command that does not take its stdin yet. Reading goes on
+ * while a stdin write waits, since a paused socket never sees its peer leave; past this
+ * much the socket is paused all the same, so a peer cannot make us buffer without bound.
+ */
+const MAX_QUEUED_INPUT_BYTES = 16 << 20;
+
+/**
  * One cocoon-style session on a connected socket (vsock, unix or TCP alike): the first
  * frame says exec or reseed; an exec streams started, output and exactly one exit or
  * error. The child runs in its own process group, which gets SIGKILL when the session
- * ends for any reason, the peer going away included.
+ * ends for any reason, the peer going away included. Where the listener wants the access
+ * token (TCP), `auth{token}` must come first while the agent has one.
  */
 export class CocoonSession {
   private readonly reader = new FrameReader();
   private child: Child | undefined;
   private started = false;
+  private authenticated = false;
   private finished = false;
+  private queuedBytes = 0;
   private queued: AgentFrame[] = [];
   private work: Promise<void> = Promise.resolve();
 
@@ -29,8 +40,10 @@ export class CocoonSession {
     private readonly ctx: AgentContext,
     private readonly socket: Socket,
     private readonly reseedPaths: ReseedPaths,
+    private readonly requireToken = false,
   ) {
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("end", () => this.onEnd());
     socket.on("error", () => {});
     socket.on("close", () => {
       this.finished = true;
@@ -49,8 +62,10 @@ export class CocoonSession {
       return;
     }
     if (lines.length === 0) return;
-    // One frame at a time, in order: stop reading until these are handled.
-    this.socket.pause();
+    const bytes = lines.reduce((sum, line) => sum + line.length, 0);
+    this.queuedBytes += bytes;
+    if (this.queuedBytes > MAX_QUEUED_INPUT_BYTES) this.socket.pause();
+    // One frame at a time, in order.
     this.work = this.work
       .then(async () => {
         for (const line of lines) {
@@ -60,15 +75,51 @@ export class CocoonSession {
       })
       .catch((err) => this.fail(err))
       .finally(() => {
-        if (!this.finished) this.socket.resume();
+        this.queuedBytes -= bytes;
+        if (!this.finished && this.socket.isPaused() && this.queuedBytes <= MAX_QUEUED_INPUT_BYTES / 2) {
+          this.socket.resume();
+        }
       });
+  }
+
+  /**
+   * The peer shut its sending side. On TCP a half-close and a peer that went away look the
+   * same (a FIN), so either ends the session: a running command is killed like on a
+   * disconnect, and the error frame tells a client that only half-closed why (stdin_close
+   * ends the input, not a half-close). Frames that came before, an exec or a reseed, are
+   * handled first; a stdin write the command does not take is not waited for.
+   */
+  private onEnd(): void {
+    const end = () =>
+      this.fail(
+        new FrameError(
+          this.child || this.started
+            ? "the client half-closed the connection: the command was killed (send stdin_close to end its input)"
+            : "the connection ended before an exec or reseed frame",
+        ),
+      );
+    if (this.child) end();
+    else this.work = this.work.then(() => end());
   }
 
   private async onFrame(line: string): Promise<void> {
     if (!this.child) {
       if (this.started) return;
-      this.started = true;
       const frame = await parseFirstFrame(line);
+      const expected = this.ctx.state.accessToken;
+      if (frame.type === "auth") {
+        if (this.authenticated) throw new FrameError("auth was already sent; want exec or reseed");
+        if (expected !== undefined && !tokensEqual(frame.token, expected)) {
+          this.ctx.log.warn({ peer: this.socket.remoteAddress }, "cocoon: refused a session with a wrong access token");
+          throw new FrameError("unauthenticated: wrong access token");
+        }
+        this.authenticated = true;
+        return;
+      }
+      if (this.requireToken && expected !== undefined && !this.authenticated) {
+        throw new FrameError('unauthenticated: this listener wants {"type":"auth","token":"..."} as the first frame');
+      }
+      this.started = true;
       if (frame.type === "reseed") {
         await reseed(Buffer.from(frame.data, "base64"), frame.regen_machine_id ?? false, this.reseedPaths);
         this.ctx.log.info({ regenMachineId: frame.regen_machine_id ?? false }, "cocoon reseed");
@@ -100,7 +151,7 @@ export class CocoonSession {
       onEnd: (status) => this.finish(exitFrame(status)),
     });
     this.child = child;
-    if (this.socket.destroyed) {
+    if (this.finished || this.socket.destroyed) {
       this.killGroup();
       return;
     }

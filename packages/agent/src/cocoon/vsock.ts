@@ -31,7 +31,8 @@ export function socketFromFd(fd: number): net.Socket {
     closeSync(fd);
     throw new Error(`cannot wrap vsock fd ${fd} (libuv error ${err})`);
   }
-  return new net.Socket({ handle, readable: true, writable: true } as net.SocketConstructorOpts);
+  // Half-open allowed: a session answers a peer's half-close with its error frame.
+  return new net.Socket({ handle, readable: true, writable: true, allowHalfOpen: true } as net.SocketConstructorOpts);
 }
 
 export interface VsockServer {

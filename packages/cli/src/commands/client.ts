@@ -9,6 +9,7 @@ interface ClientFlags {
   port: number;
   unix?: string;
   tcp?: { host: string; port: number };
+  token?: string;
   env: Record<string, string>;
   reseed?: boolean;
   regenMachineId?: boolean;
@@ -42,6 +43,7 @@ export function clientCommand(): Command {
     .option("--port <port>", "the vsock port", parseUint, COCOON_DEFAULT_VSOCK_PORT)
     .option("--unix <path>", "connect to this unix socket instead of vsock")
     .option("--tcp <host:port>", "connect to this TCP address instead of vsock", parseHostPort)
+    .option("--token <token>", "the agent's access token, sent first (env TETHER_ACCESS_TOKEN; TCP needs it)")
     .option("-e, --env <KEY=VALUE>", "set an environment variable (repeatable)", collectEnv, {})
     .option("--reseed", "reseed the guest's entropy pool instead of running a command")
     .option("--regen-machine-id", "with --reseed: also write a fresh /etc/machine-id")
@@ -65,11 +67,12 @@ export function clientCommand(): Command {
       // Loaded on demand, like `tether agent`: other commands never need the agent's code.
       const { CocoonError, runCocoonClient } = await import("@tether/agent");
       try {
-        process.exitCode = await runCocoonClient(target, request, {
-          stdin: flags.reseed ? undefined : process.stdin,
-          stdout: process.stdout,
-          stderr: process.stderr,
-        });
+        process.exitCode = await runCocoonClient(
+          target,
+          request,
+          { stdin: flags.reseed ? undefined : process.stdin, stdout: process.stdout, stderr: process.stderr },
+          flags.token ?? process.env.TETHER_ACCESS_TOKEN,
+        );
       } catch (err) {
         const what = err instanceof CocoonError ? "the agent answered" : "error";
         process.stderr.write(`tether client: ${what}: ${(err as Error).message}\n`);

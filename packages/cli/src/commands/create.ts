@@ -6,6 +6,7 @@ import {
   lifecycleOptionsFrom,
   warnIfUnisolated,
 } from "../lifecycle-options.js";
+import { optionsAfterTarget } from "../options.js";
 import { progress, sandboxes } from "../sandboxes.js";
 
 /** `tether create IMAGE [options]` or `tether create --backend bwrap|local`: creates and starts a sandbox, prints its id. */
@@ -17,6 +18,7 @@ export function createCommand(): Command {
         "Creates a sandbox from a local image (never pulled), starts it and waits until its agent\n" +
           "answers. The image's own entrypoint/cmd runs supervised unless --no-command.\n" +
           "A COMMAND after the image replaces the image's entrypoint and cmd (as in docker create).\n" +
+          "Options may follow the image too; the command starts after -- or at the first non-option.\n" +
           "With --backend bwrap or local there is no image: the sandbox runs on this machine's own\n" +
           "root filesystem (read-only under bwrap; as is, with NO isolation, under local), and the\n" +
           "arguments are the command to supervise.\n" +
@@ -27,19 +29,29 @@ export function createCommand(): Command {
   );
   return addLifecycleOptions(command)
     .passThroughOptions()
-    .action(async function (
-      this: Command,
-      image: string | undefined,
-      args: string[],
-      flags: CreateFlags & LifecycleFlags,
-    ) {
-      const hostBackend = flags.backend === "bwrap" || flags.backend === "local";
-      // Without an image, every argument is the command.
-      // passThroughOptions keeps a `--` that follows the image.
-      const rest = args[0] === "--" ? args.slice(1) : args;
-      const argv = hostBackend && image !== undefined ? [image, ...rest] : rest;
-      const from = hostBackend ? undefined : image;
-      if (!from && !hostBackend) this.error("error: give an image, or --backend bwrap|local for a sandbox without one");
+    .action(async function (this: Command, image: string | undefined, args: string[]) {
+      const hostBackend = (backend: string | undefined) => backend === "bwrap" || backend === "local";
+      let argv: string[];
+      let from: string | undefined;
+      if (hostBackend(this.opts<LifecycleFlags>().backend)) {
+        // Without an image, every argument is the command, options-looking ones included.
+        // passThroughOptions keeps a `--` that follows the first argument.
+        const rest = args[0] === "--" ? args.slice(1) : args;
+        argv = image !== undefined ? [image, ...rest] : rest;
+      } else if (image !== undefined) {
+        // `IMAGE --memory 64m --read-only -- ARGV`: options up to the first operand (or `--`) are
+        // ours, as before the image; an unknown one is a usage error, not the command's first word.
+        [from, argv] = optionsAfterTarget(this, [image, ...args]);
+        if (hostBackend(this.opts<LifecycleFlags>().backend)) {
+          this.error("error: --backend bwrap|local goes before the command; these backends take no image");
+        }
+      } else {
+        argv = [];
+      }
+      const flags = this.opts<CreateFlags & LifecycleFlags>();
+      if (!from && !hostBackend(flags.backend)) {
+        this.error("error: give an image, or --backend bwrap|local for a sandbox without one");
+      }
       progress(from ? `creating a sandbox from ${from}` : `creating a ${flags.backend} sandbox`);
       const options = { ...createOptionsFrom(flags), ...lifecycleOptionsFrom(flags) };
       if (argv.length > 0) options.command = argv;

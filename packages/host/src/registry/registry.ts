@@ -1,14 +1,58 @@
+import { existsSync } from "node:fs";
 import path from "node:path";
 import type Database from "better-sqlite3";
-import { InvalidSandboxSpecError } from "../errors.js";
+import { InvalidSandboxSpecError, RegistryError } from "../errors.js";
 import type { ProcessIdentity } from "../process-identity.js";
-import { openDatabase } from "./database.js";
+import {
+  cannotWrite,
+  openDatabase,
+  openSnapshot,
+  registryDamage,
+  schemaVersion,
+  setRegistryAside,
+} from "./database.js";
+import { MIGRATIONS } from "./migrations.js";
 
 /** The registry's file name inside TETHER_HOME. */
 export const REGISTRY_FILE = "tether.db";
 
 /** A sandbox's state as recorded: the backends' states, plus `archived` (gone, work directory kept). */
 export type RecordState = "creating" | "running" | "paused" | "stopped" | "error" | "archived";
+
+/** What `repairRegistry` found and did. */
+export interface RegistryRepair {
+  file: string;
+  /** What was wrong; undefined when the registry was sound (and left as it was). */
+  damage?: string;
+  /** Where the damaged registry was moved. */
+  backup?: string;
+}
+
+/**
+ * Checks the registry of `home` and, when it is damaged, moves it (with its WAL) aside and
+ * makes a new, empty one. Reconcile then adopts the sandboxes the backends still have
+ * (their timeouts, metadata and history stay in the backup).
+ */
+export function repairRegistry(home: string): RegistryRepair {
+  const file = path.join(home, REGISTRY_FILE);
+  const damage = registryDamage(file);
+  if (!damage) return { file };
+  const backup = setRegistryAside(file);
+  new Registry(home).close();
+  return { file, damage, backup };
+}
+
+/** The registry of `home` in a few words, for `tether doctor`: sound, not made yet, damaged, or why it cannot be opened. */
+export function registryHealth(home: string): string {
+  const file = path.join(home, REGISTRY_FILE);
+  if (!existsSync(file)) return "not made yet";
+  try {
+    const damage = registryDamage(file);
+    return damage ? `DAMAGED (${damage}): run tether doctor --repair` : "sound";
+  } catch (err) {
+    return `cannot be opened: ${(err as Error).message}`;
+  }
+}
 
 /** What happens to a sandbox when its timeout or idle timeout passes. */
 export type ExpiryAction = "stop" | "remove";
@@ -178,16 +222,39 @@ function isConstraintError(err: unknown): boolean {
  */
 export class Registry {
   readonly file: string;
+  /**
+   * Why this registry can only be read, when its directory cannot be written (full, or
+   * read-only): it was opened from a private snapshot, and every write throws RegistryError.
+   */
+  readonly readOnly: string | undefined;
   private readonly db: Database.Database;
 
   constructor(readonly home: string) {
     this.file = path.join(home, REGISTRY_FILE);
-    this.db = openDatabase(this.file);
+    let readOnly: string | undefined;
+    try {
+      this.db = openDatabase(this.file);
+    } catch (err) {
+      readOnly = err instanceof RegistryError && existsSync(this.file) ? cannotWrite(this.file, err.cause) : undefined;
+      if (!readOnly) throw err;
+      this.db = openSnapshot(this.file);
+      if (schemaVersion(this.db) !== MIGRATIONS.at(-1)?.version) throw err;
+    }
+    this.readOnly = readOnly;
   }
 
   /** Runs `fn` in one BEGIN IMMEDIATE transaction: it sees no other writer until it commits. */
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn).immediate();
+    if (this.readOnly) {
+      throw new RegistryError(`the registry ${this.file} cannot be written now: ${this.readOnly}`);
+    }
+    try {
+      return this.db.transaction(fn).immediate();
+    } catch (err) {
+      const why = cannotWrite(this.file, err);
+      if (why) throw new RegistryError(`cannot write the registry ${this.file}: ${why}`, { cause: err });
+      throw err;
+    }
   }
 
   /** Records a new sandbox; InvalidSandboxSpecError when its id or name is taken. */
@@ -288,7 +355,13 @@ export class Registry {
 
   /** Notes host-side use of a sandbox (counts against its idle timeout). */
   touch(id: string, at = new Date()): void {
-    this.db.prepare("UPDATE sandboxes SET last_used_at = max(last_used_at, ?) WHERE id = ?").run(at.getTime(), id);
+    // Best effort: a registry that cannot be written must not stop the use itself.
+    if (this.readOnly) return;
+    try {
+      this.db.prepare("UPDATE sandboxes SET last_used_at = max(last_used_at, ?) WHERE id = ?").run(at.getTime(), id);
+    } catch (err) {
+      if (!cannotWrite(this.file, err)) throw err;
+    }
   }
 
   /** Forgets a sandbox (its history stays); with `onlyIf`, only while its record satisfies it. */
@@ -321,6 +394,7 @@ export class Registry {
 
   /** Notes something that happened to a sandbox. */
   addEvent(id: string, kind: string, detail?: string): void {
+    if (this.readOnly) throw new RegistryError(`the registry ${this.file} cannot be written now: ${this.readOnly}`);
     this.db
       .prepare("INSERT INTO events (sandbox_id, at, kind, detail) VALUES (?, ?, ?, ?)")
       .run(id, Date.now(), kind, detail ?? null);

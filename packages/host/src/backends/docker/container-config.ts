@@ -16,6 +16,30 @@ function belongsToAgent(name: string): boolean {
   return name === "NODE_OPTIONS" || name.startsWith("LD_") || name.startsWith("TETHER_");
 }
 
+/**
+ * Processes and threads the sandbox's own machinery takes from its pids limit: the engine's
+ * init and the agent's node (main thread, libuv's pool of 4, V8's workers, up to 11 here),
+ * with room for a node on a host with more cores. `pidsLimit` is what the sandbox's
+ * commands get; this is added to it, or a small limit would let the agent start and then
+ * die (or fail to spawn) while create reported success.
+ */
+export const AGENT_PIDS_SHARE = 24;
+
+/** The sandbox's processes when the spec names no limit (a fork bomb stops there). */
+export const DEFAULT_PIDS_LIMIT = 1024;
+
+/** The container's memory (the agent's, about 60 MiB, included) when the spec names none. */
+export const DEFAULT_MEMORY_BYTES = 2 * 1024 ** 3;
+
+/**
+ * Capabilities of Docker's default set the agent and the commands it runs as other users
+ * do not need: raw sockets (packet spoofing on a bridge network), device nodes, file
+ * capabilities, changing the bounding set, chroot, audit records. Kept: CHOWN,
+ * DAC_OVERRIDE, FOWNER, FSETID and KILL (root's file access and signals across users),
+ * SETUID and SETGID (the agent switches to the request's user), NET_BIND_SERVICE.
+ */
+export const DROPPED_CAPABILITIES = ["NET_RAW", "MKNOD", "SETFCAP", "SETPCAP", "SYS_CHROOT", "AUDIT_WRITE"];
+
 /** Everything a container for a sandbox is made from. */
 export interface ContainerPlan {
   id: string;
@@ -121,11 +145,15 @@ export function containerConfig(plan: ContainerPlan): Docker.ContainerCreateOpti
     Binds: binds,
     NetworkMode: plan.strategy.networkMode(spec.network),
     ReadonlyRootfs: spec.readOnlyRootfs ?? false,
+    CapDrop: DROPPED_CAPABILITIES,
+    // No setuid binary or file capability raises a process's privileges. The agent, root,
+    // still switches to the request's user: dropping privileges needs no new ones.
+    SecurityOpt: ["no-new-privileges"],
+    Memory: spec.memory ?? DEFAULT_MEMORY_BYTES,
+    PidsLimit: (spec.pidsLimit ?? DEFAULT_PIDS_LIMIT) + AGENT_PIDS_SHARE,
     ...plan.strategy.hostConfig(),
   };
   if (spec.cpus !== undefined) hostConfig.NanoCpus = Math.round(spec.cpus * 1e9);
-  if (spec.memory !== undefined) hostConfig.Memory = spec.memory;
-  if (spec.pidsLimit !== undefined) hostConfig.PidsLimit = spec.pidsLimit;
   if (spec.runtime !== undefined) hostConfig.Runtime = spec.runtime;
   return {
     name: plan.name,

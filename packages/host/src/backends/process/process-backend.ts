@@ -230,7 +230,7 @@ export class ProcessBackend implements SandboxBackend {
             .find((a) => !a.startsWith("-")) === this.program.tetherd,
       );
       signalEach([agent?.pid ?? supervisor.pid], "SIGTERM");
-      await waitUntil(() => !isAlive(supervisor), timeoutMs);
+      await waitUntil(() => !isAlive(supervisor) && !(supervisor.agent && isAlive(supervisor.agent)), timeoutMs);
     }
     await this.kill(dir, tree);
   }
@@ -346,12 +346,18 @@ export class ProcessBackend implements SandboxBackend {
     return lastLines(chunks, START_ERROR_LOG_LINES);
   }
 
-  /** The supervisor's live descendants, with identities so a reused pid is never signalled later. */
+  /**
+   * The supervisor's live descendants, and the agent's with the agent itself when it
+   * outlived its supervisor, with identities so a reused pid is never signalled later.
+   */
   private tree(supervisor: SupervisorRecord): ProcessIdentity[] {
-    if (!isAlive(supervisor)) return [];
-    return descendants(supervisor.pid)
-      .map((pid) => processIdentity(pid))
-      .filter((p): p is ProcessIdentity => p !== undefined);
+    const pids = new Set<number>();
+    if (isAlive(supervisor)) for (const pid of descendants(supervisor.pid)) pids.add(pid);
+    if (supervisor.agent && isAlive(supervisor.agent)) {
+      pids.add(supervisor.agent.pid);
+      for (const pid of descendants(supervisor.agent.pid)) pids.add(pid);
+    }
+    return [...pids].map((pid) => processIdentity(pid)).filter((p): p is ProcessIdentity => p !== undefined);
   }
 
   /**
@@ -371,7 +377,10 @@ export class ProcessBackend implements SandboxBackend {
     for (const p of tree) signalEach([p.pid], "SIGCONT");
     if (supervisor) await waitUntil(() => !isAlive(supervisor), 5_000);
     if (alive && !(await dir.has(EXIT_FILE))) {
-      await dir.writeJson(EXIT_FILE, { code: null, signal: "SIGKILL", at: Date.now() } satisfies ExitRecord);
+      // Best effort: on a full disk the processes must still end, and the directory go.
+      await dir
+        .writeJson(EXIT_FILE, { code: null, signal: "SIGKILL", at: Date.now() } satisfies ExitRecord)
+        .catch(() => {});
     }
     await dir.removeFile(PAUSED_FILE);
   }
@@ -396,7 +405,9 @@ export class ProcessBackend implements SandboxBackend {
     if (!meta) return undefined;
     const dir = this.dir(meta.id);
     const supervisor = await dir.readJson<SupervisorRecord>(SUPERVISOR_FILE);
-    if (supervisor && isAlive(supervisor)) {
+    // An agent whose supervisor died (killed; before supervisors survived a full disk, ENOSPC)
+    // still runs the sandbox: it is up, and what stop and remove must end.
+    if (supervisor && (isAlive(supervisor) || (supervisor.agent && isAlive(supervisor.agent)))) {
       return { meta, supervisor, state: (await dir.has(PAUSED_FILE)) ? "paused" : "running" };
     }
     const exit = await dir.readJson<ExitRecord>(EXIT_FILE);

@@ -1,5 +1,6 @@
 import { readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
+import type { ProcessIdentity } from "../../process-identity.js";
 import { SandboxDir } from "../../sandbox-dir.js";
 
 /** What the supervisor starts, written by the backend before it starts the supervisor. */
@@ -23,6 +24,8 @@ export interface SupervisorRecord {
   pid: number;
   start: string;
   agentPid: number;
+  /** The agent's identity: it can outlive a supervisor that died, and must still be found and killed. */
+  agent?: ProcessIdentity;
 }
 
 /** The sandbox as created, `sandbox.json`: enough to list it, and to start it again. */

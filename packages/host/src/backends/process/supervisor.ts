@@ -4,14 +4,26 @@
  * or bwrap running tetherd) from `launch.json`, writes the agent's stdout and stderr to
  * `output.log` in the Engine API's multiplexed framing (so one reader serves every
  * backend), passes SIGTERM on, and records how the agent ended in `exit.json`.
- * Node builtins only: it stays resident for the sandbox's whole life.
+ * Node builtins only: it stays resident for the sandbox's whole life. A write that fails
+ * (TETHER_HOME full) never ends it: output is dropped, and how much is noted in the log
+ * once it can be written again; the agent must never run on unsupervised.
  *
  * Usage: node supervisor.js SANDBOX_DIR
  */
 import { spawn } from "node:child_process";
-import { closeSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  fstatSync,
+  ftruncateSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import path from "node:path";
-import { currentProcess } from "../../process-identity.js";
+import { currentProcess, processIdentity } from "../../process-identity.js";
 import {
   EXIT_FILE,
   type ExitRecord,
@@ -24,21 +36,58 @@ import {
 
 function writeAtomically(file: string, text: string): void {
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, text, { mode: 0o600 });
-  renameSync(tmp, file);
+  try {
+    writeFileSync(tmp, text, { mode: 0o600 });
+    renameSync(tmp, file);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
 }
 
 function supervise(dir: string): void {
+  // stderr is supervisor.log, on the same disk: a note that cannot be written is not a reason to die.
+  process.stderr.on("error", () => {});
   const plan = JSON.parse(readFileSync(path.join(dir, LAUNCH_FILE), "utf8")) as LaunchPlan;
   const out = openSync(path.join(dir, OUTPUT_FILE), "a", 0o600);
-  const frame = (stream: 1 | 2, data: Buffer) => {
+  let lost = 0;
+  let lostBecause = "";
+  const append = (stream: 1 | 2, data: Buffer) => {
     const header = Buffer.alloc(8);
     header[0] = stream;
     header.writeUInt32BE(data.length, 4);
-    writeSync(out, Buffer.concat([header, data]));
+    // Whole frames only: a partial write (the disk filling up mid-frame) is cut back off.
+    const bytes = Buffer.concat([header, data]);
+    const before = fstatSync(out).size;
+    try {
+      if (writeSync(out, bytes) < bytes.length) {
+        throw Object.assign(new Error("short write: no space left on device"), { code: "ENOSPC" });
+      }
+    } catch (err) {
+      ftruncateSync(out, before);
+      throw err;
+    }
+  };
+  const frame = (stream: 1 | 2, data: Buffer) => {
+    try {
+      if (lost > 0) {
+        append(2, Buffer.from(`tether supervisor: ${lost} bytes of output were lost: ${lostBecause}\n`));
+        lost = 0;
+      }
+      append(stream, data);
+    } catch (err) {
+      if (lost === 0) process.stderr.write(`tether supervisor: output is being dropped: ${(err as Error).message}\n`);
+      lost += data.length;
+      lostBecause = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    }
   };
   const finish = (record: ExitRecord) => {
-    writeAtomically(path.join(dir, EXIT_FILE), `${JSON.stringify(record)}\n`);
+    try {
+      writeAtomically(path.join(dir, EXIT_FILE), `${JSON.stringify(record)}\n`);
+    } catch (err) {
+      // Without exit.json the sandbox reads as stopped: the supervisor is gone either way.
+      process.stderr.write(`tether supervisor: cannot record the exit: ${(err as Error).message}\n`);
+    }
     closeSync(out);
     process.exit(0);
   };
@@ -54,8 +103,15 @@ function supervise(dir: string): void {
   // 'close' comes after both pipes are drained, so the log is complete when exit.json appears.
   child.once("close", (code, signal) => finish({ code, signal, at: Date.now() }));
   if (child.pid !== undefined) {
-    const record: SupervisorRecord = { ...currentProcess(), agentPid: child.pid };
-    writeAtomically(path.join(dir, SUPERVISOR_FILE), `${JSON.stringify(record)}\n`);
+    const agent = processIdentity(child.pid);
+    const record: SupervisorRecord = { ...currentProcess(), agentPid: child.pid, ...(agent ? { agent } : {}) };
+    try {
+      writeAtomically(path.join(dir, SUPERVISOR_FILE), `${JSON.stringify(record)}\n`);
+    } catch (err) {
+      // Unrecorded, the agent could not be found to stop: it does not run at all.
+      process.stderr.write(`tether supervisor: cannot record the sandbox's processes: ${(err as Error).message}\n`);
+      child.kill("SIGKILL");
+    }
   }
 
   // The agent passes SIGTERM on to what it supervises; the backend escalates to SIGKILL itself.

@@ -189,6 +189,10 @@ test("files.remove removes a file and a directory tree", async () => {
   assert.equal(await sandbox.files.exists(path.join(dir, "tree")), false);
 });
 
+test("files.remove of a missing path succeeds, as it does against envd", async () => {
+  await sandbox.files.remove(path.join(scratch(), "never-was"));
+});
+
 test("files.exists tells existing from missing paths", async () => {
   const dir = scratch();
   writeFileSync(path.join(dir, "here"), "");

@@ -99,9 +99,14 @@ describe("filesystem RPC: bad requests", () => {
     const missing = path.join(scratch(), "missing");
     await assert.rejects(t.files.stat({ path: missing }), isCode(Code.NotFound, new RegExp(missing)));
     await assert.rejects(t.files.listDir({ path: missing }), isCode(Code.NotFound));
-    await assert.rejects(t.files.remove({ path: missing }), isCode(Code.NotFound));
     await assert.rejects(t.files.move({ source: missing, destination: `${missing}2` }), isCode(Code.NotFound));
     await assert.rejects(t.files.watchDir({ path: missing })[Symbol.asyncIterator]().next(), isCode(Code.NotFound));
+  });
+
+  test("removing a path that does not exist succeeds, as envd's remove-all does", async () => {
+    const missing = path.join(scratch(), "missing");
+    await assert.doesNotReject(t.files.remove({ path: missing }));
+    await assert.doesNotReject(t.files.remove({ path: path.join(missing, "deeper") }));
   });
 
   test("listing or watching a file, or making a directory over one, is invalid_argument", async () => {

@@ -96,11 +96,11 @@ export function createFilesystemService(ctx: AgentContext): AgentService {
           return { entries };
         },
 
+        // envd removes with Go's os.RemoveAll: a path that does not exist is no error.
         async remove(req, hctx) {
           const target = userPath(hctx, req.path);
           try {
-            await lstat(target);
-            await rm(target, { recursive: true });
+            await rm(target, { recursive: true, force: true });
           } catch (err) {
             throw fsError(err, "remove", target);
           }

@@ -168,6 +168,16 @@ describe("filesystem RPC", () => {
     await assert.rejects(t.files.makeDir({ path: dir }), isCode(Code.AlreadyExists));
   });
 
+  test("watchDir with a deadline (Connect-Timeout-Ms) ends with deadline_exceeded, as envd's does", async () => {
+    // A plain header: connect-es's timeoutMs would end the call client-side first.
+    const w = watchStream(t.files.watchDir({ path: scratch() }, { headers: { "connect-timeout-ms": "200" } }));
+    await assert.rejects(w.done, isCode(Code.DeadlineExceeded));
+    assert.deepEqual(
+      w.messages.map((m) => m.case),
+      ["start"],
+    );
+  });
+
   test("watchDir streams start first, then create, write, chmod, rename and remove", async () => {
     const dir = scratch();
     const call = new AbortController();

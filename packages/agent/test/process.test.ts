@@ -261,6 +261,38 @@ describe("Connect and List", () => {
   });
 });
 
+describe("Deadlines (Connect-Timeout-Ms, as envd's clients send them)", () => {
+  // Sent as a plain header: connect-es's own timeoutMs would also end the call client-side,
+  // hiding what the agent answers (the Python SDK waits for it).
+  const deadline = (ms: number) => ({ headers: { "connect-timeout-ms": String(ms) } });
+
+  test("Start: the process is killed at the deadline and the stream ends with deadline_exceeded", async () => {
+    const reader = new ProcessEventReader(t.process.start(sh("sleep 30"), deadline(300)));
+    const pid = await reader.started();
+    await assert.rejects(reader.rest(), isCode(Code.DeadlineExceeded));
+    assert.ok(await waitGone(pid), "the process is killed at the deadline");
+  });
+
+  test("Start: a process that ends first ends the stream as usual", async () => {
+    const seen = await collect(t.process.start(sh("echo quick"), deadline(30_000)));
+    assert.equal(seen.stdout, "quick\n");
+    assert.equal(seen.end?.exitCode, 0);
+  });
+
+  test("Connect: the stream ends with deadline_exceeded and the process runs on", async () => {
+    const starter = new ProcessEventReader(t.process.start(sh("sleep 30")));
+    const pid = await starter.started();
+    const attached = new ProcessEventReader(
+      t.process.connect({ process: { selector: { case: "pid", value: pid } } }, deadline(200)),
+    );
+    assert.equal(await attached.started(), pid);
+    await assert.rejects(attached.rest(), isCode(Code.DeadlineExceeded));
+    assert.ok(!isGoneOrZombie(pid), "Connect's deadline does not touch the process");
+    await t.process.sendSignal({ process: { selector: { case: "pid", value: pid } }, signal: Signal.SIGKILL });
+    assert.equal((await starter.rest()).end?.status, "signal: killed");
+  });
+});
+
 describe("Input", () => {
   test("SendInput then CloseStdin feeds cat and lets it finish", async () => {
     const reader = new ProcessEventReader(t.process.start({ process: { cmd: "cat" } }));

@@ -13,6 +13,7 @@ import {
 } from "@tether/protocol/filesystem";
 import type { UserDirectory } from "../auth/users.js";
 import { type AgentContext, requestUser } from "../context.js";
+import { throwIfDeadlinePassed } from "../server/deadline.js";
 import type { AgentService } from "../server/service.js";
 import { entryInfo } from "./entry.js";
 import { fsError, invalidPath } from "./errors.js";
@@ -131,6 +132,7 @@ export function createFilesystemService(ctx: AgentContext): AgentService {
               keepalive.sent();
               yield message;
             }
+            throwIfDeadlinePassed(hctx);
           } finally {
             keepalive.stop();
             hctx.signal.removeEventListener("abort", stop);

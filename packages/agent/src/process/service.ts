@@ -3,6 +3,7 @@ import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { KEEPALIVE_INTERVAL_HEADER } from "@tether/protocol/constants";
 import { Process, type ProcessEventSchema, type ProcessInput, Signal } from "@tether/protocol/process";
 import { type AgentContext, requestUser } from "../context.js";
+import { throwIfDeadlinePassed } from "../server/deadline.js";
 import { RawMessageWriter } from "../server/raw-messages.js";
 import type { AgentService } from "../server/service.js";
 import { childCredentials } from "./credentials.js";
@@ -33,7 +34,12 @@ export function createProcessService(ctx: AgentContext, table: ProcessTable): Ag
           const user = requestUser(ctx, context.requestHeader);
           const spec = planLaunch(req, user, ctx.state, await childCredentials(ctx.users, user, req.pty !== undefined));
           table.checkTagFree(spec.tag);
-          const proc = new TrackedProcess(spec);
+          // envd runs a Start that carries a deadline (Connect-Timeout-Ms) under it: the process
+          // is killed when it passes, whether or not the client is still there.
+          const deadline = context.timeoutMs();
+          const proc = new TrackedProcess(spec, {
+            timeoutMs: deadline === undefined ? undefined : Math.max(deadline, 1),
+          });
           // Subscribed before spawning: the client holds the output back from the first byte.
           const sub = proc.subscribe(ZERO_OFFSETS, { blocking: true, keepaliveMs: keepaliveMs(context) });
           try {
@@ -112,8 +118,17 @@ export function createProcessService(ctx: AgentContext, table: ProcessTable): Ag
   };
 }
 
-/** Turns a subscription's updates into envd's events, wrapped in the message both streaming RPCs share. */
+/**
+ * Turns a subscription's updates into envd's events, wrapped in the message both streaming
+ * RPCs share. A call whose deadline passed ends with deadline_exceeded, as envd's does (the
+ * Python SDK makes that its TimeoutException); a process's own end event ends it cleanly.
+ */
 async function* responses(sub: Subscription, context: HandlerContext) {
+  yield* events(sub, context);
+  throwIfDeadlinePassed(context);
+}
+
+async function* events(sub: Subscription, context: HandlerContext) {
   const writer = RawMessageWriter.for(context);
   const direct: DirectOutput | undefined = writer && {
     writer,

@@ -245,6 +245,7 @@ test("files.watchDir reports a write made with files.write", async () => {
       waiter.seen.map((e) => [e.name, e.type]),
       [
         ["written.txt", "create"],
+        ["written.txt", "chmod"],
         ["written.txt", "write"],
       ],
     );

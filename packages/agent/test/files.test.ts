@@ -268,6 +268,69 @@ describe("filesystem RPC", () => {
   });
 });
 
+describe("watch events of uploads (envd writes in place: ours are atomic renames)", () => {
+  const upload = async (file: string, body: string) => {
+    const res = await fetch(filesUrl({ path: file }), {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body,
+    });
+    assert.equal(res.status, 200);
+  };
+  const names = (events: FilesystemEvent[]) => events.map((e) => [e.name, EventType[e.type]]);
+
+  test("a poll right after the upload answered sees inotify's events of envd's write, once", async () => {
+    const dir = scratch();
+    const { watcherId } = await t.files.createWatcher({ path: dir, includeEntry: true });
+    const file = path.join(dir, "up.txt");
+    await upload(file, "first");
+    const created = (await t.files.getWatcherEvents({ watcherId })).events;
+    assert.deepEqual(names(created), [
+      ["up.txt", "CREATE"],
+      ["up.txt", "CHMOD"],
+      ["up.txt", "WRITE"],
+    ]);
+    assert.equal(created[2].entry?.size, 5n);
+    await upload(file, "second!");
+    assert.deepEqual(names((await t.files.getWatcherEvents({ watcherId })).events), [
+      ["up.txt", "CHMOD"],
+      ["up.txt", "WRITE"],
+    ]);
+    // The renames' own inotify events come later and add nothing: everything up to a
+    // marker written afterwards is the marker.
+    writeFileSync(path.join(dir, "marker"), "");
+    const later: FilesystemEvent[] = [];
+    for (let i = 0; i < 500 && !later.some((e) => e.name === "marker"); i++) {
+      later.push(...(await t.files.getWatcherEvents({ watcherId })).events);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.deepEqual(names(later)[0], ["marker", "CREATE"]);
+    assert.ok(!later.some((e) => e.name === "up.txt"), JSON.stringify(names(later)));
+    await t.files.removeWatcher({ watcherId });
+  });
+
+  test("a WatchDir stream gets the same events, and no upload temp file", async () => {
+    const dir = scratch();
+    const call = new AbortController();
+    const w = watchStream(t.files.watchDir({ path: dir, recursive: true }, { signal: call.signal }));
+    await w.until((m) => m.case === "start");
+    mkdirSync(path.join(dir, "sub"));
+    await w.until(fsEvent("sub", EventType.CREATE));
+    await upload(path.join(dir, "sub", "deep.txt"), "x");
+    writeFileSync(path.join(dir, "marker"), "");
+    await w.until(fsEvent("marker", EventType.CREATE));
+    call.abort();
+    await w.done.catch(() => {});
+    assert.deepEqual(names(w.events()), [
+      ["sub", "CREATE"],
+      ["sub/deep.txt", "CREATE"],
+      ["sub/deep.txt", "CHMOD"],
+      ["sub/deep.txt", "WRITE"],
+      ["marker", "CREATE"],
+    ]);
+  });
+});
+
 describe("GET /files", () => {
   test("a missing file is a JSON 404", async () => {
     const missing = path.join(scratch(), "nope");

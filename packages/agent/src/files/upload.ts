@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { chmod, realpath, rename, rm, stat } from "node:fs/promises";
+import { chmod, lstat, realpath, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -46,19 +46,27 @@ export class StagedFile {
     readonly temp: string,
     /** False when the filesystem refused the metadata xattrs. */
     readonly metadataStored: boolean,
+    /** True when no file was at the destination when the upload began. */
+    readonly created: boolean,
   ) {}
 
-  /** Renames the temp file over the target, atomically replacing any old file. */
+  /**
+   * Renames the temp file over the target, atomically replacing any old file, and has the
+   * directory watchers report it as envd's in-place write before this resolves.
+   */
   async commit(uploads: RecentUploads): Promise<void> {
     if (this.done) return;
     this.done = true;
-    uploads.record(this.destination);
+    let ino: bigint;
     try {
+      ino = (await lstat(this.temp, { bigint: true })).ino;
+      uploads.record(this.destination, ino);
       await rename(this.temp, this.destination);
     } catch (err) {
       await rm(this.temp, { force: true });
       throw fsError(err, "replace", this.target);
     }
+    await uploads.renamed(this.destination, ino, this.created);
   }
 
   async discard(): Promise<void> {
@@ -112,7 +120,7 @@ export async function stageWith(
     if (options.metadata && Object.keys(options.metadata).length > 0) {
       metadataStored = await writeMetadata(temp, options.metadata);
     }
-    return new StagedFile(target, destination, temp, metadataStored);
+    return new StagedFile(target, destination, temp, metadataStored, !existing);
   } catch (err) {
     await rm(temp, { force: true });
     throw fsError(err, "write", target);

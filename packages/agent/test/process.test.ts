@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -130,10 +131,19 @@ describe("Start", () => {
     );
   });
 
-  test("an unknown program is not_found naming it", async () => {
+  test("an unknown program is invalid_argument naming it (envd's code for a failed spawn)", async () => {
     await assert.rejects(
       collect(t.process.start({ process: { cmd: "no-such-binary-xyz" } })),
-      isCode(Code.NotFound, /no-such-binary-xyz/),
+      isCode(Code.InvalidArgument, /no-such-binary-xyz/),
+    );
+  });
+
+  test("a program the user may not execute is invalid_argument too", async () => {
+    const file = path.join(t.dir, "not-executable");
+    writeFileSync(file, "#!/bin/sh\n", { mode: 0o644 });
+    await assert.rejects(
+      collect(t.process.start({ process: { cmd: file } })),
+      isCode(Code.InvalidArgument, /not-executable/),
     );
   });
 
@@ -400,10 +410,10 @@ describe("PTY", () => {
     assert.equal(seen.end?.exitCode, 0);
   });
 
-  test("a PTY with an unknown program is not_found", async () => {
+  test("a PTY with an unknown program is invalid_argument", async () => {
     await assert.rejects(
       collect(t.process.start({ process: { cmd: "no-such-binary-xyz" }, pty: { size: { cols: 80, rows: 24 } } })),
-      isCode(Code.NotFound, /no-such-binary-xyz/),
+      isCode(Code.InvalidArgument, /no-such-binary-xyz/),
     );
   });
 });

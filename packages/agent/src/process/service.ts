@@ -46,7 +46,7 @@ export function createProcessService(ctx: AgentContext, table: ProcessTable): Ag
             await proc.spawn();
           } catch (err) {
             sub.close();
-            throw err;
+            throw envdSpawnError(err);
           }
           table.add(proc);
           ctx.log.debug({ pid: proc.pid, cmd: spec.config.cmd, tag: spec.tag, user: user.name }, "process started");
@@ -157,6 +157,18 @@ async function* events(sub: Subscription, context: HandlerContext) {
     }
     yield { event };
   }
+}
+
+/**
+ * envd answers a spawn that failed with invalid_argument (the e2b SDKs' InvalidArgumentError),
+ * whatever the reason, but for exhausted resources (resource_exhausted, which clients may
+ * retry); tether.v1.Exec keeps the finer codes (a missing program is not_found there).
+ */
+function envdSpawnError(err: unknown): unknown {
+  if (!(err instanceof ConnectError)) return err;
+  if (err.code === Code.ResourceExhausted || err.code === Code.InvalidArgument) return err;
+  if (err.code !== Code.NotFound && err.code !== Code.PermissionDenied && err.code !== Code.Internal) return err;
+  return new ConnectError(err.rawMessage, Code.InvalidArgument, err.metadata, undefined, err);
 }
 
 /** The keepalive interval the client asked for (in seconds, envd's header), if any. */

@@ -122,9 +122,12 @@ describe("filesystem RPC: bad requests", () => {
     await assert.rejects(t.files.removeWatcher({ watcherId: "no-such-watcher" }), isCode(Code.NotFound));
   });
 
-  test("an unknown user is permission_denied", async () => {
+  test("an unknown user is unauthenticated, as envd answers (401 on /files)", async () => {
     const files = createClient(Filesystem, t.transport({ authorization: basicAuth("no-such-user-q") }));
-    await assert.rejects(files.stat({ path: "/" }), isCode(Code.PermissionDenied, /no-such-user-q/));
+    await assert.rejects(files.stat({ path: "/" }), isCode(Code.Unauthenticated, /no-such-user-q/));
+    const res = await fetch(filesUrl({ path: "/etc/hostname", username: "no-such-user-q" }));
+    assert.equal(res.status, 401);
+    assert.match(((await res.json()) as { message: string }).message, /no-such-user-q/);
   });
 });
 

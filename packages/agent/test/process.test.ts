@@ -419,11 +419,11 @@ describe("PTY", () => {
 });
 
 describe("Users", () => {
-  test("an unknown Basic-auth user is permission_denied", async () => {
+  test("an unknown Basic-auth user is unauthenticated, as envd answers", async () => {
     const client = createClient(Process, t.transport({ authorization: basicAuth("no-such-user-xyz") }));
     await assert.rejects(
       collect(client.start({ process: { cmd: "true" } })),
-      isCode(Code.PermissionDenied, /no-such-user-xyz/),
+      isCode(Code.Unauthenticated, /no-such-user-xyz/),
     );
   });
 

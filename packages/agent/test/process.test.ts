@@ -386,6 +386,8 @@ describe("PTY", () => {
     const pid = await reader.started();
     await reader.until("pty", /24 80/);
     const selector = { process: { selector: { case: "pid" as const, value: pid } } };
+    // An Update without a pty changes nothing and answers OK, as envd's does.
+    await t.process.update(selector);
     await t.process.update({ ...selector, pty: { size: { cols: 100, rows: 40 } } });
     await t.process.sendInput({ ...selector, input: { input: { case: "pty", value: Buffer.from("hey\r") } } });
     const seen = await reader.rest();

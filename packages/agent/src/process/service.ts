@@ -104,7 +104,9 @@ export function createProcessService(ctx: AgentContext, table: ProcessTable): Ag
 
         async update(req) {
           const proc = table.findRunning(req.process);
-          if (!req.pty?.size) throw new ConnectError("pty.size is required", Code.InvalidArgument);
+          // envd's Update changes what it is given: without a pty, nothing (and answers OK).
+          if (!req.pty) return {};
+          if (!req.pty.size) throw new ConnectError("pty.size is required", Code.InvalidArgument);
           const { cols, rows } = ptySize(req.pty.size);
           proc.process.resize(cols, rows);
           return {};

@@ -217,6 +217,8 @@ export class Connection {
    * follow) can only fail calls already in flight, never one sent after the burst.
    */
   cancel(stream: http2.ClientHttp2Stream): void {
+    // A closed stream sends no reset: nothing to cancel, nothing to count.
+    if (stream.closed) return;
     stream.close(http2.constants.NGHTTP2_CANCEL);
     const session = sessions.get(stream);
     if (!session || session.closed || session.destroyed) return;

@@ -1,5 +1,6 @@
+import { Code, ConnectError } from "@connectrpc/connect";
 import { type HeaderSource, headerValue } from "./auth/access.js";
-import { type UnixUser, type UserDirectory, usernameFromHeaders } from "./auth/users.js";
+import { type UnixUser, UnknownUserError, type UserDirectory, usernameFromHeaders } from "./auth/users.js";
 import type { TransferDir } from "./files/transfer.js";
 import type { Logger } from "./logger.js";
 import type { AgentState } from "./state.js";
@@ -19,7 +20,16 @@ export interface AgentContext {
  */
 export function requestUser(ctx: AgentContext, headers: HeaderSource, queryUsername?: string | null): UnixUser {
   const name = usernameFromHeaders(headers) ?? (queryUsername || undefined) ?? ctx.state.defaultUser;
-  return ctx.users.resolve(name);
+  try {
+    return ctx.users.resolve(name);
+  } catch (err) {
+    // envd refuses a username no account has as unauthenticated (401 on /files), which the
+    // e2b SDKs turn into their AuthenticationError.
+    if (err instanceof UnknownUserError && err.missing) {
+      throw new ConnectError(`invalid username: ${err.message}`, Code.Unauthenticated, undefined, undefined, err);
+    }
+    throw err;
+  }
 }
 
 export { headerValue };

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { chmodSync } from "node:fs";
 import { after, before, test } from "node:test";
-import { CommandExitError, type Sandbox } from "e2b";
+import { CommandExitError, type Sandbox, TimeoutError } from "e2b";
 import { startTestAgent, type TestAgent } from "./support/agent.js";
 import { e2bSandbox } from "./support/e2b.js";
+import { waitGone } from "./support/exec-events.js";
 import { createTestUser, isRoot, type TestUser } from "./support/users.js";
 
 let t: TestAgent;
@@ -96,6 +97,14 @@ test("commands.list shows a running command; commands.kill ends it", async () =>
   assert.match(err.message, /signal: killed/);
   assert.ok(!(await sandbox.commands.list()).some((p) => p.pid === handle.pid));
   assert.equal(await sandbox.commands.kill(handle.pid), false, "killing it again finds nothing");
+});
+
+test("a command past its timeoutMs throws TimeoutError and is killed, as envd does", async () => {
+  // The SDK sends timeoutMs as Connect-Timeout-Ms; envd runs the process under that deadline.
+  const handle = await sandbox.commands.run("sleep 30", { background: true, timeoutMs: 500 });
+  await assert.rejects(handle.wait(), (err: unknown) => err instanceof TimeoutError);
+  assert.ok(await waitGone(handle.pid), "the process is killed at the deadline");
+  assert.equal(await sandbox.commands.kill(handle.pid), false, "nothing is left to kill");
 });
 
 test("stdin: sendStdin feeds a background command and closeStdin ends its input", async () => {

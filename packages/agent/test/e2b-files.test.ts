@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import type { FilesystemEvent, Sandbox } from "e2b";
+import { AuthenticationError, type FilesystemEvent, type Sandbox } from "e2b";
 import { startTestAgent, type TestAgent } from "./support/agent.js";
 import { e2bSandbox } from "./support/e2b.js";
 
@@ -189,6 +189,19 @@ test("files.remove removes a file and a directory tree", async () => {
   assert.equal(await sandbox.files.exists(path.join(dir, "tree")), false);
 });
 
+test("files.remove of a missing path succeeds, as it does against envd", async () => {
+  await sandbox.files.remove(path.join(scratch(), "never-was"));
+});
+
+test("an unknown user is an AuthenticationError, for RPCs and /files alike, as with envd", async () => {
+  const user = "no-such-user-e2b";
+  await assert.rejects(sandbox.files.exists("/", { user }), (err: unknown) => err instanceof AuthenticationError);
+  await assert.rejects(
+    sandbox.files.read("/etc/hostname", { user }),
+    (err: unknown) => err instanceof AuthenticationError,
+  );
+});
+
 test("files.exists tells existing from missing paths", async () => {
   const dir = scratch();
   writeFileSync(path.join(dir, "here"), "");
@@ -241,6 +254,7 @@ test("files.watchDir reports a write made with files.write", async () => {
       waiter.seen.map((e) => [e.name, e.type]),
       [
         ["written.txt", "create"],
+        ["written.txt", "chmod"],
         ["written.txt", "write"],
       ],
     );

@@ -101,9 +101,14 @@ describe("filesystem RPC: bad requests", () => {
     const missing = path.join(scratch(), "missing");
     await assert.rejects(t.files.stat({ path: missing }), isCode(Code.NotFound, new RegExp(missing)));
     await assert.rejects(t.files.listDir({ path: missing }), isCode(Code.NotFound));
-    await assert.rejects(t.files.remove({ path: missing }), isCode(Code.NotFound));
     await assert.rejects(t.files.move({ source: missing, destination: `${missing}2` }), isCode(Code.NotFound));
     await assert.rejects(t.files.watchDir({ path: missing })[Symbol.asyncIterator]().next(), isCode(Code.NotFound));
+  });
+
+  test("removing a path that does not exist succeeds, as envd's remove-all does", async () => {
+    const missing = path.join(scratch(), "missing");
+    await assert.doesNotReject(t.files.remove({ path: missing }));
+    await assert.doesNotReject(t.files.remove({ path: path.join(missing, "deeper") }));
   });
 
   test("listing or watching a file, or making a directory over one, is invalid_argument", async () => {
@@ -119,9 +124,12 @@ describe("filesystem RPC: bad requests", () => {
     await assert.rejects(t.files.removeWatcher({ watcherId: "no-such-watcher" }), isCode(Code.NotFound));
   });
 
-  test("an unknown user is permission_denied", async () => {
+  test("an unknown user is unauthenticated, as envd answers (401 on /files)", async () => {
     const files = createClient(Filesystem, t.transport({ authorization: basicAuth("no-such-user-q") }));
-    await assert.rejects(files.stat({ path: "/" }), isCode(Code.PermissionDenied, /no-such-user-q/));
+    await assert.rejects(files.stat({ path: "/" }), isCode(Code.Unauthenticated, /no-such-user-q/));
+    const res = await fetch(filesUrl({ path: "/etc/hostname", username: "no-such-user-q" }));
+    assert.equal(res.status, 401);
+    assert.match(((await res.json()) as { message: string }).message, /no-such-user-q/);
   });
 });
 
@@ -163,6 +171,16 @@ describe("filesystem RPC", () => {
     assert.equal(res.entry?.type, FileType.DIRECTORY);
     assert.equal(res.entry?.path, dir);
     await assert.rejects(t.files.makeDir({ path: dir }), isCode(Code.AlreadyExists));
+  });
+
+  test("watchDir with a deadline (Connect-Timeout-Ms) ends with deadline_exceeded, as envd's does", async () => {
+    // A plain header: connect-es's timeoutMs would end the call client-side first.
+    const w = watchStream(t.files.watchDir({ path: scratch() }, { headers: { "connect-timeout-ms": "200" } }));
+    await assert.rejects(w.done, isCode(Code.DeadlineExceeded));
+    assert.deepEqual(
+      w.messages.map((m) => m.case),
+      ["start"],
+    );
   });
 
   test("watchDir streams start first, then create, write, chmod, rename and remove", async () => {
@@ -252,6 +270,69 @@ describe("filesystem RPC", () => {
     assert.deepEqual((await t.files.getWatcherEvents({ watcherId })).events, []);
     await t.files.removeWatcher({ watcherId });
     await assert.rejects(t.files.getWatcherEvents({ watcherId }), isCode(Code.NotFound));
+  });
+});
+
+describe("watch events of uploads (envd writes in place: ours are atomic renames)", () => {
+  const upload = async (file: string, body: string) => {
+    const res = await fetch(filesUrl({ path: file }), {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body,
+    });
+    assert.equal(res.status, 200);
+  };
+  const names = (events: FilesystemEvent[]) => events.map((e) => [e.name, EventType[e.type]]);
+
+  test("a poll right after the upload answered sees inotify's events of envd's write, once", async () => {
+    const dir = scratch();
+    const { watcherId } = await t.files.createWatcher({ path: dir, includeEntry: true });
+    const file = path.join(dir, "up.txt");
+    await upload(file, "first");
+    const created = (await t.files.getWatcherEvents({ watcherId })).events;
+    assert.deepEqual(names(created), [
+      ["up.txt", "CREATE"],
+      ["up.txt", "CHMOD"],
+      ["up.txt", "WRITE"],
+    ]);
+    assert.equal(created[2].entry?.size, 5n);
+    await upload(file, "second!");
+    assert.deepEqual(names((await t.files.getWatcherEvents({ watcherId })).events), [
+      ["up.txt", "CHMOD"],
+      ["up.txt", "WRITE"],
+    ]);
+    // The renames' own inotify events come later and add nothing: everything up to a
+    // marker written afterwards is the marker.
+    writeFileSync(path.join(dir, "marker"), "");
+    const later: FilesystemEvent[] = [];
+    for (let i = 0; i < 500 && !later.some((e) => e.name === "marker"); i++) {
+      later.push(...(await t.files.getWatcherEvents({ watcherId })).events);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.deepEqual(names(later)[0], ["marker", "CREATE"]);
+    assert.ok(!later.some((e) => e.name === "up.txt"), JSON.stringify(names(later)));
+    await t.files.removeWatcher({ watcherId });
+  });
+
+  test("a WatchDir stream gets the same events, and no upload temp file", async () => {
+    const dir = scratch();
+    const call = new AbortController();
+    const w = watchStream(t.files.watchDir({ path: dir, recursive: true }, { signal: call.signal }));
+    await w.until((m) => m.case === "start");
+    mkdirSync(path.join(dir, "sub"));
+    await w.until(fsEvent("sub", EventType.CREATE));
+    await upload(path.join(dir, "sub", "deep.txt"), "x");
+    writeFileSync(path.join(dir, "marker"), "");
+    await w.until(fsEvent("marker", EventType.CREATE));
+    call.abort();
+    await w.done.catch(() => {});
+    assert.deepEqual(names(w.events()), [
+      ["sub", "CREATE"],
+      ["sub/deep.txt", "CREATE"],
+      ["sub/deep.txt", "CHMOD"],
+      ["sub/deep.txt", "WRITE"],
+      ["marker", "CREATE"],
+    ]);
   });
 });
 

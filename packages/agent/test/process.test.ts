@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -130,10 +131,19 @@ describe("Start", () => {
     );
   });
 
-  test("an unknown program is not_found naming it", async () => {
+  test("an unknown program is invalid_argument naming it (envd's code for a failed spawn)", async () => {
     await assert.rejects(
       collect(t.process.start({ process: { cmd: "no-such-binary-xyz" } })),
-      isCode(Code.NotFound, /no-such-binary-xyz/),
+      isCode(Code.InvalidArgument, /no-such-binary-xyz/),
+    );
+  });
+
+  test("a program the user may not execute is invalid_argument too", async () => {
+    const file = path.join(t.dir, "not-executable");
+    writeFileSync(file, "#!/bin/sh\n", { mode: 0o644 });
+    await assert.rejects(
+      collect(t.process.start({ process: { cmd: file } })),
+      isCode(Code.InvalidArgument, /not-executable/),
     );
   });
 
@@ -261,6 +271,38 @@ describe("Connect and List", () => {
   });
 });
 
+describe("Deadlines (Connect-Timeout-Ms, as envd's clients send them)", () => {
+  // Sent as a plain header: connect-es's own timeoutMs would also end the call client-side,
+  // hiding what the agent answers (the Python SDK waits for it).
+  const deadline = (ms: number) => ({ headers: { "connect-timeout-ms": String(ms) } });
+
+  test("Start: the process is killed at the deadline and the stream ends with deadline_exceeded", async () => {
+    const reader = new ProcessEventReader(t.process.start(sh("sleep 30"), deadline(300)));
+    const pid = await reader.started();
+    await assert.rejects(reader.rest(), isCode(Code.DeadlineExceeded));
+    assert.ok(await waitGone(pid), "the process is killed at the deadline");
+  });
+
+  test("Start: a process that ends first ends the stream as usual", async () => {
+    const seen = await collect(t.process.start(sh("echo quick"), deadline(30_000)));
+    assert.equal(seen.stdout, "quick\n");
+    assert.equal(seen.end?.exitCode, 0);
+  });
+
+  test("Connect: the stream ends with deadline_exceeded and the process runs on", async () => {
+    const starter = new ProcessEventReader(t.process.start(sh("sleep 30")));
+    const pid = await starter.started();
+    const attached = new ProcessEventReader(
+      t.process.connect({ process: { selector: { case: "pid", value: pid } } }, deadline(200)),
+    );
+    assert.equal(await attached.started(), pid);
+    await assert.rejects(attached.rest(), isCode(Code.DeadlineExceeded));
+    assert.ok(!isGoneOrZombie(pid), "Connect's deadline does not touch the process");
+    await t.process.sendSignal({ process: { selector: { case: "pid", value: pid } }, signal: Signal.SIGKILL });
+    assert.equal((await starter.rest()).end?.status, "signal: killed");
+  });
+});
+
 describe("Input", () => {
   test("SendInput then CloseStdin feeds cat and lets it finish", async () => {
     const reader = new ProcessEventReader(t.process.start({ process: { cmd: "cat" } }));
@@ -344,6 +386,8 @@ describe("PTY", () => {
     const pid = await reader.started();
     await reader.until("pty", /24 80/);
     const selector = { process: { selector: { case: "pid" as const, value: pid } } };
+    // An Update without a pty changes nothing and answers OK, as envd's does.
+    await t.process.update(selector);
     await t.process.update({ ...selector, pty: { size: { cols: 100, rows: 40 } } });
     await t.process.sendInput({ ...selector, input: { input: { case: "pty", value: Buffer.from("hey\r") } } });
     const seen = await reader.rest();
@@ -368,20 +412,20 @@ describe("PTY", () => {
     assert.equal(seen.end?.exitCode, 0);
   });
 
-  test("a PTY with an unknown program is not_found", async () => {
+  test("a PTY with an unknown program is invalid_argument", async () => {
     await assert.rejects(
       collect(t.process.start({ process: { cmd: "no-such-binary-xyz" }, pty: { size: { cols: 80, rows: 24 } } })),
-      isCode(Code.NotFound, /no-such-binary-xyz/),
+      isCode(Code.InvalidArgument, /no-such-binary-xyz/),
     );
   });
 });
 
 describe("Users", () => {
-  test("an unknown Basic-auth user is permission_denied", async () => {
+  test("an unknown Basic-auth user is unauthenticated, as envd answers", async () => {
     const client = createClient(Process, t.transport({ authorization: basicAuth("no-such-user-xyz") }));
     await assert.rejects(
       collect(client.start({ process: { cmd: "true" } })),
-      isCode(Code.PermissionDenied, /no-such-user-xyz/),
+      isCode(Code.Unauthenticated, /no-such-user-xyz/),
     );
   });
 

@@ -1,5 +1,6 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { Buffer } from "node:buffer";
-import type http2 from "node:http2";
+import http2 from "node:http2";
 import net from "node:net";
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
@@ -25,7 +26,53 @@ export type ConnectionOptions = AgentTarget & {
 const STREAM_WINDOW = 16 << 20;
 const SESSION_WINDOW = 64 << 20;
 
-/** An Http2SessionManager that widens each new session's connection-level window. */
+/** The GOAWAY a session received: streams above `lastStreamId` never reached the agent. */
+interface GoAway {
+  code: number;
+  lastStreamId: number;
+}
+
+/** The raw streams a unary call opened, found through the call's async context. */
+const callStreams = new AsyncLocalStorage<http2.ClientHttp2Stream[]>();
+/** Each stream's session (a destroyed stream forgets it), and each session's GOAWAY. */
+const sessions = new WeakMap<http2.ClientHttp2Stream, http2.Http2Session>();
+const goaways = new WeakMap<http2.Http2Session, GoAway>();
+
+/**
+ * Unary calls the agent may run twice with the same outcome: retried when the connection
+ * died under them even if the agent may have seen them. Any other call is retried only when
+ * it provably never reached the agent.
+ */
+const IDEMPOTENT_METHODS = new Set([
+  "/process.Process/List",
+  "/process.Process/Update",
+  "/filesystem.Filesystem/Stat",
+  "/filesystem.Filesystem/ListDir",
+  "/filesystem.Filesystem/Remove",
+  "/tether.v1.Exec/List",
+  "/tether.v1.Ports/List",
+]);
+
+/**
+ * The stream resets (cancels) a session may send in a burst, and how many more per second,
+ * before new calls move to a new session: below nghttp2's limit in Node's HTTP/2 server
+ * (1,000, then 33 a second), past which it closes the session.
+ */
+const RESET_BURST = 500;
+const RESETS_PER_SECOND = 30;
+
+/** How often a call that never reached the agent is sent again, on a new session each time. */
+export const MAX_ATTEMPTS = 3;
+
+/**
+ * An Http2SessionManager that widens each new session's connection-level window and
+ * remembers the GOAWAY each session received.
+ *
+ * A session can die under a busy client: Node's HTTP/2 server closes one whose client reset
+ * about a thousand streams in a burst (its rapid-reset defence; a cancelled call is a reset),
+ * with GOAWAY INTERNAL_ERROR. The manager then dials a new session for the next call; the
+ * GOAWAY tells which calls in flight the agent never saw, so they can be sent again.
+ */
 class WideWindowSessionManager extends Http2SessionManager {
   private readonly widened = new WeakSet<http2.Http2Session>();
 
@@ -40,7 +87,10 @@ class WideWindowSessionManager extends Http2SessionManager {
     if (session && !this.widened.has(session)) {
       this.widened.add(session);
       session.setLocalWindowSize(SESSION_WINDOW);
+      session.once("goaway", (code, lastStreamId) => goaways.set(session, { code, lastStreamId }));
     }
+    if (session) sessions.set(stream, session);
+    callStreams.getStore()?.push(stream);
     return stream;
   }
 }
@@ -67,6 +117,10 @@ export class Connection {
   private readonly accessToken: string | undefined;
   /** Raw streams (/health, /files) not yet closed, so close() can quiet them. */
   private readonly rawStreams = new Set<http2.ClientHttp2Stream>();
+  /** Each session's reset budget: a token bucket, refilled at RESETS_PER_SECOND. */
+  private readonly resetBudgets = new WeakMap<http2.Http2Session, { tokens: number; at: number }>();
+  /** Sessions closed to new calls because they spent their reset budget, still finishing calls. */
+  private readonly retired = new Set<http2.Http2Session>();
 
   constructor(readonly options: ConnectionOptions) {
     this.accessToken = options.accessToken;
@@ -91,6 +145,28 @@ export class Connection {
       }
       return next(req);
     };
+    // A unary call that failed because its session died is sent again on a new one when the
+    // agent never saw it (or seeing it twice does no harm). Streaming calls are not retried
+    // here: serverStream retries those that never reached the agent.
+    const retry: Interceptor = (next) => async (req) => {
+      if (req.stream) return next(req);
+      for (let attempt = 1; ; attempt++) {
+        const streams: http2.ClientHttp2Stream[] = [];
+        try {
+          return await callStreams.run(streams, () => next(req));
+        } catch (err) {
+          const stream = streams.at(-1);
+          const again =
+            stream !== undefined &&
+            attempt < MAX_ATTEMPTS &&
+            !req.signal.aborted &&
+            (this.neverReachedAgent(stream) ||
+              (IDEMPOTENT_METHODS.has(`/${req.service.typeName}/${req.method.name}`) &&
+                this.sessionLost(stream) !== undefined));
+          if (!again) throw err;
+        }
+      }
+    };
     const newTransport = (sessionManager: WideWindowSessionManager) =>
       createConnectTransport({
         baseUrl,
@@ -100,7 +176,7 @@ export class Connection {
         // Compressing every output chunk (connect's default offer of gzip/br) costs far more
         // CPU than it saves bytes on a local or in-datacenter link: it capped output at ~60 MB/s.
         acceptCompression: [],
-        interceptors: [auth],
+        interceptors: [auth, retry],
       });
     this.transport = newTransport(this.session);
     this.upstreamTransport = newTransport(this.upstreamSession);
@@ -134,6 +210,57 @@ export class Connection {
     return stream;
   }
 
+  /**
+   * Cancels a call whose response is no longer wanted (an HTTP/2 reset). When its session
+   * has sent a burst of resets, the session takes no new calls: it finishes the calls on it
+   * while new ones go to a new session, so the agent closing the old one (if more resets
+   * follow) can only fail calls already in flight, never one sent after the burst.
+   */
+  cancel(stream: http2.ClientHttp2Stream): void {
+    // A closed stream sends no reset: nothing to cancel, nothing to count.
+    if (stream.closed) return;
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+    const session = sessions.get(stream);
+    if (!session || session.closed || session.destroyed) return;
+    const now = performance.now();
+    const budget = this.resetBudgets.get(session) ?? { tokens: RESET_BURST, at: now };
+    budget.tokens = Math.min(RESET_BURST, budget.tokens + ((now - budget.at) / 1000) * RESETS_PER_SECOND) - 1;
+    budget.at = now;
+    this.resetBudgets.set(session, budget);
+    if (budget.tokens >= 0) return;
+    this.retired.add(session);
+    session.once("close", () => this.retired.delete(session));
+    session.close();
+  }
+
+  /**
+   * True when a failed stream provably never reached the agent, so sending the request
+   * again cannot run it twice: it was never sent, the agent refused it, or the agent's
+   * GOAWAY names an earlier stream as the last it processed.
+   */
+  neverReachedAgent(stream: http2.ClientHttp2Stream): boolean {
+    const session = sessions.get(stream);
+    if (stream.id === undefined) return session?.destroyed ?? false;
+    if (stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM) return true;
+    const goaway = session && goaways.get(session);
+    return goaway !== undefined && stream.id > goaway.lastStreamId;
+  }
+
+  /**
+   * Why the stream's session died, when it did (a GOAWAY with an error code, or the session
+   * destroyed): in-flight calls on it then fail with ConnectionLostError, not as a
+   * call-level failure.
+   */
+  sessionLost(stream: http2.ClientHttp2Stream): string | undefined {
+    const session = sessions.get(stream);
+    const goaway = session && goaways.get(session);
+    if (goaway && goaway.code !== http2.constants.NGHTTP2_NO_ERROR) {
+      return `the agent closed the connection with HTTP/2 GOAWAY ${h2CodeName(goaway.code)}`;
+    }
+    if (session?.destroyed) return "the connection to the agent closed";
+    return undefined;
+  }
+
   /** Closes the connection and every stream on it. */
   close(): void {
     // A stream whose body has been read to the end closes a moment later; aborting the
@@ -143,6 +270,8 @@ export class Connection {
     this.rawStreams.clear();
     this.session.abort();
     this.upstreamSession.abort();
+    for (const session of this.retired) session.destroy();
+    this.retired.clear();
   }
 }
 
@@ -151,6 +280,27 @@ export function basicAuth(user: string): string {
 }
 
 function ignore(): void {}
+
+/** An HTTP/2 error code's name (RFC 9113, section 7), with its number. */
+function h2CodeName(code: number): string {
+  const names = [
+    "NO_ERROR",
+    "PROTOCOL_ERROR",
+    "INTERNAL_ERROR",
+    "FLOW_CONTROL_ERROR",
+    "SETTINGS_TIMEOUT",
+    "STREAM_CLOSED",
+    "FRAME_SIZE_ERROR",
+    "REFUSED_STREAM",
+    "CANCEL",
+    "COMPRESSION_ERROR",
+    "CONNECT_ERROR",
+    "ENHANCE_YOUR_CALM",
+    "INADEQUATE_SECURITY",
+    "HTTP_1_1_REQUIRED",
+  ];
+  return `${names[code] ?? "code"} (${code})`;
+}
 
 function trimSlash(url: string): string {
   return url.endsWith("/") ? url.slice(0, -1) : url;

@@ -11,6 +11,13 @@ export class TetherError extends Error {
 /** The agent could not be reached: nothing listens there, or the connection dropped. */
 export class AgentUnavailableError extends TetherError {}
 
+/**
+ * The connection a call was in flight on died under it (the agent closed it, or the socket
+ * broke). The client dials a new connection for the next call; a command keeps running in
+ * the agent and can be re-attached (`commands.connect(pid)`).
+ */
+export class ConnectionLostError extends AgentUnavailableError {}
+
 /** The agent refused the access token (missing or wrong). */
 export class AuthenticationError extends TetherError {}
 
@@ -133,6 +140,13 @@ export function toTetherError(err: unknown, what: string, address?: string): Err
   }
   const message = `${what}: ${err.rawMessage}`;
   const options = { cause: err };
+  if (isConnectionLost(err)) {
+    return new ConnectionLostError(
+      `${what}: the connection to the agent at ${address ?? "?"} was lost (${err.rawMessage}); ` +
+        "the next call opens a new one, and a command keeps running in the agent (re-attach with commands.connect)",
+      options,
+    );
+  }
   switch (err.code) {
     case Code.Unavailable:
       return new AgentUnavailableError(`${what}: agent unreachable at ${address ?? "?"} (${err.rawMessage})`, options);
@@ -160,6 +174,23 @@ export function toTetherError(err: unknown, what: string, address?: string): Err
       return new TetherError(`${message} [${Code[err.code]}]`, options);
     }
   }
+}
+
+/**
+ * Node's errors for a stream whose HTTP/2 session died: closed with an error code (a GOAWAY
+ * with one, as Node's rapid-reset defence sends), or refused after a GOAWAY.
+ */
+const SESSION_LOST_CODES = new Set(["ERR_HTTP2_SESSION_ERROR", "ERR_HTTP2_GOAWAY_SESSION"]);
+
+/** True when a call failed because its connection died, not because of the call itself. */
+function isConnectionLost(err: ConnectError): boolean {
+  for (let cause: unknown = err.cause, depth = 0; cause instanceof Error && depth < 5; depth++) {
+    if (cause instanceof ConnectionLostError) return true;
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code && SESSION_LOST_CODES.has(code)) return true;
+    cause = cause.cause;
+  }
+  return false;
 }
 
 /** The same mapping for the plain HTTP endpoints, from a status and envd's JSON error body. */

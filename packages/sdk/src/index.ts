@@ -26,6 +26,7 @@ export {
   AuthenticationError,
   type CommandExitDetails,
   CommandExitError,
+  ConnectionLostError,
   InvalidArgumentError,
   NotFoundError,
   PermissionDeniedError,

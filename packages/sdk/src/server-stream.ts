@@ -1,4 +1,4 @@
-import http2 from "node:http2";
+import type http2 from "node:http2";
 import {
   create,
   type DescMessage,
@@ -10,7 +10,8 @@ import {
 } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { endStreamFromJson, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
-import { type Connection, readAll, responseOf } from "./connection.js";
+import { type Connection, MAX_ATTEMPTS, readAll, responseOf } from "./connection.js";
+import { ConnectionLostError } from "./errors.js";
 
 export const FLAG_COMPRESSED = 0b01;
 export const FLAG_END_STREAM = 0b10;
@@ -44,16 +45,28 @@ export async function* serverStream<I extends DescMessage, O extends DescMessage
   envelope.writeUInt32BE(body.length, 1);
   envelope.set(body, 5);
   const path = `/${method.parent.typeName}/${method.name}`;
-  const stream = await connection.request("POST", path, {
-    ...options.headers,
-    "content-type": "application/connect+proto",
-    "connect-protocol-version": "1",
-  });
-  const abort = () => stream.close(http2.constants.NGHTTP2_CANCEL);
+  let stream: http2.ClientHttp2Stream | undefined;
+  const abort = () => stream && connection.cancel(stream);
   options.signal?.addEventListener("abort", abort, { once: true });
   try {
-    stream.end(envelope);
-    const headers = await responseOf(stream);
+    let headers: http2.IncomingHttpHeaders;
+    // A call that never reached the agent (its session died first, as GOAWAY says) is sent
+    // again on a new session: it cannot run twice, whatever it does.
+    for (let attempt = 1; ; attempt++) {
+      if (options.signal?.aborted) throw new ConnectError("the call was cancelled", Code.Canceled);
+      stream = await connection.request("POST", path, {
+        ...options.headers,
+        "content-type": "application/connect+proto",
+        "connect-protocol-version": "1",
+      });
+      stream.end(envelope);
+      try {
+        headers = await responseOf(stream);
+        break;
+      } catch (err) {
+        if (attempt >= MAX_ATTEMPTS || !connection.neverReachedAgent(stream)) throw err;
+      }
+    }
     const status = Number(headers[":status"]);
     if (status !== 200) {
       const text = await readAll(stream);
@@ -86,15 +99,18 @@ export async function* serverStream<I extends DescMessage, O extends DescMessage
     throw new ConnectError("the stream ended without an end-of-stream message", Code.Unavailable);
   } catch (err) {
     if (err instanceof ConnectError) throw err;
-    // A reset stream or a dropped connection: the agent went away mid-call.
+    // A reset stream or a dropped connection: the agent went away mid-call, or closed the
+    // connection the call was on.
     const message = err instanceof Error ? err.message : String(err);
-    throw new ConnectError(message, Code.Unavailable, undefined, undefined, err);
+    const lost = stream && connection.sessionLost(stream);
+    const cause = lost ? new ConnectionLostError(lost, { cause: err }) : err;
+    throw new ConnectError(lost ? `${lost}: ${message}` : message, Code.Unavailable, undefined, undefined, cause);
   } finally {
     options.signal?.removeEventListener("abort", abort);
     // Only a response not read to its end is cancelled. Closing a stream whose response has
     // ended, before its 'close', still sends a reset; the agent's HTTP/2 server counts
     // resets and closes the session after about a thousand in a burst (see untilEnd).
-    if (!stream.closed && !stream.readableEnded) abort();
+    if (stream && !stream.closed && !stream.readableEnded) abort();
   }
 }
 

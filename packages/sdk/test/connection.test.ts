@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { Agent, AgentUnavailableError, AuthenticationError, connect } from "../src/index.js";
+import { Agent, AgentUnavailableError, AuthenticationError, CommandExitError, connect } from "../src/index.js";
 import { startTestAgent, type TestAgent, TRANSPORTS } from "./support/agent.js";
 
 let t: TestAgent;
@@ -48,6 +48,35 @@ describe("a long-lived connection", () => {
       }
       const result = await agent.commands.run(["echo", "still here"]);
       assert.equal(result.stdout, "still here\n");
+    } finally {
+      agent.close();
+    }
+  });
+});
+
+describe("a connection whose calls are cancelled in a burst", () => {
+  // A cancel is a stream reset, and Node's HTTP/2 server closes a session whose client reset
+  // about a thousand streams in a burst (GOAWAY INTERNAL_ERROR, its rapid-reset defence).
+  // The calls sent next then failed ("Session closed with error code 2"), as did every call
+  // in flight on the session.
+  test("survives 5,000 cancels: calls sent next go through, a call in flight keeps going", async () => {
+    const agent = await connect(t.target("tcp"));
+    try {
+      const sleeper = await agent.commands.start(["sleep", "600"]);
+      const inFlight = sleeper.wait();
+      inFlight.catch(() => {});
+      const followers = [];
+      for (let i = 0; i < 5000; i += 250) {
+        followers.push(...(await Promise.all(Array.from({ length: 250 }, () => agent.commands.connect(sleeper.pid)))));
+      }
+      for (const follower of followers) follower.disconnect();
+      // Sent at once, right after the burst: neither may fail for it.
+      const [listed, echoed] = await Promise.all([agent.commands.list(), agent.commands.run(["echo", "still here"])]);
+      assert.ok(listed.some((p) => p.pid === sleeper.pid));
+      assert.equal(echoed.stdout, "still here\n");
+      await agent.commands.kill(sleeper.pid);
+      await assert.rejects(inFlight, (err: unknown) => err instanceof CommandExitError && err.signal === "SIGKILL");
+      for (const follower of followers) await assert.rejects(follower.wait(), /cancelled/);
     } finally {
       agent.close();
     }

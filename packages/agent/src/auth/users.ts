@@ -21,6 +21,8 @@ export class UnknownUserError extends Error {
   constructor(
     readonly username: string,
     reason: string,
+    /** True when no account has the name (not merely one the agent cannot act as). */
+    readonly missing = false,
   ) {
     super(`user "${username}": ${reason}`);
     this.name = "UnknownUserError";
@@ -52,7 +54,7 @@ export class UserDirectory {
   resolve(username: string | undefined): UnixUser {
     if (!username || username === this.self.name) return this.self;
     const user = this.lookup(username);
-    if (!user) throw new UnknownUserError(username, "no such user in /etc/passwd");
+    if (!user) throw new UnknownUserError(username, "no such user in /etc/passwd", true);
     if (!this.isRoot && user.uid !== this.self.uid) {
       throw new UnknownUserError(username, `the agent runs as "${this.self.name}" (not root) and cannot switch users`);
     }

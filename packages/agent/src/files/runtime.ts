@@ -1,26 +1,49 @@
 import type { UserDirectory } from "../auth/users.js";
 import type { AgentContext } from "../context.js";
 
-/** How long after an upload's rename a watcher still attributes the path to it. */
+/** How long after an upload's rename a watcher still attributes the path's inode to it. */
 const UPLOAD_MEMORY_MS = 5_000;
 
+/** A watcher told of uploads the agent renames into place (see DirWatcher.uploaded). */
+export interface UploadListener {
+  uploaded(target: string, ino: bigint, created: boolean): Promise<void>;
+}
+
 /**
- * Paths just replaced by an upload's atomic rename. Watchers use it to report what
- * envd (which writes in place) reports for an upload: CREATE and WRITE, or WRITE alone
- * over an existing file, instead of the rename of a temp file.
+ * Uploads renamed into place, and the watchers to tell of them. envd writes an upload in
+ * place (open with O_CREAT|O_TRUNC, chmod, write), which inotify reports as CREATE (for a
+ * new file), CHMOD and WRITE; ours are atomic renames of a temp file. So the upload tells
+ * the watchers itself, before its HTTP response, and each reports envd's events; the
+ * rename's own inotify events, for the inode recorded here, are not reported again.
  */
 export class RecentUploads {
-  private readonly committed = new Map<string, number>();
+  private readonly committed = new Map<string, { ino: bigint; at: number }>();
+  private readonly listeners = new Set<UploadListener>();
 
-  record(target: string): void {
+  /** Called before the rename: the inode that is about to appear at `target`. */
+  record(target: string, ino: bigint): void {
     const now = Date.now();
-    for (const [p, at] of this.committed) if (now - at > UPLOAD_MEMORY_MS) this.committed.delete(p);
-    this.committed.set(target, now);
+    for (const [p, { at }] of this.committed) if (now - at > UPLOAD_MEMORY_MS) this.committed.delete(p);
+    this.committed.set(target, { ino, at: now });
   }
 
-  has(target: string): boolean {
-    const at = this.committed.get(target);
-    return at !== undefined && Date.now() - at <= UPLOAD_MEMORY_MS;
+  /** True when the file at `target` (inode `ino`) is one an upload put there. */
+  isUpload(target: string, ino: bigint): boolean {
+    const entry = this.committed.get(target);
+    return entry !== undefined && entry.ino === ino && Date.now() - entry.at <= UPLOAD_MEMORY_MS;
+  }
+
+  /** After the rename: every watcher has reported the upload once this resolves. */
+  async renamed(target: string, ino: bigint, created: boolean): Promise<void> {
+    await Promise.all([...this.listeners].map((listener) => listener.uploaded(target, ino, created)));
+  }
+
+  listen(listener: UploadListener): void {
+    this.listeners.add(listener);
+  }
+
+  unlisten(listener: UploadListener): void {
+    this.listeners.delete(listener);
   }
 }
 

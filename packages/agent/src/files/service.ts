@@ -15,6 +15,7 @@ import {
 import type { UserDirectory } from "../auth/users.js";
 import { type AgentContext, requestUser } from "../context.js";
 import { type AgentLimits, DEFAULT_LIMITS } from "../limits.js";
+import { throwIfDeadlinePassed } from "../server/deadline.js";
 import type { AgentService } from "../server/service.js";
 import { entryInfo } from "./entry.js";
 import { fsError, invalidPath } from "./errors.js";
@@ -135,19 +136,16 @@ export function createFilesystemService(
           return { entries };
         },
 
+        // envd removes with Go's os.RemoveAll: a path that does not exist is no error.
         async remove(req, hctx) {
           const { user, rights } = await requestRights(hctx);
           const target = resolveUserPath(user, req.path);
           try {
             if (rights.switches) {
               // Synchronous, so every call has the user's rights: a large tree holds the loop meanwhile.
-              rights.run(() => {
-                lstatSync(target);
-                rmSync(target, { recursive: true });
-              });
+              rights.run(() => rmSync(target, { recursive: true, force: true }));
             } else {
-              await lstat(target);
-              await rm(target, { recursive: true });
+              await rm(target, { recursive: true, force: true });
             }
           } catch (err) {
             throw fsError(err, "remove", target);
@@ -181,6 +179,7 @@ export function createFilesystemService(
               keepalive.sent();
               yield message;
             }
+            throwIfDeadlinePassed(hctx);
           } finally {
             keepalive.stop();
             hctx.signal.removeEventListener("abort", stop);

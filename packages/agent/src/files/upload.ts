@@ -4,6 +4,7 @@ import {
   constants,
   createWriteStream,
   fchmodSync,
+  lstatSync,
   openSync,
   realpathSync,
   renameSync,
@@ -54,14 +55,21 @@ export class StagedFile {
     private readonly rights: FileRights,
     /** The temp file's marker in the upload journal. */
     private readonly marker: string | undefined,
+    /** True when no file was at the destination when the upload began. */
+    readonly created: boolean,
   ) {}
 
-  /** Renames the temp file over the target, atomically replacing any old file. */
+  /**
+   * Renames the temp file over the target, atomically replacing any old file, and has the
+   * directory watchers report it as envd's in-place write before this resolves.
+   */
   async commit(uploads: RecentUploads): Promise<void> {
     if (this.done) return;
     this.done = true;
-    uploads.record(this.destination);
+    let ino: bigint;
     try {
+      ino = this.rights.run(() => lstatSync(this.temp, { bigint: true }).ino);
+      uploads.record(this.destination, ino);
       this.rights.run(() => renameSync(this.temp, this.destination));
     } catch (err) {
       removeTemp(this.temp, this.rights);
@@ -69,6 +77,7 @@ export class StagedFile {
     } finally {
       await uploadJournal.remove(this.marker);
     }
+    await uploads.renamed(this.destination, ino, this.created);
   }
 
   async discard(): Promise<void> {
@@ -140,7 +149,7 @@ export async function stageWith(
     if (options.metadata && Object.keys(options.metadata).length > 0) {
       metadataStored = await writeMetadata(`/proc/self/fd/${fd}`, options.metadata);
     }
-    return new StagedFile(target, destination, temp, metadataStored, rights, marker);
+    return new StagedFile(target, destination, temp, metadataStored, rights, marker, !existing);
   } catch (err) {
     if (temp && fd !== undefined) removeTemp(temp, rights);
     await uploadJournal.remove(marker);

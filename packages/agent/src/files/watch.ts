@@ -6,7 +6,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { EventType, type FilesystemEvent, FilesystemEventSchema } from "@tether/protocol/filesystem";
 import { entryInfo } from "./entry.js";
 import { fsError, invalidPath } from "./errors.js";
-import type { FilesRuntime } from "./runtime.js";
+import type { FilesRuntime, UploadListener } from "./runtime.js";
 import { isUploadTempName } from "./upload.js";
 
 export interface DirWatcherOptions {
@@ -53,10 +53,10 @@ interface Slot {
  * - RENAME for a path whose inode then appears under another name (kernel rename
  *   events come in pairs, so this is settled once the pending events are handled),
  *   else REMOVE.
- * An upload's temp file is never reported; its rename into place reads as envd's
- * in-place write: CREATE and WRITE, or WRITE over an existing file.
+ * An upload's temp file is never reported, nor the rename that puts it in place: the
+ * upload reports itself (`uploaded`) as envd's in-place write, before it answers.
  */
-export class DirWatcher {
+export class DirWatcher implements UploadListener {
   private readonly watchers = new Map<string, FSWatcher>();
   private readonly seen = new Map<string, Seen>();
   private readonly slots: Slot[] = [];
@@ -87,10 +87,38 @@ export class DirWatcher {
       watcher.close();
       throw fsError(err, "watch", root);
     }
+    options.runtime.uploads.listen(watcher);
     return watcher;
   }
 
+  /**
+   * An upload renamed a file into a watched directory: reports what inotify gives for
+   * envd's in-place write (CREATE for a new file, then CHMOD and WRITE), delivered before
+   * this resolves, so a client polling right after its upload answered sees them. Queued
+   * behind the raw events already read, to keep the kernel's order.
+   */
+  async uploaded(target: string, ino: bigint, created: boolean): Promise<void> {
+    if (this.closed || !this.watchers.has(path.dirname(target))) return;
+    const reported = this.chain.then(async () => {
+      if (this.closed) return;
+      const st = await lstat(target, { bigint: true }).catch(() => undefined);
+      // Replaced or removed since: the raw events of that tell the story.
+      if (st?.ino !== ino) return;
+      const before = this.seen.get(target);
+      if (before && (before.ino !== st.ino || before.dev !== st.dev)) this.forget(target, before);
+      this.seen.set(target, seenOf(st, false));
+      if (created) await this.emit(EventType.CREATE, target);
+      await this.emit(EventType.CHMOD, target);
+      await this.emit(EventType.WRITE, target);
+      // Events held behind a vanished path go out now, not at the next settle.
+      if (this.queued === 0) this.settle();
+    });
+    this.chain = reported.catch((err: unknown) => this.fail(fsError(err, "watch", target)));
+    await this.chain;
+  }
+
   close(): void {
+    this.options.runtime.uploads.unlisten(this);
     this.closed = true;
     for (const w of this.watchers.values()) w.close();
     this.watchers.clear();
@@ -161,13 +189,12 @@ export class DirWatcher {
       this.vanished.delete(inodeKey(st));
       this.resolve(from.slot, EventType.RENAME, from.path);
     }
-    const uploaded = !from && st.isFile() && this.options.runtime.uploads.has(target);
-    this.seen.set(target, seenOf(st, !uploaded));
-    if (uploaded) {
-      if (!before) await this.emit(EventType.CREATE, target);
-      await this.emit(EventType.WRITE, target);
+    // An upload's rename: `uploaded` reports it (or did already).
+    if (!from && st.isFile() && this.options.runtime.uploads.isUpload(target, st.ino)) {
+      this.seen.set(target, seenOf(st, false));
       return;
     }
+    this.seen.set(target, seenOf(st, true));
     await this.emit(EventType.CREATE, target);
     // A directory moved within the tree is rescanned silently; a new one is announced.
     if (st.isDirectory() && this.options.recursive) await this.addDir(target, !from);

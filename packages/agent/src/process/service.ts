@@ -3,6 +3,7 @@ import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { KEEPALIVE_INTERVAL_HEADER } from "@tether/protocol/constants";
 import { Process, type ProcessEventSchema, type ProcessInput, Signal } from "@tether/protocol/process";
 import { type AgentContext, requestUser } from "../context.js";
+import { throwIfDeadlinePassed } from "../server/deadline.js";
 import { RawMessageWriter } from "../server/raw-messages.js";
 import type { AgentService } from "../server/service.js";
 import { childCredentials } from "./credentials.js";
@@ -33,14 +34,19 @@ export function createProcessService(ctx: AgentContext, table: ProcessTable): Ag
           const user = requestUser(ctx, context.requestHeader);
           const spec = planLaunch(req, user, ctx.state, await childCredentials(ctx.users, user, req.pty !== undefined));
           table.checkTagFree(spec.tag);
-          const proc = new TrackedProcess(spec);
+          // envd runs a Start that carries a deadline (Connect-Timeout-Ms) under it: the process
+          // is killed when it passes, whether or not the client is still there.
+          const deadline = context.timeoutMs();
+          const proc = new TrackedProcess(spec, {
+            timeoutMs: deadline === undefined ? undefined : Math.max(deadline, 1),
+          });
           // Subscribed before spawning: the client holds the output back from the first byte.
           const sub = proc.subscribe(ZERO_OFFSETS, { blocking: true, keepaliveMs: keepaliveMs(context) });
           try {
             await proc.spawn();
           } catch (err) {
             sub.close();
-            throw err;
+            throw envdSpawnError(err);
           }
           table.add(proc);
           ctx.log.debug({ pid: proc.pid, cmd: spec.config.cmd, tag: spec.tag, user: user.name }, "process started");
@@ -98,7 +104,9 @@ export function createProcessService(ctx: AgentContext, table: ProcessTable): Ag
 
         async update(req) {
           const proc = table.findRunning(req.process);
-          if (!req.pty?.size) throw new ConnectError("pty.size is required", Code.InvalidArgument);
+          // envd's Update changes what it is given: without a pty, nothing (and answers OK).
+          if (!req.pty) return {};
+          if (!req.pty.size) throw new ConnectError("pty.size is required", Code.InvalidArgument);
           const { cols, rows } = ptySize(req.pty.size);
           proc.process.resize(cols, rows);
           return {};
@@ -112,8 +120,17 @@ export function createProcessService(ctx: AgentContext, table: ProcessTable): Ag
   };
 }
 
-/** Turns a subscription's updates into envd's events, wrapped in the message both streaming RPCs share. */
+/**
+ * Turns a subscription's updates into envd's events, wrapped in the message both streaming
+ * RPCs share. A call whose deadline passed ends with deadline_exceeded, as envd's does (the
+ * Python SDK makes that its TimeoutException); a process's own end event ends it cleanly.
+ */
 async function* responses(sub: Subscription, context: HandlerContext) {
+  yield* events(sub, context);
+  throwIfDeadlinePassed(context);
+}
+
+async function* events(sub: Subscription, context: HandlerContext) {
   const writer = RawMessageWriter.for(context);
   const direct: DirectOutput | undefined = writer && {
     writer,
@@ -142,6 +159,18 @@ async function* responses(sub: Subscription, context: HandlerContext) {
     }
     yield { event };
   }
+}
+
+/**
+ * envd answers a spawn that failed with invalid_argument (the e2b SDKs' InvalidArgumentError),
+ * whatever the reason, but for exhausted resources (resource_exhausted, which clients may
+ * retry); tether.v1.Exec keeps the finer codes (a missing program is not_found there).
+ */
+function envdSpawnError(err: unknown): unknown {
+  if (!(err instanceof ConnectError)) return err;
+  if (err.code === Code.ResourceExhausted || err.code === Code.InvalidArgument) return err;
+  if (err.code !== Code.NotFound && err.code !== Code.PermissionDenied && err.code !== Code.Internal) return err;
+  return new ConnectError(err.rawMessage, Code.InvalidArgument, err.metadata, undefined, err);
 }
 
 /** The keepalive interval the client asked for (in seconds, envd's header), if any. */

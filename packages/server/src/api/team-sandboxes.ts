@@ -1,0 +1,186 @@
+import {
+  ImageNotFoundError,
+  InvalidSandboxSpecError,
+  type Sandboxes,
+  type SandboxInfo,
+  SandboxNotFoundError,
+} from "@tether/host";
+import type { TeamLimits } from "../auth/limits.js";
+import { BadRequestError, ConflictError, NotFoundError } from "../errors.js";
+import type { Template, Templates } from "../templates/templates.js";
+import type { ConnectBody, ListQuery, NewSandboxBody } from "./schemas.js";
+import { e2bState, factsOf, hostCpus, hostMemoryMB, type ServerFacts } from "./views.js";
+
+/** E2B's default sandbox lifetime, seconds. */
+export const DEFAULT_TIMEOUT_S = 300;
+
+/** A page of a list and the token of the next one (undefined on the last page). */
+export interface Page {
+  items: SandboxInfo[];
+  nextToken: string | undefined;
+}
+
+/** What `base` (the e2b SDK's default template) means when no template of that name is registered. */
+export interface TemplateResolution {
+  templates: Templates;
+  /** The image `base` answers with when no template is named so. */
+  baseImage?: string;
+}
+
+/**
+ * E2B's sandbox operations over the host's Sandboxes, scoped to one team: another
+ * team's sandbox is "not found", never "forbidden", so ids do not leak across teams.
+ */
+export class TeamSandboxes {
+  constructor(
+    private readonly sandboxes: Sandboxes,
+    private readonly templates: TemplateResolution,
+    private readonly limits: TeamLimits,
+  ) {}
+
+  /** The team's sandbox, running or paused; NotFoundError otherwise. */
+  async get(team: string, id: string): Promise<SandboxInfo> {
+    const info = await this.sandboxes.get(id).catch((err) => {
+      if (err instanceof SandboxNotFoundError) return undefined;
+      throw err;
+    });
+    if (!info || info.id !== id || factsOf(info).team !== team || e2bState(info) === undefined) {
+      throw new NotFoundError(`sandbox ${id} not found`);
+    }
+    return info;
+  }
+
+  /** The team's running and paused sandboxes. */
+  async all(team: string): Promise<SandboxInfo[]> {
+    const list = await this.sandboxes.list({ states: ["running", "paused", "stopped"] });
+    return list.filter((s) => factsOf(s).team === team);
+  }
+
+  /** Creates a sandbox from a template (or a local image) for the team. */
+  async create(team: string, body: NewSandboxBody): Promise<SandboxInfo> {
+    const release = this.limits.acquire(team, (await this.all(team)).length);
+    try {
+      const template = this.template(body.templateID);
+      const d = template.defaults;
+      const network = body.allow_internet_access === true ? "bridge" : (d.network ?? "none");
+      const facts: ServerFacts = {
+        team,
+        templateID: body.templateID,
+        metadata: body.metadata ?? {},
+        autoPause: body.autoPause ?? false,
+        cpuCount: d.cpus !== undefined ? Math.max(1, Math.ceil(d.cpus)) : hostCpus(),
+        memoryMB: d.memoryMB ?? hostMemoryMB(),
+        allowInternetAccess: network === "bridge",
+      };
+      return await this.sandboxes
+        .create(template.image, {
+          backend: "docker",
+          env: { ...d.env, ...body.envVars },
+          ...(d.cpus !== undefined ? { cpus: d.cpus } : {}),
+          ...(d.memoryMB !== undefined ? { memory: `${d.memoryMB}m` } : {}),
+          ...(d.command ? { command: d.command } : {}),
+          network,
+          timeoutMs: (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000,
+          // autoPause keeps the filesystem (a stop); otherwise E2B kills at timeout.
+          onExpiry: body.autoPause ? "stop" : "remove",
+          metadata: { e2b: facts },
+        })
+        .catch((err) => {
+          if (err instanceof ImageNotFoundError) {
+            throw new NotFoundError(`template ${body.templateID}: ${err.message}`);
+          }
+          if (err instanceof InvalidSandboxSpecError) throw new BadRequestError(err.message);
+          throw err;
+        });
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Connects: a running sandbox's timeout is extended (never shortened) to now + timeout;
+   * a paused one is resumed (frozen: thawed; stopped: started). `resumed` says which, for
+   * the 200/201 E2B answers.
+   */
+  async connect(team: string, id: string, body: ConnectBody): Promise<{ info: SandboxInfo; resumed: boolean }> {
+    let info = await this.get(team, id);
+    let resumed = false;
+    if (info.state === "paused") {
+      await this.sandboxes.unpause(id);
+      resumed = true;
+    } else if (info.state === "stopped") {
+      await this.sandboxes.start(id);
+      resumed = true;
+    }
+    info = await this.extend(id, (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000, resumed);
+    return { info, resumed };
+  }
+
+  /** E2B's setTimeout: expire at now + timeout, which may shorten the lifetime. */
+  async setTimeout(team: string, id: string, timeoutS: number): Promise<void> {
+    await this.get(team, id);
+    await this.sandboxes.setTimeouts(id, { timeoutMs: Math.max(1, timeoutS) * 1000 });
+  }
+
+  async kill(team: string, id: string): Promise<void> {
+    await this.get(team, id);
+    await this.sandboxes.remove(id);
+  }
+
+  /** `memory: true` (default) freezes every process; `memory: false` stops it, keeping the filesystem. */
+  async pause(team: string, id: string, memory: boolean): Promise<void> {
+    const info = await this.get(team, id);
+    if (info.state !== "running") throw new ConflictError(`sandbox ${id} is already paused`);
+    if (memory) await this.sandboxes.pause(id);
+    else await this.sandboxes.stop(id, { timeoutSeconds: 5 });
+  }
+
+  /** A page of the team's sandboxes, filtered and ordered as E2B's list does. */
+  async list(team: string, query: ListQuery): Promise<Page> {
+    const states = new Set(query.state);
+    const order = query.order ?? "desc";
+    let items = (await this.all(team)).filter((s) => {
+      const facts = factsOf(s);
+      const state = e2bState(s);
+      if (!state || (states.size > 0 && !states.has(state))) return false;
+      if (query.template && facts.templateID !== query.template) return false;
+      if (query.startedAfter && s.createdAt <= query.startedAfter) return false;
+      for (const [k, v] of Object.entries(query.metadata ?? {})) if (facts.metadata[k] !== v) return false;
+      return true;
+    });
+    const key = (s: SandboxInfo) => `${String(s.createdAt.getTime()).padStart(15, "0")}:${s.id}`;
+    items.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0) * (order === "asc" ? 1 : -1));
+    if (query.nextToken) {
+      const after = Buffer.from(query.nextToken, "base64url").toString();
+      items = items.filter((s) => (order === "asc" ? key(s) > after : key(s) < after));
+    }
+    const limit = query.limit ?? 100;
+    const page = items.slice(0, limit);
+    const last = page.at(-1);
+    return {
+      items: page,
+      nextToken: items.length > limit && last ? Buffer.from(key(last)).toString("base64url") : undefined,
+    };
+  }
+
+  /** Sets the expiry to now + ms unless it is already later (or always, after a resume). */
+  private async extend(id: string, ms: number, always: boolean): Promise<SandboxInfo> {
+    const info = await this.sandboxes.get(id);
+    const wanted = Date.now() + ms;
+    if (always || !info.expiresAt || info.expiresAt.getTime() < wanted) {
+      return this.sandboxes.setTimeouts(id, { timeoutMs: ms });
+    }
+    return info;
+  }
+
+  /** The template a create names: a registered one, `base` as configured, else a local image by that name. */
+  private template(name: string): Template {
+    const found = this.templates.templates.find(name);
+    if (found) return found;
+    if (name === "base" && this.templates.baseImage) {
+      return { name, image: this.templates.baseImage, defaults: {}, createdAt: new Date(0) };
+    }
+    // Any local image works as a template id without registering it.
+    return { name, image: name, defaults: {}, createdAt: new Date(0) };
+  }
+}

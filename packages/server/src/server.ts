@@ -92,7 +92,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const limits = new TeamLimits(options.limits);
   const metrics = new ServerMetrics(sandboxes, limits);
   const proxy = new SandboxProxy(sandboxes, log.child({ part: "proxy" }));
-  const teamSandboxes = new TeamSandboxes(sandboxes, { templates, baseImage: options.baseImage }, limits);
+  const teamSandboxes = new TeamSandboxes(sandboxes, { templates, baseImage: options.baseImage }, limits, (id) =>
+    proxy.forget(id),
+  );
   const domain = options.domain;
 
   const app = Fastify({

@@ -36,6 +36,8 @@ export class TeamSandboxes {
     private readonly sandboxes: Sandboxes,
     private readonly templates: TemplateResolution,
     private readonly limits: TeamLimits,
+    /** Told when a sandbox stops answering (killed, paused), so the proxy drops what it cached. */
+    private readonly unavailable: (id: string) => void = () => {},
   ) {}
 
   /** The team's sandbox, running or paused; NotFoundError otherwise. */
@@ -124,6 +126,7 @@ export class TeamSandboxes {
 
   async kill(team: string, id: string): Promise<void> {
     await this.get(team, id);
+    this.unavailable(id);
     await this.sandboxes.remove(id);
   }
 
@@ -131,6 +134,7 @@ export class TeamSandboxes {
   async pause(team: string, id: string, memory: boolean): Promise<void> {
     const info = await this.get(team, id);
     if (info.state !== "running") throw new ConflictError(`sandbox ${id} is already paused`);
+    this.unavailable(id);
     if (memory) await this.sandboxes.pause(id);
     else await this.sandboxes.stop(id, { timeoutSeconds: 5 });
   }

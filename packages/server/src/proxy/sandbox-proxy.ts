@@ -5,6 +5,7 @@ import type { Sandboxes, SandboxInfo } from "@tether/host";
 import type { Agent } from "@tether/sdk";
 import type { Logger } from "pino";
 import { AGENT_PORT, type ProxyTarget, validTarget } from "./route.js";
+import { checkSignature } from "./signed-url.js";
 
 /** Headers that belong to one hop, plus the routing headers the sandbox has no use for. */
 const HOP = new Set([
@@ -113,6 +114,15 @@ export class SandboxProxy {
     };
     if (target.port === AGENT_PORT) {
       options.socketPath = info.endpoint?.socket;
+      const token = info.endpoint?.accessToken;
+      // A signed URL stands for the token (see checkSignature); a bad one gets the agent's own 401.
+      if (
+        token &&
+        req.headers["x-access-token"] === undefined &&
+        checkSignature(req.method ?? "GET", req.url ?? "/", token) === "valid"
+      ) {
+        (options.headers as http.OutgoingHttpHeaders)["x-access-token"] = token;
+      }
     } else {
       const direct = this.directAddress(info);
       if (direct) {

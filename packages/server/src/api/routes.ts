@@ -8,6 +8,7 @@ import {
   ListedSandbox,
   ListQuery,
   NewSandboxBody,
+  optionalBody,
   PauseBody,
   SandboxDetail,
   SandboxParams,
@@ -62,7 +63,7 @@ export function e2bRoutes(app: FastifyInstance, sandboxes: TeamSandboxes, view: 
     {
       schema: {
         params: SandboxParams,
-        body: z.looseObject({ timeout: z.number().int().min(1).optional() }).default({}),
+        body: optionalBody(z.looseObject({ timeout: z.number().int().min(1).optional() })),
         response: { 201: SandboxResponse, ...errors },
       },
     },
@@ -140,7 +141,7 @@ export function e2bRoutes(app: FastifyInstance, sandboxes: TeamSandboxes, view: 
     {
       schema: {
         params: SandboxParams,
-        body: z.looseObject({ duration: z.number().int().min(0).max(3600).optional() }).default({}),
+        body: optionalBody(z.looseObject({ duration: z.number().int().min(0).max(3600).optional() })),
       },
     },
     async (request, reply) => {

@@ -27,14 +27,19 @@ export const NewSandboxBody = z.looseObject({
 });
 export type NewSandboxBody = z.infer<typeof NewSandboxBody>;
 
+/** A body that may be left out (Fastify then has null): it reads as `{}`. */
+export function optionalBody<T extends z.ZodType>(schema: T) {
+  return z.preprocess((value) => value ?? {}, schema);
+}
+
 /** `{}` is allowed: the server's default timeout applies. */
-export const ConnectBody = z
-  .looseObject({ timeout: z.number().int().min(1).optional(), memory: z.boolean().optional() })
-  .default({});
+export const ConnectBody = optionalBody(
+  z.looseObject({ timeout: z.number().int().min(1).optional(), memory: z.boolean().optional() }),
+);
 export type ConnectBody = z.infer<typeof ConnectBody>;
 
 export const TimeoutBody = z.object({ timeout: z.number().int().min(0) });
-export const PauseBody = z.looseObject({ memory: z.boolean().optional() }).default({});
+export const PauseBody = optionalBody(z.looseObject({ memory: z.boolean().optional() }));
 
 export const SandboxParams = z.object({ sandboxID: z.string().regex(/^[a-z0-9]{1,64}$/) });
 

@@ -41,7 +41,7 @@ export class TeamLimits {
       );
     }
     if (live + flying >= this.maxSandboxes) {
-      throw new RateLimitedError(`team ${team} has ${live} sandboxes (limit ${this.maxSandboxes})`, 5);
+      throw new RateLimitedError(`team ${team} has ${live} sandboxes (limit ${this.maxSandboxes})`, 2);
     }
     this.inFlight.set(team, flying + 1);
     let released = false;

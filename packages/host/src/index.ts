@@ -24,6 +24,7 @@ export type {
   SandboxInfo,
   SandboxSpec,
   SandboxState,
+  SandboxStats,
   StopOptions,
 } from "./backends/backend.js";
 export { LABEL_HOME, LABEL_MANAGED_BY, LABEL_SANDBOX, MANAGED_BY } from "./backends/backend.js";

@@ -8,6 +8,7 @@ import type {
   SandboxInfo,
   SandboxSpec,
   SandboxState,
+  SandboxStats,
   StopOptions,
 } from "./backends/backend.js";
 import { BwrapBackend } from "./backends/bwrap/bwrap-backend.js";
@@ -355,6 +356,13 @@ export class Sandboxes {
     }
     if (record.state !== "archived") await this.backendFor(record.backend).remove(record.id);
     this.registry?.delete(record.id, { event: { kind: "removed" } });
+  }
+
+  /** The sandbox's resource use now; undefined where its backend reports none (local, bwrap). */
+  async stats(id: string): Promise<SandboxStats | undefined> {
+    await this.maintain();
+    const { backend, info } = await this.resolve(id);
+    return backend.stats ? backend.stats(info.id) : undefined;
   }
 
   async *logs(id: string, options?: LogOptions): AsyncGenerator<LogChunk> {

@@ -42,6 +42,7 @@ after(async () => {
 function sandboxCalls(id: string): [string, string, unknown][] {
   return [
     ["GET", `/sandboxes/${id}`, undefined],
+    ["GET", `/sandboxes/${id}/metrics`, undefined],
     ["DELETE", `/sandboxes/${id}`, undefined],
     ["POST", `/sandboxes/${id}/timeout`, { timeout: 30 }],
     ["POST", `/sandboxes/${id}/refreshes`, { duration: 30 }],

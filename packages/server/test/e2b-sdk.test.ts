@@ -257,3 +257,25 @@ test("signed upload and download URLs work through Host routing", { skip }, asyn
     await sandbox.kill();
   }
 });
+
+test("getMetrics: a sample of the engine's cgroup stats", { skip }, async () => {
+  const sandbox = await Sandbox.create("debian");
+  try {
+    await sandbox.commands.run("head -c 20000000 /dev/urandom > /root/noise");
+    const metrics = await sandbox.getMetrics();
+    assert.equal(metrics.length, 1);
+    const [m] = metrics;
+    assert.ok(m.cpuCount >= 1);
+    assert.ok(m.cpuUsedPct >= 0 && m.cpuUsedPct <= 100, `cpuUsedPct ${m.cpuUsedPct}`);
+    assert.ok(m.memUsed > 0 && m.memUsed < m.memTotal, `memUsed ${m.memUsed} of ${m.memTotal}`);
+    assert.ok(m.diskUsed >= 20_000_000, `diskUsed ${m.diskUsed}`);
+    assert.ok(Math.abs(m.timestamp.getTime() - Date.now()) < 60_000);
+    const past = await sandbox.getMetrics({
+      start: new Date(Date.now() - 7_200_000),
+      end: new Date(Date.now() - 3_600_000),
+    });
+    assert.deepEqual(past, []);
+  } finally {
+    await sandbox.kill();
+  }
+});

@@ -7,16 +7,18 @@ import {
   ErrorBody,
   ListedSandbox,
   ListQuery,
+  MetricsQuery,
   NewSandboxBody,
   optionalBody,
   PauseBody,
   SandboxDetail,
+  SandboxMetric,
   SandboxParams,
   SandboxResponse,
   TimeoutBody,
 } from "./schemas.js";
 import { DEFAULT_TIMEOUT_S, type TeamSandboxes } from "./team-sandboxes.js";
-import { detailView, listedView, sandboxView, type ViewContext } from "./views.js";
+import { detailView, listedView, metricView, sandboxView, type ViewContext } from "./views.js";
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody, 429: ErrorBody, 500: ErrorBody };
 
@@ -165,9 +167,20 @@ export function e2bRoutes(app: FastifyInstance, sandboxes: TeamSandboxes, view: 
     },
   );
 
+  api.get(
+    "/sandboxes/:sandboxID/metrics",
+    {
+      schema: {
+        params: SandboxParams,
+        querystring: MetricsQuery,
+        response: { 200: z.array(SandboxMetric), ...errors },
+      },
+    },
+    async (request) => (await sandboxes.metrics(request.team, request.params.sandboxID, request.query)).map(metricView),
+  );
+
   // Parts of E2B's API not implemented yet: a plain 501, never a pretend success.
   const missing: [string, string, string][] = [
-    ["GET", "/sandboxes/:sandboxID/metrics", "sandbox metrics"],
     ["GET", "/v2/sandboxes/:sandboxID/logs", "sandbox logs"],
     ["GET", "/sandboxes/:sandboxID/logs", "sandbox logs"],
     ["PUT", "/sandboxes/:sandboxID/network", "network configuration"],

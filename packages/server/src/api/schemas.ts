@@ -115,3 +115,21 @@ export const SandboxDetail = ListedSandbox.extend({
   allowInternetAccess: z.boolean(),
   lifecycle: z.object({ onTimeout: z.enum(["pause", "kill"]), autoResume: z.boolean() }),
 });
+
+export const MetricsQuery = z.object({
+  start: z.coerce.number().int().optional(),
+  end: z.coerce.number().int().optional(),
+});
+
+/** SandboxMetric: Python requires every field. */
+export const SandboxMetric = z.object({
+  timestamp: z.string(),
+  timestampUnix: z.number().int(),
+  cpuCount: z.number().int(),
+  cpuUsedPct: z.number(),
+  memUsed: z.number().int(),
+  memTotal: z.number().int(),
+  memCache: z.number().int(),
+  diskUsed: z.number().int(),
+  diskTotal: z.number().int(),
+});

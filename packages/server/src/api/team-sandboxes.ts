@@ -4,6 +4,7 @@ import {
   type Sandboxes,
   type SandboxInfo,
   SandboxNotFoundError,
+  type SandboxStats,
 } from "@tether/host";
 import type { TeamLimits } from "../auth/limits.js";
 import { BadRequestError, ConflictError, NotFoundError } from "../errors.js";
@@ -137,6 +138,20 @@ export class TeamSandboxes {
     this.unavailable(id);
     if (memory) await this.sandboxes.pause(id);
     else await this.sandboxes.stop(id, { timeoutSeconds: 5 });
+  }
+
+  /**
+   * The sandbox's metrics between `start` and `end` (unix seconds): one sample taken now
+   * from the engine's cgroup stats, when now is in the range and the sandbox runs. No
+   * history is kept (E2B keeps samples every few seconds).
+   */
+  async metrics(team: string, id: string, range: { start?: number; end?: number }): Promise<SandboxStats[]> {
+    const info = await this.get(team, id);
+    const now = Date.now() / 1000;
+    if (info.state !== "running" || (range.start !== undefined && now < range.start - 1)) return [];
+    if (range.end !== undefined && now > range.end + 1) return [];
+    const stats = await this.sandboxes.stats(id);
+    return stats ? [stats] : [];
   }
 
   /** A page of the team's sandboxes, filtered and ordered as E2B's list does. */

@@ -1,5 +1,5 @@
 import os from "node:os";
-import type { SandboxInfo } from "@tether/host";
+import type { SandboxInfo, SandboxStats } from "@tether/host";
 import { DEFAULT_TEAM } from "../auth/keys.js";
 
 /**
@@ -104,5 +104,21 @@ export function detailView(info: SandboxInfo, ctx: ViewContext) {
     envdAccessToken: info.endpoint?.accessToken ?? null,
     allowInternetAccess: facts.allowInternetAccess,
     lifecycle: { onTimeout: facts.autoPause ? ("pause" as const) : ("kill" as const), autoResume: false },
+  };
+}
+
+/** The `SandboxMetric` schema. */
+export function metricView(stats: SandboxStats) {
+  return {
+    timestamp: stats.at.toISOString(),
+    timestampUnix: Math.floor(stats.at.getTime() / 1000),
+    cpuCount: Math.max(1, Math.round(stats.cpuCount)),
+    cpuUsedPct: Math.round(stats.cpuUsedPct * 100) / 100,
+    memUsed: stats.memUsed,
+    memTotal: stats.memTotal,
+    memCache: stats.memCache,
+    diskUsed: stats.diskUsed,
+    // Sandboxes get no disk quota: 0 says so.
+    diskTotal: 0,
   };
 }

@@ -35,6 +35,7 @@ import {
   type SandboxInfo,
   type SandboxSpec,
   type SandboxState,
+  type SandboxStats,
   type StopOptions,
 } from "../backend.js";
 import { type ValidSpec, validateSpec } from "../spec.js";
@@ -252,6 +253,38 @@ export class DockerBackend implements SandboxBackend {
       if (summary.State === "paused") return;
       if (summary.State !== "running") throw new SandboxNotRunningError(sandboxId, stateOf(summary.State));
       await this.docker.getContainer(summary.Id).pause();
+    });
+  }
+
+  /** The engine's cgroup stats of the container (one sample) and the size of its writable layer. */
+  async stats(id: string): Promise<SandboxStats> {
+    return this.call(async () => {
+      const { summary, sandboxId } = await this.require(id);
+      if (summary.State !== "running") throw new SandboxNotRunningError(sandboxId, stateOf(summary.State));
+      const container = this.docker.getContainer(summary.Id);
+      const [stats, details] = await Promise.all([
+        container.stats({ stream: false }),
+        // dockerode passes options as the query (size=true adds SizeRw); its types lack it.
+        container.inspect({ size: true } as Docker.ContainerInspectOptions),
+      ]);
+      const online = stats.cpu_stats.online_cpus || stats.cpu_stats.cpu_usage.percpu_usage?.length || 1;
+      const nanoCpus = details.HostConfig.NanoCpus ?? 0;
+      const cpuCount = nanoCpus > 0 ? nanoCpus / 1e9 : online;
+      const cpuDelta = stats.cpu_stats.cpu_usage.total_usage - (stats.precpu_stats.cpu_usage?.total_usage ?? 0);
+      const systemDelta = stats.cpu_stats.system_cpu_usage - (stats.precpu_stats.system_cpu_usage ?? 0);
+      // Docker's CPU % counts every online CPU as 100; E2B's is of the sandbox's own CPUs.
+      const hostPct = systemDelta > 0 && cpuDelta > 0 ? (cpuDelta / systemDelta) * online * 100 : 0;
+      const memory = stats.memory_stats;
+      const cache = memory.stats?.cache ?? memory.stats?.total_inactive_file ?? 0;
+      return {
+        at: new Date(stats.read),
+        cpuCount,
+        cpuUsedPct: Math.min(100, hostPct / cpuCount),
+        memUsed: Math.max(0, (memory.usage ?? 0) - cache),
+        memTotal: memory.limit ?? 0,
+        memCache: cache,
+        diskUsed: (details as { SizeRw?: number }).SizeRw ?? 0,
+      };
     });
   }
 

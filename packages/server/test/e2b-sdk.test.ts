@@ -279,3 +279,18 @@ test("getMetrics: a sample of the engine's cgroup stats", { skip }, async () => 
     await sandbox.kill();
   }
 });
+
+test("a sandbox created to pause on timeout is paused, not killed, and connect resumes it", { skip }, async () => {
+  const sandbox = await Sandbox.create("debian", { timeoutMs: 2000, lifecycle: { onTimeout: "pause" } } as never);
+  try {
+    await sandbox.files.write("/root/before-timeout.txt", "kept");
+    assert.equal((await sandbox.getInfo()).lifecycle?.onTimeout, "pause");
+    await eventually("the timeout to pause it", async () =>
+      (await Sandbox.getInfo(sandbox.sandboxId)).state === "paused" ? true : undefined,
+    );
+    const again = await Sandbox.connect(sandbox.sandboxId, { timeoutMs: 120_000 });
+    assert.equal(await again.files.read("/root/before-timeout.txt"), "kept");
+  } finally {
+    await Sandbox.kill(sandbox.sandboxId);
+  }
+});

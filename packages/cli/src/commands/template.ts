@@ -1,3 +1,4 @@
+import path from "node:path";
 import { tetherHome } from "@tether/host";
 import { Command, InvalidArgumentError } from "commander";
 import { collectEnv } from "../options.js";
@@ -57,6 +58,48 @@ export function templateCommand(): Command {
         close();
       }
     });
+  template
+    .command("build")
+    .summary("build an image from a Dockerfile (through the engine) and name it as a template")
+    .description(
+      "Builds CONTEXT (default: the Dockerfile's directory) through the Engine API, streaming its\n" +
+        "progress on stderr, tags it tether-template/NAME, and registers NAME as its template.",
+    )
+    .argument("<name>", "the template id clients use (lower case)")
+    .argument("[context]", "the build context directory")
+    .option("-f, --file <Dockerfile>", "the Dockerfile", "Dockerfile")
+    .option("--cpus <n>", "CPU limit", positiveNumber)
+    .option("--memory <MiB>", "memory limit in MiB", positiveNumber)
+    .action(
+      async (name: string, context: string | undefined, flags: { file: string; cpus?: number; memory?: number }) => {
+        const { DockerBackend, buildImage } = await import("@tether/host");
+        const dockerfile = path.resolve(flags.file);
+        const dir = path.resolve(context ?? path.dirname(dockerfile));
+        const relative = path.relative(dir, dockerfile);
+        if (relative.startsWith("..") || path.isAbsolute(relative)) {
+          throw new InvalidArgumentError(`the Dockerfile ${flags.file} must be inside the build context ${dir}`);
+        }
+        const backend = new DockerBackend();
+        // Asking the engine first turns "not running" into a clear EngineUnavailableError.
+        await backend.engine();
+        const { tag } = await buildImage(backend.docker, {
+          context: dir,
+          dockerfile: relative,
+          tag: `tether-template/${name}:latest`,
+          onProgress: (line) => process.stderr.write(`${line}\n`),
+        });
+        const { templates: store, close } = await templates();
+        try {
+          store.put(name, tag, {
+            ...(flags.cpus !== undefined ? { cpus: flags.cpus } : {}),
+            ...(flags.memory !== undefined ? { memoryMB: Math.round(flags.memory) } : {}),
+          });
+        } finally {
+          close();
+        }
+        process.stdout.write(`${tag}\n`);
+      },
+    );
   template
     .command("ls")
     .summary("list templates")

@@ -55,6 +55,8 @@ function badGatewayBody(err: Unreachable): string {
 export class SandboxProxy {
   private readonly lookups = new Map<string, { at: number; info: Promise<SandboxInfo> }>();
   private readonly agents = new Map<string, Promise<Agent>>();
+  /** Connections to agents' sockets are kept between requests: a new one per request costs more than the hop itself. */
+  private readonly pool = new http.Agent({ keepAlive: true, maxFreeSockets: 64 });
 
   constructor(
     private readonly sandboxes: Sandboxes,
@@ -103,6 +105,7 @@ export class SandboxProxy {
   /** Closes the agent connections the proxy holds (tunnels). */
   close(): void {
     for (const id of [...this.agents.keys()]) this.forget(id);
+    this.pool.destroy();
   }
 
   private async forward(req: IncomingMessage, res: ServerResponse, target: ProxyTarget): Promise<void> {
@@ -114,6 +117,7 @@ export class SandboxProxy {
     };
     if (target.port === AGENT_PORT) {
       options.socketPath = info.endpoint?.socket;
+      options.agent = this.pool;
       const token = info.endpoint?.accessToken;
       // A signed URL stands for the token (see checkSignature); a bad one gets the agent's own 401.
       if (

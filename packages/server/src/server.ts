@@ -187,8 +187,12 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   e2bRoutes(app as unknown as FastifyInstance, teamSandboxes, { domain });
 
   // Adopt what runs already (sandboxes made by the CLI, or by a server before a restart).
-  const report = await sandboxes.reconcile();
-  log.info({ reconcile: report }, "reconciled");
+  try {
+    log.info({ reconcile: await sandboxes.reconcile() }, "reconciled");
+  } catch (err) {
+    // No engine right now is no reason not to serve: the expiry loop reconciles again later.
+    log.warn({ err }, "reconcile at start failed");
+  }
   const expiry: ExpiryLoop = startExpiryLoop(sandboxes, {
     intervalMs: options.expiryIntervalMs ?? 2000,
     onExpired: (expired) => {

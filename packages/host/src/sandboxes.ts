@@ -365,6 +365,20 @@ export class Sandboxes {
     return backend.stats ? backend.stats(info.id) : undefined;
   }
 
+  /** Commits the sandbox's filesystem as image `tag` (see SandboxBackend.snapshot); docker sandboxes only. */
+  async snapshot(id: string, tag: string): Promise<void> {
+    await this.maintain();
+    const { backend, info } = await this.resolve(id);
+    if (!backend.snapshot) throw new InvalidSandboxSpecError(`${backend.kind} sandboxes cannot be snapshotted`);
+    await backend.snapshot(info.id, tag);
+  }
+
+  /** Removes a snapshot's image; false while sandboxes use it. */
+  async removeSnapshot(tag: string, backendKind = "docker"): Promise<boolean> {
+    const backend = this.backendFor(backendKind);
+    return backend.removeSnapshot ? backend.removeSnapshot(tag) : false;
+  }
+
   async *logs(id: string, options?: LogOptions): AsyncGenerator<LogChunk> {
     await this.maintain();
     const { backend, info } = await this.resolve(id);

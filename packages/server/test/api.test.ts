@@ -43,6 +43,8 @@ function sandboxCalls(id: string): [string, string, unknown][] {
   return [
     ["GET", `/sandboxes/${id}`, undefined],
     ["GET", `/sandboxes/${id}/metrics`, undefined],
+    ["POST", `/sandboxes/${id}/snapshots`, {}],
+    ["POST", `/sandboxes/${id}/fork`, { count: 1 }],
     ["DELETE", `/sandboxes/${id}`, undefined],
     ["POST", `/sandboxes/${id}/timeout`, { timeout: 30 }],
     ["POST", `/sandboxes/${id}/refreshes`, { duration: 30 }],
@@ -144,8 +146,9 @@ test("bad input is a 400 with E2B's error body; an unknown template a 404; a mis
   assert.equal(JSON.parse(bad.body).code, 400);
   const unknown = await api("POST", "/v2/sandboxes", alpha, { templateID: "no-such-template-or-image" });
   assert.equal(unknown.status, 404, unknown.body);
-  const missing = await api("POST", `/sandboxes/${sandboxId}/fork`, alpha, {});
+  const missing = await api("PUT", `/sandboxes/${sandboxId}/network`, alpha, { allowOut: [] });
   assert.equal(missing.status, 501);
+  assert.equal(JSON.parse(missing.body).code, 501);
 });
 
 test("the metadata filter is decoded twice, as the SDK encodes it", { skip }, async () => {

@@ -294,3 +294,42 @@ test("a sandbox created to pause on timeout is paused, not killed, and connect r
     await Sandbox.kill(sandbox.sandboxId);
   }
 });
+
+test("createSnapshot, sandboxes from it, fork, listSnapshots and deleteSnapshot", { skip }, async () => {
+  const sandbox = await Sandbox.create("debian");
+  const made: Sandbox[] = [sandbox];
+  try {
+    await sandbox.files.write("/root/state.txt", "snapshotted");
+    const snapshot = await sandbox.createSnapshot({ name: "with-state" });
+    assert.match(snapshot.snapshotId, /^[a-z0-9]+$/);
+    assert.deepEqual(snapshot.names, ["with-state"]);
+    assert.equal((await sandbox.commands.run("echo still running")).stdout, "still running\n");
+    for (const template of [snapshot.snapshotId, "with-state"]) {
+      const copy = await Sandbox.create(template);
+      made.push(copy);
+      assert.equal(await copy.files.read("/root/state.txt"), "snapshotted");
+    }
+    const forks = await sandbox.fork({ count: 2 });
+    assert.equal(forks.length, 2);
+    for (const fork of forks) {
+      assert.ok(fork instanceof Sandbox, String(fork));
+      made.push(fork);
+      assert.equal(await fork.files.read("/root/state.txt"), "snapshotted");
+      assert.notEqual(fork.sandboxId, sandbox.sandboxId);
+    }
+    const listed = await Sandbox.listSnapshots({ sandboxId: sandbox.sandboxId } as never).nextItems();
+    assert.ok(listed.some((s) => s.snapshotId === snapshot.snapshotId));
+    // Another team can neither list nor use nor delete it.
+    const other = { apiKey: t.server.keys.create({ team: "omega" }).key };
+    assert.deepEqual(await Sandbox.listSnapshots(other).nextItems(), []);
+    await assert.rejects(Sandbox.create(snapshot.snapshotId, other));
+    assert.equal(await Sandbox.deleteSnapshot(snapshot.snapshotId, other), false);
+    // In use by the two copies: refused until they are gone.
+    await assert.rejects(Sandbox.deleteSnapshot(snapshot.snapshotId), /in use/);
+    for (const copy of made.splice(1, 2)) await copy.kill();
+    assert.equal(await Sandbox.deleteSnapshot(snapshot.snapshotId), true);
+    assert.equal(await Sandbox.deleteSnapshot(snapshot.snapshotId), false);
+  } finally {
+    await Promise.all(made.map((s) => s.kill().catch(() => false)));
+  }
+});

@@ -26,6 +26,14 @@ export interface SandboxBackend {
   list(filter?: ListFilter): Promise<SandboxInfo[]>;
   /** Resource use of a running sandbox now, from the engine's cgroup stats; absent where a backend has none. */
   stats?(id: string): Promise<SandboxStats>;
+  /**
+   * Commits the sandbox's filesystem as image `tag`, with the image's own command, user and
+   * workdir (a sandbox made from it starts as one from the image would); memory is not kept.
+   * Absent where a backend has no images.
+   */
+  snapshot?(id: string, tag: string): Promise<void>;
+  /** Removes an image `snapshot` made; false while sandboxes still use it. */
+  removeSnapshot?(tag: string): Promise<boolean>;
 }
 
 /** A running sandbox's resource use at one moment. */

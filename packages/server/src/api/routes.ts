@@ -2,9 +2,11 @@ import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { NotImplementedError } from "../errors.js";
+import type { Template } from "../templates/templates.js";
 import {
   ConnectBody,
   ErrorBody,
+  ForkBody,
   ListedSandbox,
   ListQuery,
   MetricsQuery,
@@ -15,6 +17,9 @@ import {
   SandboxMetric,
   SandboxParams,
   SandboxResponse,
+  SnapshotBody,
+  SnapshotInfo,
+  SnapshotQuery,
   TimeoutBody,
 } from "./schemas.js";
 import { DEFAULT_TIMEOUT_S, type TeamSandboxes } from "./team-sandboxes.js";
@@ -179,15 +184,54 @@ export function e2bRoutes(app: FastifyInstance, sandboxes: TeamSandboxes, view: 
     async (request) => (await sandboxes.metrics(request.team, request.params.sandboxID, request.query)).map(metricView),
   );
 
+  const snapshotView = (t: Template) => ({ snapshotID: t.name, names: t.alias ? [t.alias] : [] });
+
+  api.post(
+    "/sandboxes/:sandboxID/snapshots",
+    { schema: { params: SandboxParams, body: SnapshotBody, response: { 201: SnapshotInfo, ...errors } } },
+    async (request, reply) => {
+      const snapshot = await sandboxes.snapshot(request.team, request.params.sandboxID, request.body.name);
+      request.log.info({ sandbox: request.params.sandboxID, snapshot: snapshot.name }, "snapshot");
+      return reply.code(201).send(snapshotView(snapshot));
+    },
+  );
+
+  api.get(
+    "/snapshots",
+    { schema: { querystring: SnapshotQuery, response: { 200: z.array(SnapshotInfo), ...errors } } },
+    async (request, reply) => {
+      const page = sandboxes.listSnapshots(request.team, request.query);
+      if (page.nextToken) reply.header("x-next-token", page.nextToken);
+      return page.items.map(snapshotView);
+    },
+  );
+
+  // E2B deletes snapshots as templates; here only a team's own snapshots can be deleted.
+  api.delete(
+    "/templates/:templateID",
+    { schema: { params: z.object({ templateID: z.string().min(1) }) } },
+    async (request, reply) => {
+      await sandboxes.deleteSnapshot(request.team, request.params.templateID);
+      return reply.code(204).send();
+    },
+  );
+
+  api.post(
+    "/sandboxes/:sandboxID/fork",
+    { schema: { params: SandboxParams, body: ForkBody } },
+    async (request, reply) => {
+      const results = await sandboxes.fork(request.team, request.params.sandboxID, request.body);
+      return reply
+        .code(201)
+        .send(results.map((r) => ("sandbox" in r ? { sandbox: sandboxView(r.sandbox, view) } : { error: r.error })));
+    },
+  );
+
   // Parts of E2B's API not implemented yet: a plain 501, never a pretend success.
   const missing: [string, string, string][] = [
     ["GET", "/v2/sandboxes/:sandboxID/logs", "sandbox logs"],
     ["GET", "/sandboxes/:sandboxID/logs", "sandbox logs"],
     ["PUT", "/sandboxes/:sandboxID/network", "network configuration"],
-    ["POST", "/sandboxes/:sandboxID/snapshots", "snapshots"],
-    ["GET", "/snapshots", "snapshots"],
-    ["DELETE", "/templates/:templateID", "deleting templates through the API"],
-    ["POST", "/sandboxes/:sandboxID/fork", "fork"],
   ];
   for (const [method, url, what] of missing) {
     app.route({

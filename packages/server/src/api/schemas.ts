@@ -133,3 +133,22 @@ export const SandboxMetric = z.object({
   diskUsed: z.number().int(),
   diskTotal: z.number().int(),
 });
+
+export const SnapshotBody = optionalBody(
+  z.looseObject({
+    name: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/)
+      .optional(),
+  }),
+);
+export const SnapshotInfo = z.object({ snapshotID: z.string(), names: z.array(z.string()) });
+export const SnapshotQuery = z.object({
+  sandboxID: z.string().optional(),
+  name: z.string().optional(),
+  limit: z.coerce.number().int().min(1).max(100).optional(),
+  nextToken: z.string().optional(),
+});
+export const ForkBody = optionalBody(
+  z.looseObject({ timeout: z.number().int().min(1).optional(), count: z.number().int().min(1).max(20).optional() }),
+);

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import {
   ImageNotFoundError,
   InvalidSandboxSpecError,
@@ -7,7 +8,7 @@ import {
   type SandboxStats,
 } from "@tether/host";
 import type { TeamLimits } from "../auth/limits.js";
-import { BadRequestError, ConflictError, NotFoundError } from "../errors.js";
+import { ApiError, BadRequestError, ConflictError, NotFoundError } from "../errors.js";
 import type { Template, Templates } from "../templates/templates.js";
 import type { ConnectBody, ListQuery, NewSandboxBody } from "./schemas.js";
 import { e2bState, factsOf, hostCpus, hostMemoryMB, type ServerFacts } from "./views.js";
@@ -63,7 +64,7 @@ export class TeamSandboxes {
   async create(team: string, body: NewSandboxBody): Promise<SandboxInfo> {
     const release = this.limits.acquire(team, (await this.all(team)).length);
     try {
-      const template = this.template(body.templateID);
+      const template = this.template(body.templateID, team);
       const d = template.defaults;
       const network = body.allow_internet_access === true ? "bridge" : (d.network ?? "none");
       const facts: ServerFacts = {
@@ -154,6 +155,84 @@ export class TeamSandboxes {
     return stats ? [stats] : [];
   }
 
+  /**
+   * Snapshots the sandbox's filesystem (the engine commits it, pausing it meanwhile) into
+   * a template only this team can use, with the source template's defaults. Memory is
+   * not kept: sandboxes made from it start the image's command afresh.
+   */
+  async snapshot(team: string, id: string, name?: string): Promise<Template> {
+    const info = await this.get(team, id);
+    if (name !== undefined && this.templates.templates.find(name, team)) {
+      throw new ConflictError(`a template or snapshot named ${name} exists`);
+    }
+    const snapshotID = randomBytes(10).toString("hex");
+    const tag = `tether-snapshot/${snapshotID}:latest`;
+    await this.sandboxes.snapshot(info.id, tag);
+    const source = this.templates.templates.find(factsOf(info).templateID, team);
+    return this.templates.templates.put(snapshotID, tag, source?.defaults ?? {}, {
+      team,
+      alias: name,
+      sourceSandbox: info.id,
+    });
+  }
+
+  /** A snapshot of the sandbox, then `count` sandboxes from it; each succeeds or fails alone. */
+  async fork(
+    team: string,
+    id: string,
+    body: { timeout?: number; count?: number },
+  ): Promise<({ sandbox: SandboxInfo } | { error: { code: number; message: string } })[]> {
+    const snapshot = await this.snapshot(team, id);
+    const results = [];
+    for (let i = 0; i < (body.count ?? 1); i++) {
+      try {
+        results.push({ sandbox: await this.create(team, { templateID: snapshot.name, timeout: body.timeout }) });
+      } catch (err) {
+        const code = err instanceof ApiError ? err.status : 500;
+        results.push({ error: { code, message: (err as Error).message } });
+      }
+    }
+    return results;
+  }
+
+  /** The team's snapshots, oldest first, optionally of one sandbox or by name, paged. */
+  listSnapshots(
+    team: string,
+    query: { sandboxID?: string; name?: string; limit?: number; nextToken?: string },
+  ): { items: Template[]; nextToken: string | undefined } {
+    let items = this.templates.templates
+      .snapshots(team)
+      .filter(
+        (t) =>
+          (query.sandboxID === undefined || t.sourceSandbox === query.sandboxID) &&
+          (query.name === undefined || t.alias === query.name),
+      );
+    if (query.nextToken) {
+      const after = Buffer.from(query.nextToken, "base64url").toString();
+      items = items.filter((t) => `${t.createdAt.getTime()}:${t.name}` > after);
+    }
+    const limit = query.limit ?? 100;
+    const page = items.slice(0, limit);
+    const last = page.at(-1);
+    return {
+      items: page,
+      nextToken:
+        items.length > limit && last
+          ? Buffer.from(`${last.createdAt.getTime()}:${last.name}`).toString("base64url")
+          : undefined,
+    };
+  }
+
+  /** Deletes one of the team's snapshots and its image; ConflictError while sandboxes still use it. */
+  async deleteSnapshot(team: string, idOrName: string): Promise<void> {
+    const snapshot = this.templates.templates.find(idOrName, team);
+    if (!snapshot || snapshot.team !== team) throw new NotFoundError(`snapshot ${idOrName} not found`);
+    if (!(await this.sandboxes.removeSnapshot(snapshot.image))) {
+      throw new ConflictError(`snapshot ${snapshot.name} is in use by sandboxes: kill them first`);
+    }
+    this.templates.templates.remove(snapshot.name);
+  }
+
   /** A page of the team's sandboxes, filtered and ordered as E2B's list does. */
   async list(team: string, query: ListQuery): Promise<Page> {
     const states = new Set(query.state);
@@ -193,8 +272,8 @@ export class TeamSandboxes {
   }
 
   /** The template a create names: a registered one, `base` as configured, else a local image by that name. */
-  private template(name: string): Template {
-    const found = this.templates.templates.find(name);
+  private template(name: string, team: string): Template {
+    const found = this.templates.templates.find(name, team);
     if (found) return found;
     if (name === "base" && this.templates.baseImage) {
       return { name, image: this.templates.baseImage, defaults: {}, createdAt: new Date(0) };

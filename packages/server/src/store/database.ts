@@ -41,6 +41,17 @@ const SERVER_MIGRATIONS: readonly ServerMigration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: "snapshots",
+    sql: `
+      -- A snapshot is a template of one team (NULL: every team's), made from a sandbox,
+      -- found by its id or its name.
+      ALTER TABLE server_templates ADD COLUMN team TEXT;
+      ALTER TABLE server_templates ADD COLUMN alias TEXT;
+      ALTER TABLE server_templates ADD COLUMN source_sandbox TEXT;
+    `,
+  },
 ];
 
 /** Opens the registry database of a TETHER_HOME for the server's tables, migrating them. */

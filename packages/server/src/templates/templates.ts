@@ -22,6 +22,19 @@ export interface Template {
   image: string;
   defaults: TemplateDefaults;
   createdAt: Date;
+  /** Set for a snapshot: the one team that may use it (else every team may). */
+  team?: string;
+  /** A snapshot's name, beside its id. */
+  alias?: string;
+  /** The sandbox a snapshot was taken of. */
+  sourceSandbox?: string;
+}
+
+/** Who owns a template and where it came from (snapshots). */
+export interface TemplateOrigin {
+  team?: string;
+  alias?: string;
+  sourceSandbox?: string;
 }
 
 interface Row {
@@ -29,6 +42,9 @@ interface Row {
   image: string;
   defaults: string;
   created_at: number;
+  team: string | null;
+  alias: string | null;
+  source_sandbox: string | null;
 }
 
 /** Template names are E2B template ids and aliases: lower-case, so they fit in a host name. */
@@ -40,6 +56,9 @@ function templateOf(row: Row): Template {
     image: row.image,
     defaults: TemplateDefaults.parse(JSON.parse(row.defaults)),
     createdAt: new Date(row.created_at),
+    ...(row.team !== null ? { team: row.team } : {}),
+    ...(row.alias !== null ? { alias: row.alias } : {}),
+    ...(row.source_sandbox !== null ? { sourceSandbox: row.source_sandbox } : {}),
   };
 }
 
@@ -52,17 +71,26 @@ export class Templates {
   constructor(private readonly db: Database.Database) {}
 
   /** Registers (or replaces) a template. */
-  put(name: string, image: string, defaults: TemplateDefaults = {}): Template {
+  put(name: string, image: string, defaults: TemplateDefaults = {}, origin: TemplateOrigin = {}): Template {
     if (!NAME.test(name)) {
       throw new BadRequestError(`template name ${JSON.stringify(name)}: lower-case letters, digits, . _ - only`);
     }
     if (!image) throw new BadRequestError("a template needs an image");
     const parsed = TemplateDefaults.safeParse(defaults);
     if (!parsed.success) throw new BadRequestError(`template ${name}: ${z.prettifyError(parsed.error)}`);
-    const row: Row = { name, image, defaults: JSON.stringify(parsed.data), created_at: Date.now() };
+    const row: Row = {
+      name,
+      image,
+      defaults: JSON.stringify(parsed.data),
+      created_at: Date.now(),
+      team: origin.team ?? null,
+      alias: origin.alias ?? null,
+      source_sandbox: origin.sourceSandbox ?? null,
+    };
     this.db
       .prepare(
-        "INSERT INTO server_templates (name, image, defaults, created_at) VALUES (@name, @image, @defaults, @created_at) " +
+        "INSERT INTO server_templates (name, image, defaults, created_at, team, alias, source_sandbox) " +
+          "VALUES (@name, @image, @defaults, @created_at, @team, @alias, @source_sandbox) " +
           "ON CONFLICT (name) DO UPDATE SET image = excluded.image, defaults = excluded.defaults",
       )
       .run(row);
@@ -76,9 +104,22 @@ export class Templates {
     return templateOf(row);
   }
 
-  find(name: string): Template | undefined {
-    const row = this.db.prepare("SELECT * FROM server_templates WHERE name = ?").get(name) as Row | undefined;
+  /** The template by name as `team` sees it: every team's templates, and its own snapshots (by id or name). */
+  find(name: string, team?: string): Template | undefined {
+    const row = this.db
+      .prepare(
+        "SELECT * FROM server_templates WHERE (team IS NULL AND name = ?) OR (team = ? AND (name = ? OR alias = ?)) " +
+          "ORDER BY team IS NULL LIMIT 1",
+      )
+      .get(name, team ?? null, name, name) as Row | undefined;
     return row ? templateOf(row) : undefined;
+  }
+
+  /** A team's snapshots, oldest first. */
+  snapshots(team: string): Template[] {
+    return (
+      this.db.prepare("SELECT * FROM server_templates WHERE team = ? ORDER BY created_at, name").all(team) as Row[]
+    ).map(templateOf);
   }
 
   list(): Template[] {

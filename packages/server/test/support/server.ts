@@ -4,7 +4,7 @@ import path from "node:path";
 import { type BuiltBundle, buildBundle } from "@tether/bundle";
 import { dockerStatus, Sandboxes } from "@tether/host";
 import { pino } from "pino";
-import { type RunningServer, type ServerOptions, startServer } from "../../src/index.js";
+import { openServerDatabase, type RunningServer, type ServerOptions, startServer, Templates } from "../../src/index.js";
 
 /** Test bundles live here, shared with other test processes (one per content hash), as the host tests do. */
 const TEST_BUNDLE_ROOT = path.join(os.tmpdir(), "tether-test-bundles");
@@ -82,6 +82,15 @@ export class TestServer {
     await this.server.close().catch(() => {});
     const all = await this.sandboxes.list({ states: ["creating", "running", "paused", "stopped", "error"] });
     await Promise.all(all.map((s) => this.sandboxes.remove(s.id).catch(() => {})));
+    // Snapshots are images: the ones this server made go with it.
+    const db = openServerDatabase(this.home);
+    try {
+      for (const t of new Templates(db).list()) {
+        if (t.image.startsWith("tether-snapshot/")) await this.sandboxes.removeSnapshot(t.image).catch(() => {});
+      }
+    } finally {
+      db.close();
+    }
     this.sandboxes.close();
     await rm(this.home, { recursive: true, force: true });
   }

@@ -288,6 +288,49 @@ export class DockerBackend implements SandboxBackend {
     });
   }
 
+  async snapshot(id: string, tag: string): Promise<void> {
+    await this.call(async () => {
+      const { summary } = await this.require(id);
+      const container = this.docker.getContainer(summary.Id);
+      const details = await container.inspect();
+      // The container runs the agent as its entrypoint, as root: the image's own settings go back in.
+      const source = details.Config.Labels?.[LABEL_IMAGE] ?? details.Config.Image;
+      const original = (await this.docker.getImage(source).inspect()).Config as {
+        Entrypoint?: string[] | string | null;
+        Cmd?: string[] | string | null;
+        User?: string;
+        WorkingDir?: string;
+      };
+      const asArray = (v: string[] | string | null | undefined) => (Array.isArray(v) ? v : v ? [v] : []);
+      const colon = tag.lastIndexOf(":");
+      await container.commit({
+        repo: colon > tag.lastIndexOf("/") ? tag.slice(0, colon) : tag,
+        tag: colon > tag.lastIndexOf("/") ? tag.slice(colon + 1) : "latest",
+        pause: summary.State === "running",
+        changes: [
+          `ENTRYPOINT ${JSON.stringify(asArray(original.Entrypoint))}`,
+          `CMD ${JSON.stringify(asArray(original.Cmd))}`,
+          `USER ${original.User || "0:0"}`,
+          `WORKDIR ${original.WorkingDir || "/"}`,
+        ],
+      });
+    });
+  }
+
+  async removeSnapshot(tag: string): Promise<boolean> {
+    return this.call(async () => {
+      try {
+        await this.docker.getImage(tag).remove();
+        return true;
+      } catch (err) {
+        const status = (err as { statusCode?: number }).statusCode;
+        if (status === 409) return false;
+        if (status === 404) return true;
+        throw err;
+      }
+    });
+  }
+
   async unpause(id: string): Promise<void> {
     await this.call(async () => {
       const { summary, sandboxId } = await this.require(id);

@@ -333,3 +333,32 @@ test("createSnapshot, sandboxes from it, fork, listSnapshots and deleteSnapshot"
     await Promise.all(made.map((s) => s.kill().catch(() => false)));
   }
 });
+
+test("allowPublicTraffic false: the sandbox's ports want its traffic token; egress rules are refused, not ignored", {
+  skip,
+}, async () => {
+  const sandbox = await Sandbox.create("debian", { network: { allowPublicTraffic: false } });
+  try {
+    assert.match(sandbox.trafficAccessToken ?? "", /^[0-9a-f]{32}$/);
+    await sandbox.files.write("/tmp/echo.pl", ECHO_SERVER);
+    let out = "";
+    await sandbox.commands.run("perl /tmp/echo.pl", {
+      background: true,
+      onStdout: (d) => {
+        out += d;
+      },
+    });
+    await eventually("the server to listen", async () => (out.includes("listening") ? true : undefined));
+    const host = sandbox.getHost(8080);
+    assert.equal((await request(t.url, { headers: { host } })).status, 403);
+    const wrong = await request(t.url, { headers: { host, "e2b-traffic-access-token": "0".repeat(32) } });
+    assert.equal(wrong.status, 403);
+    const right = await request(t.url, {
+      headers: { host, "e2b-traffic-access-token": sandbox.trafficAccessToken ?? "" },
+    });
+    assert.equal(right.body, "hello");
+  } finally {
+    await sandbox.kill();
+  }
+  await assert.rejects(Sandbox.create("debian", { network: { denyOut: ["0.0.0.0/0"] } } as never), /not implemented/);
+});

@@ -24,6 +24,13 @@ export const NewSandboxBody = z.looseObject({
   autoPauseMemory: z.boolean().optional(),
   allow_internet_access: z.boolean().optional(),
   secure: z.boolean().optional(),
+  network: z
+    .looseObject({
+      allowPublicTraffic: z.boolean().optional(),
+      allowOut: z.array(z.string()).optional(),
+      denyOut: z.array(z.string()).optional(),
+    })
+    .optional(),
 });
 export type NewSandboxBody = z.infer<typeof NewSandboxBody>;
 

@@ -8,7 +8,7 @@ import {
   type SandboxStats,
 } from "@tether/host";
 import type { TeamLimits } from "../auth/limits.js";
-import { ApiError, BadRequestError, ConflictError, NotFoundError } from "../errors.js";
+import { ApiError, BadRequestError, ConflictError, NotFoundError, NotImplementedError } from "../errors.js";
 import type { Template, Templates } from "../templates/templates.js";
 import type { ConnectBody, ListQuery, NewSandboxBody } from "./schemas.js";
 import { e2bState, factsOf, hostCpus, hostMemoryMB, type ServerFacts } from "./views.js";
@@ -62,6 +62,10 @@ export class TeamSandboxes {
 
   /** Creates a sandbox from a template (or a local image) for the team. */
   async create(team: string, body: NewSandboxBody): Promise<SandboxInfo> {
+    if ((body.network?.allowOut?.length ?? 0) > 0 || (body.network?.denyOut?.length ?? 0) > 0) {
+      // Refused rather than ignored: a sandbox must not seem more (or less) confined than it is.
+      throw new NotImplementedError("egress rules (network.allowOut / network.denyOut)");
+    }
     const release = this.limits.acquire(team, (await this.all(team)).length);
     try {
       const template = this.template(body.templateID, team);
@@ -75,6 +79,7 @@ export class TeamSandboxes {
         cpuCount: d.cpus !== undefined ? Math.max(1, Math.ceil(d.cpus)) : hostCpus(),
         memoryMB: d.memoryMB ?? hostMemoryMB(),
         allowInternetAccess: network === "bridge",
+        ...(body.network?.allowPublicTraffic === false ? { trafficAccessToken: randomBytes(16).toString("hex") } : {}),
       };
       return await this.sandboxes
         .create(template.image, {

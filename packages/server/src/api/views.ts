@@ -22,6 +22,8 @@ export interface ServerFacts {
   cpuCount: number;
   memoryMB: number;
   allowInternetAccess: boolean;
+  /** Set when the sandbox's ports are not public: the proxy wants it in `e2b-traffic-access-token`. */
+  trafficAccessToken?: string;
 }
 
 /** CPUs a sandbox without a CPU limit may use. */
@@ -45,6 +47,7 @@ export function factsOf(info: SandboxInfo): ServerFacts {
     cpuCount: facts.cpuCount ?? hostCpus(),
     memoryMB: facts.memoryMB ?? hostMemoryMB(),
     allowInternetAccess: facts.allowInternetAccess ?? false,
+    ...(facts.trafficAccessToken ? { trafficAccessToken: facts.trafficAccessToken } : {}),
   };
 }
 
@@ -69,7 +72,7 @@ export function sandboxView(info: SandboxInfo, ctx: ViewContext) {
     clientID: CLIENT_ID,
     envdVersion: ENVD_VERSION,
     envdAccessToken: info.endpoint?.accessToken ?? null,
-    trafficAccessToken: null,
+    trafficAccessToken: facts.trafficAccessToken ?? null,
     domain: ctx.domain ?? null,
   };
 }

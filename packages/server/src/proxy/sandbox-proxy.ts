@@ -1,9 +1,11 @@
+import { timingSafeEqual } from "node:crypto";
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import type { Sandboxes, SandboxInfo } from "@tether/host";
 import type { Agent } from "@tether/sdk";
 import type { Logger } from "pino";
+import { factsOf } from "../api/views.js";
 import { AGENT_PORT, type ProxyTarget, validTarget } from "./route.js";
 import { checkSignature } from "./signed-url.js";
 
@@ -31,6 +33,11 @@ class Unreachable extends Error {
   ) {
     super(message);
   }
+}
+
+/** The sandbox's ports are not public and the request lacks its traffic token. */
+class TrafficRefused extends Error {
+  readonly body = JSON.stringify({ code: 403, message: "this sandbox's ports need its traffic access token" });
 }
 
 function forwardHeaders(headers: IncomingHttpHeaders): http.OutgoingHttpHeaders {
@@ -72,7 +79,7 @@ export class SandboxProxy {
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, target: ProxyTarget): void {
     socket.on("error", () => socket.destroy());
     (async () => {
-      const upstream = await this.open(target);
+      const upstream = await this.open(target, req);
       upstream.on("error", () => socket.destroy());
       socket.on("close", () => upstream.destroy());
       upstream.on("close", () => socket.destroy());
@@ -87,9 +94,12 @@ export class SandboxProxy {
       socket.pipe(upstream);
       upstream.pipe(socket);
     })().catch((err) => {
-      const body = badGatewayBody(this.unreachable(target, err));
+      const [status, body] =
+        err instanceof TrafficRefused
+          ? ["403 Forbidden", err.body]
+          : ["502 Bad Gateway", badGatewayBody(this.unreachable(target, err))];
       socket.end(
-        `HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+        `HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
       );
     });
   }
@@ -110,6 +120,12 @@ export class SandboxProxy {
 
   private async forward(req: IncomingMessage, res: ServerResponse, target: ProxyTarget): Promise<void> {
     const info = await this.running(target);
+    if (!this.trafficAllowed(req, info, target)) {
+      const { body } = new TrafficRefused();
+      res.writeHead(403, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+      res.end(body);
+      return;
+    }
     const options: http.RequestOptions = {
       method: req.method,
       path: req.url,
@@ -153,8 +169,9 @@ export class SandboxProxy {
   }
 
   /** A byte stream to the target port, for upgrades. */
-  private async open(target: ProxyTarget): Promise<Duplex> {
+  private async open(target: ProxyTarget, req: IncomingMessage): Promise<Duplex> {
     const info = await this.running(target);
+    if (!this.trafficAllowed(req, info, target)) throw new TrafficRefused();
     if (target.port !== AGENT_PORT) {
       const direct = this.directAddress(info);
       if (!direct) return this.tunnel(info, target.port);
@@ -171,6 +188,20 @@ export class SandboxProxy {
       });
       socket.once("error", reject);
     });
+  }
+
+  /**
+   * Ports other than the agent's are public unless the sandbox was made with
+   * `allowPublicTraffic: false`; then the request must carry its traffic token. (The
+   * agent's port has its own token.)
+   */
+  private trafficAllowed(req: IncomingMessage, info: SandboxInfo, target: ProxyTarget): boolean {
+    if (target.port === AGENT_PORT) return true;
+    const token = factsOf(info).trafficAccessToken;
+    if (!token) return true;
+    const given = Buffer.from(String(req.headers["e2b-traffic-access-token"] ?? ""));
+    const wanted = Buffer.from(token);
+    return given.length === wanted.length && timingSafeEqual(given, wanted);
   }
 
   /** The sandbox's address when the host can route to it (a bridge network), else undefined. */

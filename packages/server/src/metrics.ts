@@ -37,6 +37,14 @@ export class ServerMetrics {
       },
     });
     new Gauge({
+      name: "tether_sandbox_creates_queued",
+      help: "Sandbox creations waiting for a slot (a team at its in-flight limit)",
+      registers: [this.registry],
+      collect() {
+        this.set(limits.queued);
+      },
+    });
+    new Gauge({
       name: "tether_sandbox_creates_in_flight",
       help: "Sandbox creations under way",
       registers: [this.registry],

@@ -93,3 +93,39 @@ test("over a team's limit the API answers 429 with Retry-After, and the SDK's re
   const made = await second;
   assert.equal((await made.commands.run("echo made")).stdout, "made\n");
 });
+
+test("a burst of creates at once: all succeed, those beyond the in-flight limit wait in line", { skip }, async () => {
+  const server = await new TestServer().start({ limits: { maxCreatesInFlight: 2 } });
+  servers.push(server);
+  const { key } = server.server.keys.create({ team: "burst" });
+  const gauges = async () => {
+    const text = (await request(server.url, { path: "/metrics", headers: { "x-api-key": key } })).body;
+    const value = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+    return { flying: value("tether_sandbox_creates_in_flight"), queued: value("tether_sandbox_creates_queued") };
+  };
+  let maxFlying = 0;
+  let maxQueued = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      const g = await gauges();
+      maxFlying = Math.max(maxFlying, g.flying);
+      maxQueued = Math.max(maxQueued, g.queued);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  const made = await Promise.all(
+    Array.from({ length: 8 }, async (_, i) => {
+      const sandbox = await Sandbox.create(DEBIAN, opts(server, key));
+      assert.equal((await sandbox.commands.run(`echo ${i}`)).stdout, `${i}\n`);
+      return sandbox;
+    }),
+  );
+  sampling = false;
+  await sampler;
+  assert.equal(new Set(made.map((s) => s.sandboxId)).size, 8);
+  assert.ok(maxFlying <= 2, `at most 2 under way, saw ${maxFlying}`);
+  assert.ok(maxQueued > 0, "some waited in line");
+  await Promise.all(made.map((s) => s.kill()));
+  assert.deepEqual(await Sandbox.list(opts(server, key)).nextItems(), []);
+});

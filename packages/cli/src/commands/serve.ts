@@ -43,7 +43,7 @@ export function serveCommand(): Command {
       "what the template `base` (the e2b SDK's default) means, unless a template is named base",
     )
     .option("--max-sandboxes <n>", "running and paused sandboxes per team (default 100)", positiveInt)
-    .option("--max-creates <n>", "sandbox creations in flight per team (default 20)", positiveInt)
+    .option("--max-creates <n>", "sandbox creations under way per team; more wait in line (default 10)", positiveInt)
     .action(async (flags: ServeFlags) => {
       // Loaded here: no other command pays for the HTTP framework.
       const { startServer } = await import("@tether/server");

@@ -24,6 +24,8 @@ export const NewSandboxBody = z.looseObject({
   autoPauseMemory: z.boolean().optional(),
   allow_internet_access: z.boolean().optional(),
   secure: z.boolean().optional(),
+  autoResume: z.looseObject({ enabled: z.boolean().optional() }).optional(),
+  volumeMounts: z.array(z.looseObject({ name: z.string(), path: z.string() })).optional(),
   network: z
     .looseObject({
       allowPublicTraffic: z.boolean().optional(),

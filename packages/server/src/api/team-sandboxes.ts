@@ -66,8 +66,11 @@ export class TeamSandboxes {
       // Refused rather than ignored: a sandbox must not seem more (or less) confined than it is.
       throw new NotImplementedError("egress rules (network.allowOut / network.denyOut)");
     }
-    const release = this.limits.acquire(team, (await this.all(team)).length);
+    if (body.autoResume?.enabled) throw new NotImplementedError("autoResume (resuming a paused sandbox on traffic)");
+    if ((body.volumeMounts?.length ?? 0) > 0) throw new NotImplementedError("volume mounts");
+    const release = await this.limits.acquire(team);
     try {
+      this.limits.checkSandboxes(team, (await this.all(team)).length);
       const template = this.template(body.templateID, team);
       const d = template.defaults;
       const network = body.allow_internet_access === true ? "bridge" : (d.network ?? "none");

@@ -56,7 +56,7 @@ before(async () => {
 });
 after(async () => {
   if (skip) return;
-  server.kill("SIGTERM");
+  if (server.exitCode === null) server.kill("SIGKILL");
   const sandboxes = new Sandboxes({ home });
   for (const s of await sandboxes.list()) await sandboxes.remove(s.id).catch(() => {});
   sandboxes.close();
@@ -121,4 +121,18 @@ test("a 256 MiB upload and download stream through the proxy; the server's RSS s
   assert.equal(received, SIZE);
   const peak = peakRss(server.pid as number);
   assert.ok(peak < RSS_LIMIT, `the server's peak RSS was ${Math.round(peak / 2 ** 20)} MiB`);
+});
+
+test("SIGTERM stops tether serve cleanly; its sandboxes keep running", { skip }, async () => {
+  const exited = new Promise<number | null>((resolve) => server.once("exit", (code) => resolve(code)));
+  server.kill("SIGTERM");
+  assert.equal(await exited, 0);
+  const sandboxes = new Sandboxes({ home });
+  try {
+    const left = await sandboxes.list();
+    assert.equal(left.length, 1);
+    assert.equal(left[0].state, "running");
+  } finally {
+    sandboxes.close();
+  }
 });

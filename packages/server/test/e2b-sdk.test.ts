@@ -281,9 +281,10 @@ test("getMetrics: a sample of the engine's cgroup stats", { skip }, async () => 
 });
 
 test("a sandbox created to pause on timeout is paused, not killed, and connect resumes it", { skip }, async () => {
-  const sandbox = await Sandbox.create("debian", { timeoutMs: 2000, lifecycle: { onTimeout: "pause" } } as never);
+  const sandbox = await Sandbox.create("debian", { timeoutMs: 600_000, lifecycle: { onTimeout: "pause" } } as never);
   try {
     await sandbox.files.write("/root/before-timeout.txt", "kept");
+    await sandbox.setTimeout(1000);
     assert.equal((await sandbox.getInfo()).lifecycle?.onTimeout, "pause");
     await eventually("the timeout to pause it", async () =>
       (await Sandbox.getInfo(sandbox.sandboxId)).state === "paused" ? true : undefined,

@@ -84,7 +84,8 @@ export class TeamSandboxes {
         allowInternetAccess: network === "bridge",
         ...(body.network?.allowPublicTraffic === false ? { trafficAccessToken: randomBytes(16).toString("hex") } : {}),
       };
-      return await this.sandboxes
+      const timeoutMs = (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000;
+      const info = await this.sandboxes
         .create(template.image, {
           backend: "docker",
           env: { ...d.env, ...body.envVars },
@@ -92,7 +93,7 @@ export class TeamSandboxes {
           ...(d.memoryMB !== undefined ? { memory: `${d.memoryMB}m` } : {}),
           ...(d.command ? { command: d.command } : {}),
           network,
-          timeoutMs: (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000,
+          timeoutMs,
           // autoPause keeps the filesystem (a stop); otherwise E2B kills at timeout.
           onExpiry: body.autoPause ? "stop" : "remove",
           metadata: { e2b: facts },
@@ -104,6 +105,8 @@ export class TeamSandboxes {
           if (err instanceof InvalidSandboxSpecError) throw new BadRequestError(err.message);
           throw err;
         });
+      // The lifetime counts from when the sandbox is ready, not from when its creation began.
+      return await this.sandboxes.setTimeouts(info.id, { timeoutMs });
     } finally {
       release();
     }

@@ -10,6 +10,7 @@ import { measureBackends } from "./backends.js";
 import { type DockerContainer, startBusybox } from "./docker.js";
 import { type Row, renderTable, writeResults } from "./report.js";
 import { measureSandbox } from "./sandbox.js";
+import { measureServer } from "./server.js";
 import { measureSpawners } from "./spawner.js";
 import { type Timing, timeRuns } from "./stats.js";
 import { measureTunnels } from "./tunnel.js";
@@ -290,6 +291,9 @@ async function main(): Promise<void> {
     const sandbox = await measureSandbox(log);
     if ("skipped" in sandbox) log(`docker sandbox rows skipped: ${sandbox.skipped}`);
     else rows.push(...sandbox.rows);
+    const served = await measureServer(log);
+    if ("skipped" in served) log(`tether serve rows skipped: ${served.skipped}`);
+    else rows.push(...served.rows);
 
     process.stdout.write(`${renderTable(rows)}\n`);
     process.stdout.write(
@@ -310,6 +314,7 @@ async function main(): Promise<void> {
       tunnels: { ...tunnels, rows: undefined },
       createToFirstExec: backends.timings,
       dockerSandbox: "skipped" in sandbox ? { skipped: sandbox.skipped } : sandbox.results,
+      server: "skipped" in served ? { skipped: served.skipped } : served.results,
       load: os.loadavg(),
       rss: {
         idle: idleRss,

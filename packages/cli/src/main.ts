@@ -11,6 +11,7 @@ import { forwardCommand } from "./commands/forward.js";
 import { gcCommand } from "./commands/gc.js";
 import { imageCommand } from "./commands/image.js";
 import { initCommand } from "./commands/init.js";
+import { keysCommand } from "./commands/keys.js";
 import { logsCommand } from "./commands/logs.js";
 import { lsCommand } from "./commands/ls.js";
 import { pauseCommand } from "./commands/pause.js";
@@ -18,9 +19,11 @@ import { portsCommand } from "./commands/ports.js";
 import { reconcileCommand } from "./commands/reconcile.js";
 import { rmCommand } from "./commands/rm.js";
 import { runCommand } from "./commands/run.js";
+import { serveCommand } from "./commands/serve.js";
 import { shellCommand } from "./commands/shell.js";
 import { startCommand } from "./commands/start.js";
 import { stopCommand } from "./commands/stop.js";
+import { templateCommand } from "./commands/template.js";
 import { unpauseCommand } from "./commands/unpause.js";
 import { EXIT } from "./options.js";
 
@@ -56,7 +59,10 @@ export async function main(argv = process.argv): Promise<void> {
     .addCommand(reconcileCommand())
     .addCommand(doctorCommand())
     .addCommand(bundleCommand())
-    .addCommand(imageCommand());
+    .addCommand(imageCommand())
+    .addCommand(serveCommand())
+    .addCommand(keysCommand())
+    .addCommand(templateCommand());
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const command of all(program).slice(1)) {
     command.exitOverride().showHelpAfterError("(run with --help for usage)");

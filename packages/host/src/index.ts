@@ -24,6 +24,7 @@ export type {
   SandboxInfo,
   SandboxSpec,
   SandboxState,
+  SandboxStats,
   StopOptions,
 } from "./backends/backend.js";
 export { LABEL_HOME, LABEL_MANAGED_BY, LABEL_SANDBOX, MANAGED_BY } from "./backends/backend.js";
@@ -38,6 +39,7 @@ export {
   type ProcessBackendOptions,
 } from "./backends/process/process-backend.js";
 export { parseBytes } from "./backends/spec.js";
+export { type BuildImageOptions, buildImage } from "./build-image.js";
 export { SandboxCopy, type SandboxCopyOptions } from "./copy/sandbox-copy.js";
 export { SharedTransferDir, TransferRefusedError } from "./copy/shared-dir.js";
 export {

@@ -8,6 +8,7 @@ import type {
   SandboxInfo,
   SandboxSpec,
   SandboxState,
+  SandboxStats,
   StopOptions,
 } from "./backends/backend.js";
 import { BwrapBackend } from "./backends/bwrap/bwrap-backend.js";
@@ -355,6 +356,27 @@ export class Sandboxes {
     }
     if (record.state !== "archived") await this.backendFor(record.backend).remove(record.id);
     this.registry?.delete(record.id, { event: { kind: "removed" } });
+  }
+
+  /** The sandbox's resource use now; undefined where its backend reports none (local, bwrap). */
+  async stats(id: string): Promise<SandboxStats | undefined> {
+    await this.maintain();
+    const { backend, info } = await this.resolve(id);
+    return backend.stats ? backend.stats(info.id) : undefined;
+  }
+
+  /** Commits the sandbox's filesystem as image `tag` (see SandboxBackend.snapshot); docker sandboxes only. */
+  async snapshot(id: string, tag: string): Promise<void> {
+    await this.maintain();
+    const { backend, info } = await this.resolve(id);
+    if (!backend.snapshot) throw new InvalidSandboxSpecError(`${backend.kind} sandboxes cannot be snapshotted`);
+    await backend.snapshot(info.id, tag);
+  }
+
+  /** Removes a snapshot's image; false while sandboxes use it. */
+  async removeSnapshot(tag: string, backendKind = "docker"): Promise<boolean> {
+    const backend = this.backendFor(backendKind);
+    return backend.removeSnapshot ? backend.removeSnapshot(tag) : false;
   }
 
   async *logs(id: string, options?: LogOptions): AsyncGenerator<LogChunk> {

@@ -24,6 +24,32 @@ export interface SandboxBackend {
   inspect(id: string): Promise<SandboxInfo>;
   /** Every sandbox this backend manages (under this TETHER_HOME), optionally filtered by labels. */
   list(filter?: ListFilter): Promise<SandboxInfo[]>;
+  /** Resource use of a running sandbox now, from the engine's cgroup stats; absent where a backend has none. */
+  stats?(id: string): Promise<SandboxStats>;
+  /**
+   * Commits the sandbox's filesystem as image `tag`, with the image's own command, user and
+   * workdir (a sandbox made from it starts as one from the image would); memory is not kept.
+   * Absent where a backend has no images.
+   */
+  snapshot?(id: string, tag: string): Promise<void>;
+  /** Removes an image `snapshot` made; false while sandboxes still use it. */
+  removeSnapshot?(tag: string): Promise<boolean>;
+}
+
+/** A running sandbox's resource use at one moment. */
+export interface SandboxStats {
+  at: Date;
+  /** CPUs the sandbox may use (its limit, else the host's). */
+  cpuCount: number;
+  /** Percent of those CPUs used since the engine's previous sample. */
+  cpuUsedPct: number;
+  /** Bytes of memory in use, page cache left out. */
+  memUsed: number;
+  /** The memory limit in bytes (the host's memory when unlimited). */
+  memTotal: number;
+  memCache: number;
+  /** Bytes the sandbox has written to its filesystem (its writable layer). */
+  diskUsed: number;
 }
 
 /**

@@ -35,6 +35,7 @@ import {
   type SandboxInfo,
   type SandboxSpec,
   type SandboxState,
+  type SandboxStats,
   type StopOptions,
 } from "../backend.js";
 import { type ValidSpec, validateSpec } from "../spec.js";
@@ -252,6 +253,81 @@ export class DockerBackend implements SandboxBackend {
       if (summary.State === "paused") return;
       if (summary.State !== "running") throw new SandboxNotRunningError(sandboxId, stateOf(summary.State));
       await this.docker.getContainer(summary.Id).pause();
+    });
+  }
+
+  /** The engine's cgroup stats of the container (one sample) and the size of its writable layer. */
+  async stats(id: string): Promise<SandboxStats> {
+    return this.call(async () => {
+      const { summary, sandboxId } = await this.require(id);
+      if (summary.State !== "running") throw new SandboxNotRunningError(sandboxId, stateOf(summary.State));
+      const container = this.docker.getContainer(summary.Id);
+      const [stats, details] = await Promise.all([
+        container.stats({ stream: false }),
+        // dockerode passes options as the query (size=true adds SizeRw); its types lack it.
+        container.inspect({ size: true } as Docker.ContainerInspectOptions),
+      ]);
+      const online = stats.cpu_stats.online_cpus || stats.cpu_stats.cpu_usage.percpu_usage?.length || 1;
+      const nanoCpus = details.HostConfig.NanoCpus ?? 0;
+      const cpuCount = nanoCpus > 0 ? nanoCpus / 1e9 : online;
+      const cpuDelta = stats.cpu_stats.cpu_usage.total_usage - (stats.precpu_stats.cpu_usage?.total_usage ?? 0);
+      const systemDelta = stats.cpu_stats.system_cpu_usage - (stats.precpu_stats.system_cpu_usage ?? 0);
+      // Docker's CPU % counts every online CPU as 100; E2B's is of the sandbox's own CPUs.
+      const hostPct = systemDelta > 0 && cpuDelta > 0 ? (cpuDelta / systemDelta) * online * 100 : 0;
+      const memory = stats.memory_stats;
+      const cache = memory.stats?.cache ?? memory.stats?.total_inactive_file ?? 0;
+      return {
+        at: new Date(stats.read),
+        cpuCount,
+        cpuUsedPct: Math.min(100, hostPct / cpuCount),
+        memUsed: Math.max(0, (memory.usage ?? 0) - cache),
+        memTotal: memory.limit ?? 0,
+        memCache: cache,
+        diskUsed: (details as { SizeRw?: number }).SizeRw ?? 0,
+      };
+    });
+  }
+
+  async snapshot(id: string, tag: string): Promise<void> {
+    await this.call(async () => {
+      const { summary } = await this.require(id);
+      const container = this.docker.getContainer(summary.Id);
+      const details = await container.inspect();
+      // The container runs the agent as its entrypoint, as root: the image's own settings go back in.
+      const source = details.Config.Labels?.[LABEL_IMAGE] ?? details.Config.Image;
+      const original = (await this.docker.getImage(source).inspect()).Config as {
+        Entrypoint?: string[] | string | null;
+        Cmd?: string[] | string | null;
+        User?: string;
+        WorkingDir?: string;
+      };
+      const asArray = (v: string[] | string | null | undefined) => (Array.isArray(v) ? v : v ? [v] : []);
+      const colon = tag.lastIndexOf(":");
+      await container.commit({
+        repo: colon > tag.lastIndexOf("/") ? tag.slice(0, colon) : tag,
+        tag: colon > tag.lastIndexOf("/") ? tag.slice(colon + 1) : "latest",
+        pause: summary.State === "running",
+        changes: [
+          `ENTRYPOINT ${JSON.stringify(asArray(original.Entrypoint))}`,
+          `CMD ${JSON.stringify(asArray(original.Cmd))}`,
+          `USER ${original.User || "0:0"}`,
+          `WORKDIR ${original.WorkingDir || "/"}`,
+        ],
+      });
+    });
+  }
+
+  async removeSnapshot(tag: string): Promise<boolean> {
+    return this.call(async () => {
+      try {
+        await this.docker.getImage(tag).remove();
+        return true;
+      } catch (err) {
+        const status = (err as { statusCode?: number }).statusCode;
+        if (status === 409) return false;
+        if (status === 404) return true;
+        throw err;
+      }
     });
   }
 

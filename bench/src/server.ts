@@ -1,0 +1,170 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Sandboxes } from "@tether/host";
+import { startServer } from "@tether/server";
+import Docker from "dockerode";
+import { Sandbox } from "e2b";
+import { pino } from "pino";
+import type { Row } from "./report.js";
+import { summarize, type Timing, timeRuns } from "./stats.js";
+
+const DEBIAN = "tether-test/debian";
+const CREATE_RUNS = Number(process.env.BENCH_SERVER_CREATE_RUNS ?? 11);
+const EXEC_RUNS = Number(process.env.BENCH_SERVER_EXEC_RUNS ?? 200);
+const STREAM_BYTES = Number(process.env.BENCH_SERVER_STREAM_BYTES ?? 1 << 30);
+const MB = 1e6;
+
+export interface ServerResults {
+  /** e2b SDK `Sandbox.create()` + `commands.run("true")` through tether serve. */
+  e2bCreateAndRun: Timing;
+  /** The Engine API's create + start + exec `true` of the same image. */
+  engineCreateStartExec: Timing;
+  /** `commands.run("true")` through the server's proxy, and straight at the agent's TCP port. */
+  execThroughProxy: Timing;
+  execStraight: Timing;
+  /** MB/s of a command's stdout through the proxy, and straight. */
+  streamThroughProxy: number;
+  streamStraight: number;
+}
+
+async function engineCreateStartExec(docker: Docker): Promise<number> {
+  const start = process.hrtime.bigint();
+  const container = await docker.createContainer({
+    Image: DEBIAN,
+    Cmd: ["sleep", "3600"],
+    HostConfig: { NetworkMode: "none", Init: true },
+  });
+  try {
+    await container.start();
+    const exec = await container.exec({ Cmd: ["true"], AttachStdout: true, AttachStderr: true });
+    const stream = await exec.start({ hijack: true, stdin: false });
+    await new Promise<void>((resolve, reject) => {
+      stream.on("end", resolve).on("close", resolve).on("error", reject);
+      stream.resume();
+    });
+    return Number(process.hrtime.bigint() - start) / 1e6;
+  } finally {
+    await container.remove({ force: true }).catch(() => {});
+  }
+}
+
+async function streamRate(sandbox: Sandbox): Promise<number> {
+  let bytes = 0;
+  const start = process.hrtime.bigint();
+  await sandbox.commands.run(`head -c ${STREAM_BYTES} /dev/zero`, {
+    onStdout: (d) => {
+      bytes += d.length;
+    },
+    timeoutMs: 0,
+  });
+  const s = Number(process.hrtime.bigint() - start) / 1e9;
+  if (bytes !== STREAM_BYTES) throw new Error(`streamed ${bytes} of ${STREAM_BYTES} bytes`);
+  return STREAM_BYTES / MB / s;
+}
+
+/**
+ * tether serve's rows: the e2b SDK's create + first command through the server beside the
+ * Engine API's create+start+exec of the same image (interleaved); exec round trips and a
+ * command's stdout through the server's proxy beside the same SDK straight at the agent.
+ */
+export async function measureServer(
+  log: (text: string) => void,
+): Promise<{ rows: Row[]; results: ServerResults } | { skipped: string }> {
+  const docker = new Docker();
+  try {
+    await docker.ping();
+    await docker.getImage(DEBIAN).inspect();
+  } catch (err) {
+    return { skipped: `Docker or ${DEBIAN} not usable: ${(err as Error).message.split("\n")[0]}` };
+  }
+  const home = mkdtempSync(path.join(os.tmpdir(), "tether-bench-server-"));
+  const sandboxes = new Sandboxes({ home });
+  const server = await startServer({ sandboxes, port: 0, logger: pino({ level: "warn" }) });
+  const opts = { apiKey: server.keys.create().key, apiUrl: server.url, sandboxUrl: server.url };
+  server.templates.put("debian", DEBIAN);
+  // The straight comparison needs the agent on TCP: a sandbox with a network.
+  server.templates.put("debian-net", DEBIAN, { network: "bridge" });
+  try {
+    log(`e2b create + run true through tether serve beside the Engine API: ${CREATE_RUNS} runs each, interleaved`);
+    const create = async () => {
+      const start = process.hrtime.bigint();
+      const sandbox = await Sandbox.create("debian", opts);
+      await sandbox.commands.run("true");
+      const ms = Number(process.hrtime.bigint() - start) / 1e6;
+      await sandbox.kill();
+      return ms;
+    };
+    await create();
+    await engineCreateStartExec(docker);
+    const e2bSamples: number[] = [];
+    const engineSamples: number[] = [];
+    for (let i = 0; i < CREATE_RUNS; i++) {
+      e2bSamples.push(await create());
+      engineSamples.push(await engineCreateStartExec(docker));
+    }
+
+    const proxied = await Sandbox.create("debian-net", opts);
+    const info = await sandboxes.get(proxied.sandboxId);
+    const agentUrl = info.endpoint?.url;
+    if (!agentUrl) throw new Error("the bridge sandbox has no agent URL");
+    const straight = await Sandbox.connect(proxied.sandboxId, { ...opts, sandboxUrl: agentUrl });
+    log(`exec true through the proxy and straight at the agent: ${EXEC_RUNS} runs each`);
+    const execThroughProxy = await timeRuns(() => proxied.commands.run("true"), EXEC_RUNS, 20);
+    const execStraight = await timeRuns(() => straight.commands.run("true"), EXEC_RUNS, 20);
+    log(`stdout of ${STREAM_BYTES} bytes through the proxy and straight`);
+    const streamThroughProxy = await streamRate(proxied);
+    const streamStraight = await streamRate(straight);
+    await proxied.kill();
+
+    const results: ServerResults = {
+      e2bCreateAndRun: summarize(e2bSamples),
+      engineCreateStartExec: summarize(engineSamples),
+      execThroughProxy,
+      execStraight,
+      streamThroughProxy,
+      streamStraight,
+    };
+    const createRatio = results.e2bCreateAndRun.p50 / results.engineCreateStartExec.p50;
+    const execDelta = execThroughProxy.p50 - execStraight.p50;
+    const streamRatio = streamThroughProxy / streamStraight;
+    const rows: Row[] = [
+      {
+        metric: "e2b create + run true via server p50",
+        unit: "ms",
+        tether: results.e2bCreateAndRun.p50,
+        baseline: results.engineCreateStartExec.p50,
+        baselineName: "engine create+start+exec",
+        ratio: createRatio,
+        target: "<= 1.3x",
+        met: createRatio <= 1.3,
+      },
+      {
+        metric: "e2b exec true p50 via proxy",
+        unit: "ms",
+        tether: execThroughProxy.p50,
+        baseline: execStraight.p50,
+        baselineName: "straight to agent",
+        ratio: execThroughProxy.p50 / execStraight.p50,
+        target: "<= +1 ms",
+        met: execDelta <= 1,
+      },
+      {
+        metric: "e2b stdout via proxy",
+        unit: "MB/s",
+        tether: streamThroughProxy,
+        baseline: streamStraight,
+        baselineName: "straight to agent",
+        ratio: streamRatio,
+        target: ">= 0.7x",
+        met: streamRatio >= 0.7,
+      },
+    ];
+    return { rows, results };
+  } finally {
+    await server.close();
+    for (const s of await sandboxes.list()) await sandboxes.remove(s.id).catch(() => {});
+    sandboxes.close();
+    rmSync(home, { recursive: true, force: true });
+  }
+}

@@ -88,6 +88,11 @@ export class EnvelopeReader {
     return this.size < 0 ? this.headerLength : 5 + this.received;
   }
 
+  /** The payload size of the unfinished message, once its header is in. */
+  get pendingSize(): number | undefined {
+    return this.size < 0 ? undefined : this.size;
+  }
+
   private begin(flags: number, size: number): void {
     this.flags = flags;
     this.size = size;

@@ -1,5 +1,4 @@
 import { Code, ConnectError, createContextValues, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { isAuthorized } from "../auth/access.js";
 import type { AgentContext } from "../context.js";
 import { handleFilesDownload, handleFilesUpload } from "../files/http.js";
@@ -7,6 +6,7 @@ import { handleFilesExport, handleFilesImport } from "../files/transfer.js";
 import { ACTIVITY_PATH, handleActivity } from "../http/activity.js";
 import { handleEnvs, handleHealth, handleInit } from "../http/env.js";
 import { BodyError, type HttpRequest, type HttpResponse, sendError } from "../http/respond.js";
+import { connectAdapter } from "./connect-adapter.js";
 import { errorMapper, httpStatusOf } from "./errors.js";
 import type { LazyService } from "./lazy-service.js";
 import { kNodeResponse } from "./raw-messages.js";
@@ -39,7 +39,7 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
   // Lets a streaming handler write its hot messages to the response itself (RawMessageWriter).
   const responses = new WeakMap<HttpRequest, HttpResponse>();
   const adapter = (registered: AgentService[]) =>
-    connectNodeAdapter({
+    connectAdapter({
       routes: (router) => {
         for (const service of registered) service.register(router);
       },
@@ -48,7 +48,8 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
       // Uploads and large reads travel in streams; unary messages stay small.
       readMaxBytes: 16 << 20,
       contextValues: (req) => createContextValues().set(kNodeResponse, responses.get(req)),
-      fallback: (_req, res) => sendError(res as HttpResponse, 404, "no such endpoint"),
+      fallback: (_req, res) => sendError(res, 404, "no such endpoint"),
+      onError: (err, rpc) => ctx.log.error({ err, rpc }, "an RPC handler failed"),
     });
   const rpc = adapter(services);
   // Each lazy service gets its own adapter, made once its first call has loaded it

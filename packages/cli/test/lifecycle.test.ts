@@ -4,15 +4,12 @@ import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { buildBundle } from "@tether/bundle";
-import { DockerBackend, INTERRUPTED_CREATE, probeBwrap, Registry, type SandboxRecord, VANISHED } from "@tether/host";
-import { CliHome, docker, dockerSkipReason, TETHER } from "./support/cli.js";
+import { DockerBackend, INTERRUPTED_CREATE, Registry, type SandboxRecord, VANISHED } from "@tether/host";
+import { bwrapSkipReason, CliHome, docker, dockerSkipReason, TETHER } from "./support/cli.js";
 
 const BUSYBOX = "tether-test/busybox";
 const dockerSkip = await dockerSkipReason([BUSYBOX]);
-const bwrapProbe = await probeBwrap();
-if (!bwrapProbe.ok && process.env.CI === "true") throw new Error(`CI needs bubblewrap: ${bwrapProbe.reason}`);
-const bwrapSkip = bwrapProbe.ok ? undefined : bwrapProbe.reason;
-if (bwrapSkip) console.log(`# skipping bwrap-backed CLI tests: ${bwrapSkip}`);
+const bwrapSkip = await bwrapSkipReason();
 
 /** No bubblewrap and no engine: what a fresh machine has. */
 const BARE = { TETHER_BWRAP: "/nonexistent/bwrap", DOCKER_HOST: "unix:///nonexistent/docker.sock" };

@@ -344,14 +344,15 @@ describe("timeouts, enforced by any CLI call", () => {
   });
 
   test("--idle-timeout: an exec keeps it alive, idleness stops it", async () => {
-    // Margins of seconds: each tether command is a Node start, slow on a loaded machine.
-    const id = await create("--backend", "local", "--idle-timeout", "3s");
+    // Margins of many seconds: each tether command is a Node start, which took over 3 s on a
+    // machine loaded 12 times over its cores (the exec then found the sandbox idle too long).
+    const id = await create("--backend", "local", "--idle-timeout", "10s");
     // Longer than the timeout: only the exec's own activity can keep the sandbox running.
-    const busy = await h.tether(["exec", id, "--", "sleep", "4"]);
+    const busy = await h.tether(["exec", id, "--", "sleep", "11"]);
     assert.equal(busy.code, 0, busy.stderr);
     await h.tether(["ls"]);
     assert.equal(record(id)?.state, "running", "the exec that just ended counts as activity");
-    await new Promise((r) => setTimeout(r, 3300));
+    await new Promise((r) => setTimeout(r, 10_300));
     await h.tether(["ls"]);
     assert.equal(record(id)?.state, "stopped");
     const events = new Registry(h.home);

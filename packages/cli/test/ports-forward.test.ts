@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
+import { docker, dockerSkipReason } from "./support/cli.js";
 
 const BUSYBOX = "tether-test/busybox";
 /** A generous bound on an awaited event (ports are polled every 250 ms). */
@@ -17,12 +17,6 @@ const BOUND_MS = 10_000;
 const TETHERD = path.resolve(path.dirname(fileURLToPath(import.meta.resolve("@tether/agent"))), "../../bin/tetherd.js");
 
 const TETHER = fileURLToPath(new URL("../../bin/tether.js", import.meta.url));
-const run = promisify(execFile);
-
-/** `docker ARGS`, stdout. */
-async function docker(...args: string[]): Promise<string> {
-  return (await run("docker", args)).stdout;
-}
 
 /**
  * A scratch TETHER_HOME for this file, and a label on every sandbox it creates so cleanup
@@ -55,24 +49,6 @@ async function create(image: string, ...flags: string[]): Promise<string> {
   const r = await tether(["create", "--label", home.label, ...flags, image]);
   if (r.code !== 0) throw new Error(`tether create ${image} failed (${r.code}): ${r.stderr}`);
   return r.stdout.trim();
-}
-
-/** Why the Docker part cannot run here (undefined when it can); in CI it must. */
-async function dockerSkipReason(image: string): Promise<string | undefined> {
-  let reason: string | undefined;
-  try {
-    await docker("info", "--format", "{{.ServerVersion}}");
-    const present = await docker("image", "inspect", image).then(
-      () => true,
-      () => false,
-    );
-    if (!present) reason = `test image ${image} is missing: run bash scripts/test-images.sh`;
-  } catch (err) {
-    reason = `Docker is not usable (start it with bash scripts/start-dockerd.sh): ${(err as Error).message.split("\n")[0]}`;
-  }
-  if (reason && process.env.CI === "true") throw new Error(`CI needs Docker for these tests: ${reason}`);
-  if (reason) console.log(`# skipping Docker-backed ports/forward tests: ${reason}`);
-  return reason;
 }
 
 /** A `tether` child kept running (ports --watch, forward), with its output so far. */
@@ -261,7 +237,7 @@ describe("ports and forward against an agent reached directly", () => {
   });
 });
 
-const skip = await dockerSkipReason(BUSYBOX);
+const skip = await dockerSkipReason([BUSYBOX]);
 
 describe("ports and forward against Docker sandboxes", { skip }, () => {
   /** busybox httpd on loopback only, daemonised (so exec returns), serving one file from /tmp. */

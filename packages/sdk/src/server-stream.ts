@@ -10,11 +10,11 @@ import {
 } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { endStreamFromJson, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { EnvelopeReader, FLAG_COMPRESSED, FLAG_END_STREAM, joinParts as join } from "@tether/protocol/envelope";
 import { type Connection, MAX_ATTEMPTS, readAll, responseOf } from "./connection.js";
 import { ConnectionLostError } from "./errors.js";
 
-export const FLAG_COMPRESSED = 0b01;
-export const FLAG_END_STREAM = 0b10;
+export { EnvelopeReader, FLAG_COMPRESSED, FLAG_END_STREAM };
 
 /**
  * A Connect-protocol server-streaming call made directly on the shared HTTP/2 session.
@@ -112,60 +112,4 @@ export async function* serverStream<I extends DescMessage, O extends DescMessage
     // resets and closes the session after about a thousand in a burst (see untilEnd).
     if (stream && !stream.closed && !stream.readableEnded) abort();
   }
-}
-
-/** Splits received bytes into enveloped messages (1 flag byte, 4 length bytes, payload). */
-export class EnvelopeReader {
-  private chunks: Buffer[] = [];
-  private length = 0;
-
-  push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.length += chunk.length;
-  }
-
-  next(): { flags: number; data: Uint8Array } | undefined {
-    const env = this.nextParts();
-    return env && { flags: env.flags, data: join(env.parts) };
-  }
-
-  /** The next message as the received buffers it lies in (views, nothing copied). */
-  nextParts(): { flags: number; parts: Buffer[] } | undefined {
-    if (this.length < 5) return undefined;
-    const header = this.peek(5);
-    const flags = header[0];
-    const size = header.readUInt32BE(1);
-    if (this.length < 5 + size) return undefined;
-    this.take(5);
-    return { flags, parts: this.take(size) };
-  }
-
-  private peek(n: number): Buffer {
-    const first = this.chunks[0];
-    return first.length >= n ? first : Buffer.concat(this.chunks, n);
-  }
-
-  /** Removes n bytes, as views of the buffers they lie in. */
-  private take(n: number): Buffer[] {
-    this.length -= n;
-    const parts: Buffer[] = [];
-    while (n > 0) {
-      const chunk = this.chunks[0];
-      if (chunk.length <= n) {
-        parts.push(chunk);
-        this.chunks.shift();
-        n -= chunk.length;
-      } else {
-        parts.push(chunk.subarray(0, n));
-        this.chunks[0] = chunk.subarray(n);
-        n = 0;
-      }
-    }
-    return parts;
-  }
-}
-
-/** One buffer of the parts: the part itself when there is one, else a copy. */
-function join(parts: Buffer[]): Buffer {
-  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }

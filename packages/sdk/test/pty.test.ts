@@ -55,3 +55,36 @@ for (const transport of TRANSPORTS) {
     });
   });
 }
+
+test("a slow reader gets every byte of a terminal whose child wrote 10 MiB and exited", async () => {
+  const agent = t.client("unix");
+  // -opost: the terminal passes bytes through unchanged (no \n -> \r\n), so they can be compared.
+  const count = 1_500_000;
+  const expected = `${Array.from({ length: count }, (_, i) => i + 1).join("\n")}\n`;
+  assert.ok(expected.length > 10 << 20);
+  const chunks: Buffer[] = [];
+  let owed = 0;
+  const pty = await agent.pty.create({
+    cols: 80,
+    rows: 24,
+    argv: ["/bin/sh", "-c", `stty -opost -echo; seq 1 ${count}; exit 7`],
+    // About 1 MiB/s: each chunk is paid for with the time reading it would take at that rate.
+    onData: async (data) => {
+      chunks.push(Buffer.from(data));
+      owed += data.length / (1 << 20);
+      if (owed >= 0.05) {
+        await new Promise((resolve) => setTimeout(resolve, owed * 1000));
+        owed = 0;
+      }
+    },
+  });
+  const exit = await pty.wait();
+  assert.equal(exit.exitCode, 7);
+  const got = Buffer.concat(chunks).toString();
+  assert.equal(
+    got.length,
+    expected.length,
+    `got ${got.length} of ${expected.length} bytes, ending ${JSON.stringify(got.slice(-40))}`,
+  );
+  assert.ok(got === expected, "the bytes differ");
+});

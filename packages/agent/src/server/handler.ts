@@ -1,6 +1,5 @@
 import http2 from "node:http2";
 import { Code, ConnectError, createContextKey, createContextValues, type HandlerContext } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ACCESS_TOKEN_HEADER } from "@tether/protocol/constants";
 import { isAuthorized } from "../auth/access.js";
 import { AuthAudit } from "../auth/audit.js";
@@ -10,6 +9,7 @@ import { handleFilesExport, handleFilesImport } from "../files/transfer.js";
 import { ACTIVITY_PATH, handleActivity } from "../http/activity.js";
 import { handleEnvs, handleHealth, handleInit } from "../http/env.js";
 import { BodyError, type HttpRequest, type HttpResponse, sendError } from "../http/respond.js";
+import { connectAdapter } from "./connect-adapter.js";
 import { errorMapper, httpStatusOf } from "./errors.js";
 import type { LazyService } from "./lazy-service.js";
 import { kNodeResponse } from "./raw-messages.js";
@@ -57,7 +57,7 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
   const authorized = new WeakSet<HttpRequest>();
   const refusedBySession = new WeakMap<http2.Http2Session, number>();
   const adapter = (registered: AgentService[]) =>
-    connectNodeAdapter({
+    connectAdapter({
       routes: (router) => {
         for (const service of registered) service.register(router);
       },
@@ -72,6 +72,7 @@ export function createRequestHandler(ctx: AgentContext, services: AgentService[]
       contextValues: (req) =>
         createContextValues().set(kNodeResponse, responses.get(req)).set(kAuthorized, authorized.has(req)),
       fallback: (_req, res) => sendError(res as HttpResponse, 404, "no such endpoint"),
+      onError: (err, rpc) => ctx.log.error({ err, rpc }, "an RPC handler failed"),
     });
   const rpc = adapter(services);
   // Each lazy service gets its own adapter, made once its first call has loaded it

@@ -5,6 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { probeBwrap } from "@tether/host";
 
 export const TETHER = fileURLToPath(new URL("../../../bin/tether.js", import.meta.url));
 const run = promisify(execFile);
@@ -103,6 +104,18 @@ export class CliHome {
 /** `docker ARGS`, stdout. */
 export async function docker(...args: string[]): Promise<string> {
   return (await run("docker", args)).stdout;
+}
+
+/**
+ * Why bwrap-backed CLI tests cannot run, or undefined when they can. In CI (CI=true)
+ * bubblewrap must work: this throws instead of giving a reason to skip.
+ */
+export async function bwrapSkipReason(): Promise<string | undefined> {
+  const probe = await probeBwrap();
+  if (probe.ok) return undefined;
+  if (process.env.CI === "true") throw new Error(`CI needs bubblewrap for these tests: ${probe.reason}`);
+  console.log(`# skipping bwrap-backed CLI tests: ${probe.reason}`);
+  return probe.reason;
 }
 
 /**

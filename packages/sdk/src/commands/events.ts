@@ -93,13 +93,19 @@ export class OutputLog {
   async *iterate(): AsyncGenerator<OutputChunk> {
     const reader: { queue: OutputChunk[]; wake?: () => void } = { queue: [...(this.kept ?? [])] };
     this.readers.add(reader);
+    // Read by index, not shift(): shifting a long queue moves all of it, per chunk.
+    let at = 0;
     try {
       for (;;) {
-        const chunk = reader.queue.shift();
-        if (chunk) {
+        if (at < reader.queue.length) {
+          const chunk = reader.queue[at];
+          // Let the read chunk go; the queue starts over once drained.
+          reader.queue[at++] = undefined as unknown as OutputChunk;
           yield chunk;
           continue;
         }
+        reader.queue.length = 0;
+        at = 0;
         if (this.closed) return;
         await new Promise<void>((resolve) => {
           reader.wake = resolve;

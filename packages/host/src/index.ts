@@ -38,6 +38,7 @@ export {
   type ProcessBackendOptions,
 } from "./backends/process/process-backend.js";
 export { parseBytes } from "./backends/spec.js";
+export { UnsafeEntryError } from "./copy/local-dir.js";
 export { SandboxCopy, type SandboxCopyOptions } from "./copy/sandbox-copy.js";
 export { SharedTransferDir, TransferRefusedError } from "./copy/shared-dir.js";
 export {

@@ -68,7 +68,7 @@ export {
   type SandboxEvent,
   type SandboxRecord,
 } from "./registry/registry.js";
-export { SandboxDir } from "./sandbox-dir.js";
+export { removeHome, SandboxDir } from "./sandbox-dir.js";
 export {
   type CreateOptions,
   type ExpiryLoop,

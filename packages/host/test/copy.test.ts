@@ -13,6 +13,7 @@ import {
   readlink,
   rm,
   stat,
+  statfs,
   symlink,
   writeFile,
 } from "node:fs/promises";
@@ -151,6 +152,52 @@ describe("tether cp through a docker sandbox's shared directories", { skip: dock
     const none = new SandboxCopy(agent);
     await none.out("/tmp/streamed.bin", back);
     assert.equal(none.streamedBecause, "no directory is shared with the sandbox");
+  });
+
+  test("the sandbox can fill its host directory only up to a bound (a tmpfs on run/)", async () => {
+    const agent = await t.connect(id);
+    try {
+      const fill = await agent.commands.run(["dd", "if=/dev/zero", "of=/run/tether/fill", "bs=1M", "count=1100"], {
+        reject: false,
+      });
+      assert.notEqual(fill.exitCode, 0, "writing 1100 MiB into /run/tether fails");
+      assert.match(fill.stderr, /No space left on device/);
+      const size = (await stat(path.join(runDir, "fill"))).size;
+      assert.ok(size <= 1 << 30, `the sandbox wrote ${size} bytes, at most 1 GiB`);
+      const fs = await statfs(runDir);
+      assert.ok(fs.blocks * fs.bsize <= 1 << 30, "run/ is a filesystem of at most 1 GiB on the host");
+    } finally {
+      await rm(path.join(runDir, "fill"), { force: true });
+      agent.close();
+    }
+  });
+
+  // Last: it leaves the sandbox's own agent.sock replaced.
+  test("root in the sandbox renaming its own socket over agent.sock: the host still reaches its agent, the impostor gets nothing", async () => {
+    const hostile = new HostileAgent(path.join(runDir, "impostor.sock"));
+    await hostile.listen();
+    try {
+      const agent = await t.connect(id);
+      try {
+        const mv = await agent.commands.run(["mv", "/run/tether/impostor.sock", "/run/tether/agent.sock"]);
+        assert.equal(mv.exitCode, 0);
+      } finally {
+        agent.close();
+      }
+      hostile.stats.set("/etc/hostname", { name: "hostname", type: "file", path: "/etc/hostname" });
+      const copy = await t.sandboxes.copier(id);
+      try {
+        const out = path.join(scratch, "hostname-out");
+        await copy.out("/etc/hostname", out);
+        const real = await copy.agent.commands.run(["cat", "/etc/hostname"]);
+        assert.equal(await readFile(out, "utf8"), real.stdout, "the file came from the real agent");
+      } finally {
+        copy.close();
+      }
+      assert.deepEqual([...hostile.tokensSeen], [], "the impostor was never sent the token");
+    } finally {
+      await hostile.close();
+    }
   });
 });
 

@@ -90,6 +90,11 @@ export class SandboxDir {
     return path.join(this.runVolume, AGENT_SOCKET_NAME);
   }
 
+  /** True once `adoptSocket` has linked the agent's socket (and the link is still a socket). */
+  async hasAdoptedSocket(): Promise<boolean> {
+    return (await lstat(this.socketPath).catch(() => undefined))?.isSocket() ?? false;
+  }
+
   private get tokenPath(): string {
     return path.join(this.path, "token");
   }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readFile, rm, stat, writeFile } from "node:fs/promises";
+import { readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -12,6 +12,7 @@ import {
   SandboxNotRunningError,
 } from "../src/index.js";
 import { bwrapSkipReason, scratchHome } from "./support/backends.js";
+import { HostileAgent } from "./support/hostile-agent.js";
 import { engineSkipReason, eventually, TEST_BUNDLE } from "./support/sandboxes.js";
 
 const BUSYBOX = "tether-test/busybox";
@@ -96,6 +97,21 @@ for (const backend of BACKENDS) {
       assert.equal(started.state, "running");
       const agent = await connect(info.id);
       assert.equal((await agent.commands.run(["echo", "back"])).stdout, "back\n");
+    });
+
+    test("a socket put over the agent's own after a restart is never what the host reaches", async () => {
+      // What the sandbox sees read-write at /run/tether (the agent's directory for local).
+      const runDir = path.join(scratch.home, "sandboxes", info.id, "run", "sandbox");
+      const hostile = new HostileAgent(path.join(runDir, "impostor.sock"));
+      await hostile.listen();
+      try {
+        await rename(hostile.socket, path.join(runDir, "agent.sock"));
+        const agent = await connect(info.id);
+        assert.equal((await agent.commands.run(["echo", "real"])).stdout, "real\n");
+        assert.deepEqual([...hostile.tokensSeen], [], "the impostor was never sent the token");
+      } finally {
+        await hostile.close();
+      }
     });
 
     test("pause freezes, unpause resumes", async () => {

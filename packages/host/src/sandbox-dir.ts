@@ -102,9 +102,11 @@ export class SandboxDir {
   /**
    * Hard-links the socket the agent has just bound (a unix socket is reached by its
    * inode, whichever name leads there) as `socketPath`, outside the sandbox's reach.
-   * Called once the agent answers health after each start, before anything in the
-   * sandbox but the agent runs; from then on a socket the sandbox renames over its own
-   * agent.sock is never the one the host talks to, and the host's token never goes to it.
+   * Called as soon as the agent answers health after each start; from then on a socket
+   * the sandbox renames over its own agent.sock is never the one the host talks to, and
+   * the host's token never goes to it. Before that, the image's command (started as the
+   * agent listens) could swap the socket only if it may write run/sandbox: as root, who
+   * can read the agent's memory anyway, or as a user with the host's uid.
    */
   async adoptSocket(): Promise<void> {
     const temp = path.join(this.runVolume, `.${AGENT_SOCKET_NAME}.${randomBytes(6).toString("hex")}`);

@@ -365,7 +365,7 @@ export class DockerBackend implements SandboxBackend {
       timeoutMs,
     );
     if (!notReady) {
-      // Only the agent runs yet: the socket it bound is the one the host keeps (see adoptSocket).
+      // The socket the agent just bound is the one the host keeps (see adoptSocket).
       await dir.adoptSocket();
       return inspected;
     }

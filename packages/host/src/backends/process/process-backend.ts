@@ -327,7 +327,7 @@ export class ProcessBackend implements SandboxBackend {
       },
       timeoutMs,
     );
-    // Only the agent runs yet: the socket it bound is the one the host keeps (see adoptSocket).
+    // The socket the agent just bound is the one the host keeps (see adoptSocket).
     if (!notReady) return dir.adoptSocket();
     const exit = await dir.readJson<ExitRecord>(EXIT_FILE);
     const code = exit ? exitCodeOf(exit) : undefined;

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, symlinkSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import os from "node:os";
@@ -10,6 +10,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { removeHome } from "@tether/host";
 
 const BUSYBOX = "tether-test/busybox";
 /** A generous bound on an awaited event (ports are polled every 250 ms). */
@@ -40,7 +41,7 @@ after(async () => {
     .split("\n")
     .filter(Boolean);
   if (ids.length > 0) await docker("rm", "-f", ...ids).catch(() => {});
-  rmSync(home.dir, { recursive: true, force: true });
+  await removeHome(home.dir);
 });
 
 /** Runs the real `tether` bin with this file's home. */

@@ -171,10 +171,17 @@ export class SandboxDir {
   }
 
   /**
-   * Readies run/ for the agent's next start: the token hand-over file again (the agent
-   * deleted it), and no stale socket (inside gVisor the agent cannot even lstat it).
+   * Readies run/ for the agent's next start: the tmpfs and run/sandbox/ again if they went
+   * with a reboot, the token hand-over file again (the agent deleted it), and no stale
+   * socket (inside gVisor the agent cannot even lstat it).
    */
-  async prepareRestart(): Promise<void> {
+  async prepareRestart(options: SandboxDirOptions = {}): Promise<void> {
+    // After a reboot the tmpfs is gone: mount it again, and make run/sandbox/ for the bind.
+    if (options.boundRunBytes !== undefined && !(await this.runMounted())) await this.mountRun(options.boundRunBytes);
+    await mkdir(this.runDir, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "EEXIST") throw err;
+    });
+    await chmod(this.runDir, 0o700);
     await Promise.all([rm(this.agentSocketPath, { force: true }), rm(this.socketPath, { force: true })]);
     await this.handOverToken();
   }

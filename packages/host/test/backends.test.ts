@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -229,5 +230,26 @@ describe("process backends", () => {
 
   test("bwrap refuses what it cannot honour", { skip: bwrapSkip }, async () => {
     await assert.rejects(sandboxes.create(undefined, { backend: "bwrap", pidsLimit: 10 }), /pidsLimit/);
+  });
+});
+
+describe("a docker sandbox's run/ tmpfs", {
+  skip: dockerSkip ?? (process.geteuid?.() !== 0 && "only root mounts it"),
+}, () => {
+  test("gone after a reboot, it is mounted and made again at the next start", async () => {
+    const info = await sandboxes.create(BUSYBOX, { backend: "docker" });
+    const run = path.join(scratch.home, "sandboxes", info.id, "run");
+    const sandboxDir = path.dirname(run);
+    assert.notEqual((await stat(run)).dev, (await stat(sandboxDir)).dev, "run/ is a filesystem of its own");
+    await sandboxes.stop(info.id, { timeoutSeconds: 5 });
+    // What a reboot does: the tmpfs and all in it are gone, an empty run/ is left.
+    execFileSync("umount", [run]);
+    assert.equal((await stat(run)).dev, (await stat(sandboxDir)).dev);
+    assert.equal((await sandboxes.start(info.id)).state, "running");
+    assert.notEqual((await stat(run)).dev, (await stat(sandboxDir)).dev, "mounted again");
+    const agent = await connect(info.id);
+    assert.equal((await agent.commands.run(["echo", "back"])).stdout, "back\n");
+    await sandboxes.remove(info.id);
+    await assert.rejects(stat(sandboxDir), { code: "ENOENT" });
   });
 });

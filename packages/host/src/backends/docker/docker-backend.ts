@@ -237,7 +237,7 @@ export class DockerBackend implements SandboxBackend {
         return this.inspect(sandboxId);
       }
       const dir = new SandboxDir(this.home, sandboxId);
-      await dir.prepareRestart();
+      await dir.prepareRestart({ boundRunBytes: RUN_DIR_BYTES });
       await this.startAndWait(sandboxId, summary.Labels[LABEL_IMAGE] ?? summary.Image, container, dir);
       return this.inspect(sandboxId);
     });

@@ -2,13 +2,14 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, symlinkSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { removeHome } from "@tether/host";
 import { docker, dockerSkipReason } from "./support/cli.js";
 
 const BUSYBOX = "tether-test/busybox";
@@ -34,7 +35,7 @@ after(async () => {
     .split("\n")
     .filter(Boolean);
   if (ids.length > 0) await docker("rm", "-f", ...ids).catch(() => {});
-  rmSync(home.dir, { recursive: true, force: true });
+  await removeHome(home.dir);
 });
 
 /** Runs the real `tether` bin with this file's home. */

@@ -40,6 +40,7 @@ export {
 } from "./backends/process/process-backend.js";
 export { parseBytes } from "./backends/spec.js";
 export { type BuildImageOptions, buildImage } from "./build-image.js";
+export { UnsafeEntryError } from "./copy/local-dir.js";
 export { SandboxCopy, type SandboxCopyOptions } from "./copy/sandbox-copy.js";
 export { SharedTransferDir, TransferRefusedError } from "./copy/shared-dir.js";
 export {
@@ -73,7 +74,7 @@ export {
   type SandboxEvent,
   type SandboxRecord,
 } from "./registry/registry.js";
-export { SandboxDir } from "./sandbox-dir.js";
+export { removeHome, SandboxDir } from "./sandbox-dir.js";
 export {
   type CreateOptions,
   type ExpiryLoop,

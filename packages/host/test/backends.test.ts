@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { readFile, rm, stat, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -12,6 +13,7 @@ import {
   SandboxNotRunningError,
 } from "../src/index.js";
 import { bwrapSkipReason, scratchHome } from "./support/backends.js";
+import { HostileAgent } from "./support/hostile-agent.js";
 import { engineSkipReason, eventually, TEST_BUNDLE } from "./support/sandboxes.js";
 
 const BUSYBOX = "tether-test/busybox";
@@ -96,6 +98,21 @@ for (const backend of BACKENDS) {
       assert.equal(started.state, "running");
       const agent = await connect(info.id);
       assert.equal((await agent.commands.run(["echo", "back"])).stdout, "back\n");
+    });
+
+    test("a socket put over the agent's own after a restart is never what the host reaches", async () => {
+      // What the sandbox sees read-write at /run/tether (the agent's directory for local).
+      const runDir = path.join(scratch.home, "sandboxes", info.id, "run", "sandbox");
+      const hostile = new HostileAgent(path.join(runDir, "impostor.sock"));
+      await hostile.listen();
+      try {
+        await rename(hostile.socket, path.join(runDir, "agent.sock"));
+        const agent = await connect(info.id);
+        assert.equal((await agent.commands.run(["echo", "real"])).stdout, "real\n");
+        assert.deepEqual([...hostile.tokensSeen], [], "the impostor was never sent the token");
+      } finally {
+        await hostile.close();
+      }
     });
 
     test("pause freezes, unpause resumes", async () => {
@@ -213,5 +230,26 @@ describe("process backends", () => {
 
   test("bwrap refuses what it cannot honour", { skip: bwrapSkip }, async () => {
     await assert.rejects(sandboxes.create(undefined, { backend: "bwrap", pidsLimit: 10 }), /pidsLimit/);
+  });
+});
+
+describe("a docker sandbox's run/ tmpfs", {
+  skip: dockerSkip ?? (process.geteuid?.() !== 0 && "only root mounts it"),
+}, () => {
+  test("gone after a reboot, it is mounted and made again at the next start", async () => {
+    const info = await sandboxes.create(BUSYBOX, { backend: "docker" });
+    const run = path.join(scratch.home, "sandboxes", info.id, "run");
+    const sandboxDir = path.dirname(run);
+    assert.notEqual((await stat(run)).dev, (await stat(sandboxDir)).dev, "run/ is a filesystem of its own");
+    await sandboxes.stop(info.id, { timeoutSeconds: 5 });
+    // What a reboot does: the tmpfs and all in it are gone, an empty run/ is left.
+    execFileSync("umount", [run]);
+    assert.equal((await stat(run)).dev, (await stat(sandboxDir)).dev);
+    assert.equal((await sandboxes.start(info.id)).state, "running");
+    assert.notEqual((await stat(run)).dev, (await stat(sandboxDir)).dev, "mounted again");
+    const agent = await connect(info.id);
+    assert.equal((await agent.commands.run(["echo", "back"])).stdout, "back\n");
+    await sandboxes.remove(info.id);
+    await assert.rejects(stat(sandboxDir), { code: "ENOENT" });
   });
 });

@@ -1,13 +1,29 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { appendFile, chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import {
+  appendFile,
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  open,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  stat,
+  statfs,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type RunningAgent, startAgent } from "@tether/agent";
 import { type Agent, connect, NotFoundError, TransferUnavailableError } from "@tether/sdk";
-import { SandboxCopy, SharedTransferDir, TransferRefusedError } from "../src/index.js";
+import { SandboxCopy, SharedTransferDir, TransferRefusedError, UnsafeEntryError } from "../src/index.js";
+import { HostileAgent } from "./support/hostile-agent.js";
 import { engineSkipReason, TestSandboxes } from "./support/sandboxes.js";
 
 const BUSYBOX = "tether-test/busybox";
@@ -136,6 +152,52 @@ describe("tether cp through a docker sandbox's shared directories", { skip: dock
     const none = new SandboxCopy(agent);
     await none.out("/tmp/streamed.bin", back);
     assert.equal(none.streamedBecause, "no directory is shared with the sandbox");
+  });
+
+  test("the sandbox can fill its host directory only up to a bound (a tmpfs on run/)", async () => {
+    const agent = await t.connect(id);
+    try {
+      const fill = await agent.commands.run(["dd", "if=/dev/zero", "of=/run/tether/fill", "bs=1M", "count=1100"], {
+        reject: false,
+      });
+      assert.notEqual(fill.exitCode, 0, "writing 1100 MiB into /run/tether fails");
+      assert.match(fill.stderr, /No space left on device/);
+      const size = (await stat(path.join(runDir, "fill"))).size;
+      assert.ok(size <= 1 << 30, `the sandbox wrote ${size} bytes, at most 1 GiB`);
+      const fs = await statfs(runDir);
+      assert.ok(fs.blocks * fs.bsize <= 1 << 30, "run/ is a filesystem of at most 1 GiB on the host");
+    } finally {
+      await rm(path.join(runDir, "fill"), { force: true });
+      agent.close();
+    }
+  });
+
+  // Last: it leaves the sandbox's own agent.sock replaced.
+  test("root in the sandbox renaming its own socket over agent.sock: the host still reaches its agent, the impostor gets nothing", async () => {
+    const hostile = new HostileAgent(path.join(runDir, "impostor.sock"));
+    await hostile.listen();
+    try {
+      const agent = await t.connect(id);
+      try {
+        const mv = await agent.commands.run(["mv", "/run/tether/impostor.sock", "/run/tether/agent.sock"]);
+        assert.equal(mv.exitCode, 0);
+      } finally {
+        agent.close();
+      }
+      hostile.stats.set("/etc/hostname", { name: "hostname", type: "file", path: "/etc/hostname" });
+      const copy = await t.sandboxes.copier(id);
+      try {
+        const out = path.join(scratch, "hostname-out");
+        await copy.out("/etc/hostname", out);
+        const real = await copy.agent.commands.run(["cat", "/etc/hostname"]);
+        assert.equal(await readFile(out, "utf8"), real.stdout, "the file came from the real agent");
+      } finally {
+        copy.close();
+      }
+      assert.deepEqual([...hostile.tokensSeen], [], "the impostor was never sent the token");
+    } finally {
+      await hostile.close();
+    }
   });
 });
 
@@ -313,5 +375,125 @@ describe("the host's side of a shared directory, with the test as the sandbox", 
       (await readdir(runDir)).filter((n) => n.startsWith("tether-xfer-")),
       [],
     );
+  });
+
+  for (const via of ["streamed", "shared"] as const) {
+    test(`copying out twice never writes through a link in the destination (${via})`, async () => {
+      const copier = () => new SandboxCopy(client, via === "shared" ? { transferDir: runDir } : {});
+      const box = await mkdtemp(path.join(scratch, "box-"));
+      const victim = await mkdtemp(path.join(scratch, "victim-"));
+      await writeFile(path.join(victim, "f"), "host only\n");
+      const dest = await mkdtemp(path.join(scratch, "dest-"));
+      // The sandbox's tree: a link leaving it, one inside it, and a file.
+      const out = path.join(box, "out");
+      await mkdir(path.join(out, "sub"), { recursive: true });
+      await symlink(victim, path.join(out, "a"));
+      await symlink("sub", path.join(out, "in"));
+      await writeFile(path.join(out, "f"), "from the sandbox\n");
+      const first = copier();
+      await first.out(out, dest);
+      assert.equal(await readlink(path.join(dest, "out", "in")), "sub", "a link inside the tree stays, relative");
+      await assert.rejects(lstat(path.join(dest, "out", "a")), { code: "ENOENT" });
+      assert.ok(
+        first.warnings.some((w) =>
+          w.includes(`${path.join(out, "a")}: a symlink to ${victim}, outside the copied tree`),
+        ),
+        first.warnings.join("\n"),
+      );
+
+      // The sandbox turns the link into a directory with a file; the host planted (or an
+      // older tether made) a link to the victim under that name, and one at the file.
+      await rm(path.join(out, "a"));
+      await mkdir(path.join(out, "a"));
+      await writeFile(path.join(out, "a", "f"), "planted\n");
+      await symlink(victim, path.join(dest, "out", "a"));
+      await rm(path.join(dest, "out", "f"));
+      await symlink(path.join(victim, "f"), path.join(dest, "out", "f"));
+      await assert.rejects(copier().out(out, dest), UnsafeEntryError);
+      assert.deepEqual(await readdir(victim), ["f"], "nothing was written into the link's target");
+      assert.equal(await readFile(path.join(victim, "f"), "utf8"), "host only\n");
+
+      // The in-tree link turned into a directory: refused too, nothing written into sub/.
+      await rm(path.join(dest, "out", "a"));
+      await rm(path.join(out, "in"));
+      await mkdir(path.join(out, "in"));
+      await writeFile(path.join(out, "in", "g"), "through the link\n");
+      await assert.rejects(copier().out(out, dest), UnsafeEntryError);
+      assert.deepEqual(await readdir(path.join(dest, "out", "sub")), []);
+      // Once nothing in the way is a link: a file copied over a link replaces the link,
+      // whose target keeps its bytes, and the directory is a real one.
+      await rm(path.join(dest, "out", "in"));
+      await copier().out(out, dest);
+      assert.equal(await readFile(path.join(dest, "out", "a", "f"), "utf8"), "planted\n");
+      assert.equal(await readFile(path.join(dest, "out", "f"), "utf8"), "from the sandbox\n");
+      assert.ok((await lstat(path.join(dest, "out", "f"))).isFile());
+      assert.equal(await readFile(path.join(victim, "f"), "utf8"), "host only\n");
+    });
+  }
+
+  test("a file staged in the read-only share is a copy: the sandbox never sees the host's later edits", async () => {
+    const share = await mkdtemp(path.join(scratch, "share-"));
+    const staging = new SharedTransferDir(runDir, share);
+    const source = path.join(scratch, "edited-later.txt");
+    await writeFile(source, "before\n");
+    const name = staging.newName();
+    await staging.stage(source, name);
+    // The sandbox keeps a descriptor to what was staged; the host then edits its file in place.
+    const held = await open(path.join(share, name), "r");
+    try {
+      const edit = await open(source, "r+");
+      await edit.write("after!\n", 0);
+      await edit.close();
+      const { bytesRead, buffer } = await held.read(Buffer.alloc(64), 0, 64, 0);
+      assert.equal(buffer.subarray(0, bytesRead).toString(), "before\n");
+      assert.notEqual((await stat(path.join(share, name))).ino, (await stat(source)).ino);
+    } finally {
+      await held.close();
+      await staging.remove(name);
+    }
+  });
+});
+
+describe("copies out of an agent that answers what it likes", () => {
+  let hostile: HostileAgent;
+  let client: Agent;
+  before(async () => {
+    const dir = await mkdtemp(path.join(scratch, "hostile-"));
+    hostile = new HostileAgent(path.join(dir, "agent.sock"));
+    await hostile.listen();
+    client = await connect({ socket: hostile.socket, accessToken: "hostile-test-token" });
+  });
+  after(async () => {
+    client.close();
+    await hostile.close();
+  });
+
+  for (const evil of ["../../escaped", "..", ".", "a/b", "nul\0", ""]) {
+    test(`an entry named ${JSON.stringify(evil)} fails the copy, and nothing is written outside the destination`, async () => {
+      const dest = await mkdtemp(path.join(scratch, "evil-dest-"));
+      hostile.stats.set("/out", { name: "out", type: "dir", path: "/out" });
+      hostile.listings.set("/out", [{ name: evil, type: "file", path: "/out/x" }]);
+      await assert.rejects(new SandboxCopy(client).out("/out", dest), UnsafeEntryError);
+      await assert.rejects(stat(path.join(scratch, "escaped")), { code: "ENOENT" });
+      assert.deepEqual(await readdir(path.join(dest, "out")), [], "nothing was written");
+    });
+  }
+
+  test("links it reports outside the tree are not made; modes lose setuid; names in the tree are kept", async () => {
+    const dest = await mkdtemp(path.join(scratch, "links-dest-"));
+    hostile.stats.set("/out", { name: "out", type: "dir", path: "/out" });
+    hostile.listings.set("/out", [
+      { name: "abs", type: "file", path: "/out/abs", symlinkTarget: "/etc/passwd" },
+      { name: "dots", type: "file", path: "/out/dots", symlinkTarget: "/out/../../etc/passwd" },
+      { name: "rel", type: "file", path: "/out/rel", symlinkTarget: "../etc/passwd" },
+      { name: "inside", type: "file", path: "/out/inside", symlinkTarget: "/out/suid" },
+      { name: "suid", type: "file", path: "/out/suid", mode: 0o4755 },
+    ]);
+    const copy = new SandboxCopy(client);
+    await copy.out("/out", dest);
+    assert.deepEqual((await readdir(path.join(dest, "out"))).sort(), ["inside", "suid"]);
+    assert.equal(await readlink(path.join(dest, "out", "inside")), "suid");
+    assert.equal((await stat(path.join(dest, "out", "suid"))).mode & 0o7777, 0o755);
+    assert.equal(copy.warnings.length, 3, copy.warnings.join("\n"));
   });
 });

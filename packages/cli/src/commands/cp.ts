@@ -21,7 +21,10 @@ export function cpCommand(): Command {
         "through the sandbox's directories on this machine when they are shared (docker\n" +
         "sandboxes on a local engine), copied in the kernel; otherwise they are streamed.\n" +
         "An existing directory as DST receives SRC under its own name. '-' as the local side\n" +
-        "copies one file from stdin or to stdout. File permission bits are kept.",
+        "copies one file from stdin or to stdout. File permission bits are kept (out of a\n" +
+        "sandbox, without setuid, setgid or sticky). Out of a sandbox, a name that is not one\n" +
+        "path component fails the copy, nothing is written through a link inside DST, and\n" +
+        "links leading out of the copied tree are skipped with a warning.",
     )
     .usage("ID:SRC DST | SRC ID:DST")
     .argument("<source>")

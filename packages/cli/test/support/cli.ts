@@ -1,11 +1,11 @@
 import { execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, symlinkSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { probeBwrap } from "@tether/host";
+import { probeBwrap, removeHome } from "@tether/host";
 
 export const TETHER = fileURLToPath(new URL("../../../bin/tether.js", import.meta.url));
 const run = promisify(execFile);
@@ -97,7 +97,7 @@ export class CliHome {
   async cleanup(): Promise<void> {
     const ids = await this.containers().catch(() => []);
     if (ids.length > 0) await run("docker", ["rm", "-f", ...ids]).catch(() => {});
-    rmSync(this.home, { recursive: true, force: true });
+    await removeHome(this.home);
   }
 }
 

@@ -1,13 +1,16 @@
 import { createReadStream, createWriteStream } from "node:fs";
-import { chmod, lstat, mkdir, readdir, readlink, stat, symlink } from "node:fs/promises";
+import { chmod, lstat, readdir, readlink, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { type Agent, type EntryInfo, NotFoundError, TransferUnavailableError } from "@tether/sdk";
+import { checkEntryName, LocalDir } from "./local-dir.js";
 import { SharedTransferDir } from "./shared-dir.js";
 
 /** Batches the HTTP/2 stream's 16 KiB chunks into large writes (the 16 KiB default capped downloads at ~200 MB/s). */
 const WRITE_BUFFER = 4 << 20;
+/** What of a mode from the sandbox a copy out keeps: no setuid, setgid or sticky bit on the host. */
+const PERMISSION_BITS = 0o777;
 
 export interface SandboxCopyOptions {
   /**
@@ -60,12 +63,23 @@ export class SandboxCopy {
       await writeToStdout(await this.agent.files.read(source, { format: "stream" }));
       return;
     }
+    // The destination is the user's (a link there is theirs to follow); everything made
+    // inside it is made relative to an opened directory and never through a link.
     const into = await stat(destination).catch(() => undefined);
-    const target = into?.isDirectory() ? path.join(destination, path.posix.basename(source)) : destination;
-    if (info.type === "dir")
-      await this.dirOut(info.symlinkTarget ?? source, target, info.mode, info.symlinkTarget ?? info.path, "");
-    else if (info.type === "file") await this.fileOut(source, target, info.mode);
-    else throw new Error(`${source} is a ${kindName(info)}: only files and directories can be copied`);
+    const [parentPath, name] = into?.isDirectory()
+      ? [destination, path.posix.basename(source)]
+      : [path.dirname(destination), path.basename(destination)];
+    checkEntryName(name, `the copy of ${source} to ${destination}`);
+    const parent = await LocalDir.open(parentPath);
+    try {
+      if (info.type === "dir") {
+        const root = info.symlinkTarget ?? info.path;
+        await this.dirOut(info.symlinkTarget ?? source, parent, name, info.mode, root, "");
+      } else if (info.type === "file") await this.fileOut(source, parent, name, info.mode, info.size);
+      else throw new Error(`${source} is a ${kindName(info)}: only files and directories can be copied`);
+    } finally {
+      await parent.close();
+    }
   }
 
   /** Local `source` (`-`: stdin, to one file) to sandbox `destination`. */
@@ -117,15 +131,26 @@ export class SandboxCopy {
     await this.agent.files.write(target, createReadStream(source, { highWaterMark: 1 << 20 }), { mode });
   }
 
-  private async fileOut(source: string, target: string, mode: number): Promise<void> {
-    // The host copies while the agent writes: the two copies overlap.
-    const copied = await this.viaShared((shared, name) =>
-      shared.take(name, this.agent.files.exportStaged(source, name), target),
-    );
+  /** Sandbox file `source` to entry `name` of `dir`, replacing (never following) what is there. */
+  private async fileOut(source: string, dir: LocalDir, name: string, mode: number, size: number): Promise<void> {
+    // The host copies while the agent writes: the two copies overlap. A file larger than
+    // the room left in the shared directory (a bounded tmpfs) streams instead.
+    const copied =
+      size <= ((await this.shared?.room()) ?? 0) &&
+      (await this.viaShared((shared, staged) =>
+        shared.take(staged, this.agent.files.exportStaged(source, staged), dir.entry(name)),
+      ));
     if (copied) return;
     const body = await this.agent.files.read(source, { format: "stream" });
-    await pipeline(body, createWriteStream(target, { mode, highWaterMark: WRITE_BUFFER }));
-    await chmod(target, mode);
+    const temp = await dir.createTemp(name);
+    try {
+      await pipeline(body, createWriteStream("", { fd: temp.handle, highWaterMark: WRITE_BUFFER }));
+      await chmod(temp.path, mode & PERMISSION_BITS);
+      await dir.commit(temp.path, name);
+    } catch (err) {
+      await rm(temp.path, { force: true });
+      throw err;
+    }
   }
 
   /** From now on, stream: the directory is not shared after all (another machine, a runtime that hides it). */
@@ -134,19 +159,38 @@ export class SandboxCopy {
     this.streamedBecause = err.message;
   }
 
-  /** `root` is the copied tree's real path in the sandbox, `relDir` this directory's place in it. */
-  private async dirOut(source: string, target: string, mode: number, root: string, relDir: string): Promise<void> {
-    await mkdir(target, { recursive: true, mode: 0o700 });
-    for (const entry of await this.agent.files.list(source)) {
-      const to = path.join(target, entry.name);
-      const rel = path.posix.join(relDir, entry.name);
-      if (entry.symlinkTarget !== undefined) await symlink(linkText(entry.symlinkTarget, root, relDir), to);
-      else if (entry.type === "dir") await this.dirOut(entry.path, to, entry.mode, root, rel);
-      else if (entry.type === "file") await this.fileOut(entry.path, to, entry.mode);
-      else this.warnings.push(`skipped ${entry.path}: a ${kindName(entry)} is not copied`);
+  /**
+   * Sandbox directory `source` to entry `name` of `parent`. `root` is the copied tree's
+   * real path in the sandbox, `relDir` this directory's place in it. Every name the agent
+   * answers must be one path component, or the copy fails.
+   */
+  private async dirOut(
+    source: string,
+    parent: LocalDir,
+    name: string,
+    mode: number,
+    root: string,
+    relDir: string,
+  ): Promise<void> {
+    const dir = await parent.subdir(name);
+    try {
+      for (const entry of await this.agent.files.list(source)) {
+        checkEntryName(entry.name, `the listing of ${source}`);
+        if (entry.symlinkTarget !== undefined) {
+          const text = linkText(entry.symlinkTarget, root, relDir);
+          if (text !== undefined) await dir.link(entry.name, text);
+          else
+            this.warnings.push(`skipped ${entry.path}: a symlink to ${entry.symlinkTarget}, outside the copied tree`);
+        } else if (entry.type === "dir") {
+          await this.dirOut(entry.path, dir, entry.name, entry.mode, root, path.posix.join(relDir, entry.name));
+        } else if (entry.type === "file") await this.fileOut(entry.path, dir, entry.name, entry.mode, entry.size);
+        else this.warnings.push(`skipped ${entry.path}: a ${kindName(entry)} is not copied`);
+      }
+      // Last, so a read-only directory can still be filled first.
+      await dir.chmod(mode & PERMISSION_BITS);
+    } finally {
+      await dir.close();
     }
-    // Last, so a read-only directory can still be filled first.
-    await chmod(target, mode);
   }
 
   private async dirIn(source: string, target: string): Promise<void> {
@@ -169,11 +213,15 @@ export class SandboxCopy {
 
 /**
  * The agent reports a link by the real path it resolves to. A target inside the copied
- * tree becomes a relative link, so the copy stays self-contained; others stay absolute.
+ * tree becomes a relative link, so the copy stays self-contained; undefined for any other
+ * (not recreated: on this machine it would point at the host's own files).
  */
-function linkText(resolved: string, root: string, relDir: string): string {
-  if (resolved !== root && !resolved.startsWith(`${root}/`)) return resolved;
-  return path.posix.relative(path.posix.join(root, relDir), resolved) || ".";
+function linkText(resolved: string, root: string, relDir: string): string | undefined {
+  if (!path.posix.isAbsolute(resolved) || !path.posix.isAbsolute(root)) return undefined;
+  const target = path.posix.normalize(resolved);
+  const top = path.posix.normalize(root);
+  if (target !== top && !target.startsWith(top === "/" ? "/" : `${top}/`)) return undefined;
+  return path.posix.relative(path.posix.join(top, relDir), target) || ".";
 }
 
 function kindName(info: EntryInfo): string {

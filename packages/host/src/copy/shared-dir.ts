@@ -1,7 +1,6 @@
 import { randomBytes } from "node:crypto";
-import type { Stats } from "node:fs";
 import { constants } from "node:fs";
-import { copyFile, type FileHandle, link, lstat, open, readdir, realpath, rename, rm } from "node:fs/promises";
+import { copyFile, type FileHandle, lstat, open, readdir, rename, rm, statfs } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { TransferUnavailableError } from "@tether/sdk";
@@ -32,14 +31,14 @@ const OPEN_STAGED = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONB
 /**
  * The host's side of a directory it shares with a sandbox (the docker backend's run/,
  * mounted at /run/tether), for copies that skip the agent's HTTP stream: the agent moves
- * bytes with copy_file_range, the host by a hard link (in) or by following the agent's
+ * bytes with copy_file_range, the host by a kernel copy (in) or by following the agent's
  * writes with large reads (out). The sandbox is untrusted and can write into the
  * directory at any time, so only names we made are touched, staged files are opened
  * with O_NOFOLLOW and checked (regular file, this directory's device, the size the
  * agent reported) and copied from that descriptor, never by name, and never renamed or
  * linked out (the sandbox could still hold them open). Files going in are staged in
- * `importDir` when there is one: the sandbox sees it read-only, so a hard link to the
- * source (no copy at all) is safe there, where it would not be in `dir`.
+ * `importDir` when there is one: the sandbox sees it read-only, so it cannot swap what is
+ * staged there for a link.
  */
 export class SharedTransferDir {
   /** Reused by every `take` (copies of one SandboxCopy run one after another). */
@@ -57,6 +56,12 @@ export class SharedTransferDir {
     return `${STAGED_PREFIX}${randomBytes(16).toString("hex")}`;
   }
 
+  /** The bytes the directory can still take (it may be a size-limited tmpfs); 0 when it cannot be asked. */
+  async room(): Promise<number> {
+    const fs = await statfs(this.dir).catch(() => undefined);
+    return fs ? fs.bavail * fs.bsize : 0;
+  }
+
   /**
    * Copies the local file `source` into the directory as `name` (created exclusively,
    * so nothing planted under that name is followed). Returns the staged size.
@@ -70,11 +75,13 @@ export class SharedTransferDir {
       const dir = this.importDir ?? this.dir;
       await this.checkDir(dir);
       const staged = path.join(dir, name);
-      if (this.importDir && (await linkSame(source, info, staged))) return info.size;
       try {
-        // Nothing after this touches the staged name but the agent and `remove`: in `dir`
-        // the sandbox may have swapped it for a link already.
-        await copyFile(descriptorPath(input), staged, constants.COPYFILE_EXCL);
+        // Always a copy (a reflink where the filesystem has them, else copy_file_range in
+        // the kernel), never a hard link: the sandbox could keep a descriptor to a linked
+        // inode and read the host's later in-place edits of its file. Nothing after this
+        // touches the staged name but the agent and `remove`: in `dir` the sandbox may
+        // have swapped it for a link already.
+        await copyFile(descriptorPath(input), staged, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
       } catch (err) {
         throw new TransferUnavailableError(`cannot stage ${source} in ${dir}: ${(err as Error).message}`, {
           cause: err,
@@ -205,7 +212,8 @@ export class SharedTransferDir {
       if ((await staged.stat()).size !== size) {
         throw new TransferRefusedError(`staged file ${name} changed size while it was copied`);
       }
-      await out.chmod(mode);
+      // No setuid, setgid or sticky bit from the sandbox on the host.
+      await out.chmod(mode & 0o777);
       await out.close();
       await rename(temp, destination);
     } catch (err) {
@@ -216,7 +224,7 @@ export class SharedTransferDir {
   }
 
   /**
-   * Removes staged files older than `maxAgeMs` (by ctime, which a hard link also sets):
+   * Removes staged files older than `maxAgeMs` (by ctime, set when they are staged):
    * what a host killed mid-copy left behind. Never throws.
    */
   async sweep(maxAgeMs = STALE_AFTER_MS): Promise<void> {
@@ -249,24 +257,6 @@ export class SharedTransferDir {
     if (!info.isDirectory()) throw new TransferRefusedError(`${dir} is not a directory`);
     return info.dev;
   }
-}
-
-/**
- * Hard-links the file `source` resolves to as `staged`, if it is on the same filesystem
- * and still the file we opened (`opened`); false when it cannot be linked (then copy).
- */
-async function linkSame(source: string, opened: Stats, staged: string): Promise<boolean> {
-  try {
-    // link(2) does not follow a symlink given as its source: link what it points to.
-    await link(await realpath(source), staged);
-  } catch {
-    return false;
-  }
-  const linked = await lstat(staged).catch(() => undefined);
-  if (linked?.ino === opened.ino && linked.dev === opened.dev) return true;
-  // Replaced between open and link: copy what was opened instead.
-  await rm(staged, { force: true });
-  return false;
 }
 
 /**

@@ -2,6 +2,7 @@ import type { SandboxInfo } from "../backends/backend.js";
 import { EngineUnavailableError, InvalidSandboxSpecError } from "../errors.js";
 import { isAlive } from "../process-identity.js";
 import type { RecordState, SandboxRecord } from "../registry/registry.js";
+import { isValidSandboxId, SandboxDir } from "../sandbox-dir.js";
 import { type LifecycleContext, messageOf } from "./context.js";
 
 /** What a reconcile found and did. */
@@ -97,7 +98,13 @@ async function settle(
   if (record.state === "creating") {
     if (record.creator && isAlive(record.creator)) return;
     if (!record.creator && Date.now() - record.updatedAt.getTime() < 60_000) return;
-    if (info && (info.state === "running" || info.state === "paused" || info.state === "stopped")) {
+    // A running sandbox is kept only if its creator got as far as linking its agent's
+    // socket (SandboxDir.adoptSocket): linking it now would trust whatever the sandbox
+    // has put in its directory since. A stopped one links afresh at its next start.
+    const reachable =
+      info?.state === "stopped" ||
+      (isValidSandboxId(record.id) && (await new SandboxDir(ctx.home, record.id).hasAdoptedSocket()));
+    if (info && reachable && (info.state === "running" || info.state === "paused" || info.state === "stopped")) {
       // The sandbox was made; only the record was not finished.
       const done = ctx.registry.update(
         record.id,

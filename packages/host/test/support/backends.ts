@@ -1,7 +1,7 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { probeBwrap } from "../../src/index.js";
+import { probeBwrap, removeHome } from "../../src/index.js";
 
 /**
  * Why bwrap-backed tests cannot run, or undefined when they can. In CI (CI=true) bubblewrap
@@ -18,5 +18,5 @@ export async function bwrapSkipReason(): Promise<string | undefined> {
 /** A scratch TETHER_HOME, removed by the returned function. */
 export async function scratchHome(prefix = "tether-host-test-"): Promise<{ home: string; remove(): Promise<void> }> {
   const home = await mkdtemp(path.join(os.tmpdir(), prefix));
-  return { home, remove: () => rm(home, { recursive: true, force: true }) };
+  return { home, remove: () => removeHome(home) };
 }

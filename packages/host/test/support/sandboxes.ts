@@ -6,7 +6,13 @@ import path from "node:path";
 import { type BuiltBundle, buildBundle } from "@tether/bundle";
 import type { Agent } from "@tether/sdk";
 import Docker from "dockerode";
-import { type CreateOptions, type DockerBackendOptions, Sandboxes, type SandboxInfo } from "../../src/index.js";
+import {
+  type CreateOptions,
+  type DockerBackendOptions,
+  removeHome,
+  Sandboxes,
+  type SandboxInfo,
+} from "../../src/index.js";
 
 /** Test bundles live here, shared with other test processes (one per content hash). */
 const TEST_BUNDLE_ROOT = path.join(os.tmpdir(), "tether-test-bundles");
@@ -112,7 +118,7 @@ export class TestSandboxes {
         .remove({ force: true, v: true })
         .catch(() => {});
     }
-    if (this.home) await rm(this.home, { recursive: true, force: true });
+    if (this.home) await removeHome(this.home);
   }
 }
 

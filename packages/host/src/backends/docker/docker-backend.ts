@@ -45,6 +45,13 @@ import { demuxLogStream, lastLines } from "./log-stream.js";
 
 const DEFAULT_READY_TIMEOUT_MS = 60_000;
 const DEFAULT_STOP_TIMEOUT_S = 10;
+/**
+ * The most a docker sandbox can write into its host directory (run/, mounted read-write
+ * at /run/tether): a tmpfs of this size where the host may mount one. Large enough to
+ * stage most files `tether cp` copies out; bigger ones stream instead.
+ */
+const RUN_DIR_BYTES = 1 << 30;
+
 /** How many of a failed container's log lines a SandboxStartError carries. */
 const START_ERROR_LOG_LINES = 30;
 /** A bundle used this recently stays, whatever `tether gc --older-than` says: another `tether` may be about to mount it. */
@@ -149,7 +156,7 @@ export class DockerBackend implements SandboxBackend {
       const id = spec.id ?? newSandboxId();
       const dir = new SandboxDir(this.home, id);
       // The host directory is made while the engine answers the look-ups (each a round trip).
-      const madeDir = dir.create().catch((err: NodeJS.ErrnoException) => {
+      const madeDir = dir.create({ boundRunBytes: RUN_DIR_BYTES }).catch((err: NodeJS.ErrnoException) => {
         if (err.code === "EEXIST") {
           throw new InvalidSandboxSpecError(`sandbox directory ${dir.path} already exists (id ${id} is taken)`);
         }
@@ -231,7 +238,7 @@ export class DockerBackend implements SandboxBackend {
         return this.inspect(sandboxId);
       }
       const dir = new SandboxDir(this.home, sandboxId);
-      await dir.prepareRestart();
+      await dir.prepareRestart({ boundRunBytes: RUN_DIR_BYTES });
       await this.startAndWait(sandboxId, summary.Labels[LABEL_IMAGE] ?? summary.Image, container, dir);
       return this.inspect(sandboxId);
     });
@@ -426,14 +433,18 @@ export class DockerBackend implements SandboxBackend {
     const inspected = container.inspect();
     inspected.catch(() => {});
     const notReady = await waitForAgent(
-      dir.socketPath,
+      dir.agentSocketPath,
       async () => {
         const state = await container.inspect().catch(() => undefined);
         return { alive: state?.State.Running === true, detail: state?.State.Status };
       },
       timeoutMs,
     );
-    if (!notReady) return inspected;
+    if (!notReady) {
+      // The socket the agent just bound is the one the host keeps (see adoptSocket).
+      await dir.adoptSocket();
+      return inspected;
+    }
     const state = await container.inspect().catch(() => undefined);
     const reason =
       notReady.reason === "died"

@@ -46,7 +46,11 @@ export const localStrategy: LaunchStrategy = {
         program.node,
         ...program.nodeFlags,
         program.tetherd,
-        ...agentFlags(meta, { socket: dir.socketPath, tokenFile: path.join(dir.runDir, TOKEN_HANDOVER_NAME), workdir }),
+        ...agentFlags(meta, {
+          socket: dir.agentSocketPath,
+          tokenFile: path.join(dir.runDir, TOKEN_HANDOVER_NAME),
+          workdir,
+        }),
       ],
       env: agentEnv(process.env, meta.env),
       cwd: dir.workDir,

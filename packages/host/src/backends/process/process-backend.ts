@@ -320,14 +320,15 @@ export class ProcessBackend implements SandboxBackend {
     child.unref();
     const started = child.pid !== undefined ? processIdentity(child.pid) : undefined;
     const notReady = await waitForAgent(
-      dir.socketPath,
+      dir.agentSocketPath,
       async () => {
         const exited = await dir.readJson<ExitRecord>(EXIT_FILE);
         return { alive: !exited && started !== undefined && isAlive(started), detail: exited?.error };
       },
       timeoutMs,
     );
-    if (!notReady) return;
+    // The socket the agent just bound is the one the host keeps (see adoptSocket).
+    if (!notReady) return dir.adoptSocket();
     const exit = await dir.readJson<ExitRecord>(EXIT_FILE);
     const code = exit ? exitCodeOf(exit) : undefined;
     const reason =

@@ -8,7 +8,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { Sandboxes } from "@tether/host";
+import { removeHome, Sandboxes } from "@tether/host";
 import { eventually, request } from "./support/http.js";
 import { DEBIAN, dockerSkipReason } from "./support/server.js";
 
@@ -60,7 +60,7 @@ after(async () => {
   const sandboxes = new Sandboxes({ home });
   for (const s of await sandboxes.list()) await sandboxes.remove(s.id).catch(() => {});
   sandboxes.close();
-  rmSync(home, { recursive: true, force: true });
+  await removeHome(home);
 });
 
 test("a 256 MiB upload and download stream through the proxy; the server's RSS stays under 200 MB", {

@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { Sandboxes } from "@tether/host";
+import { removeHome, Sandboxes } from "@tether/host";
 import { DEBIAN, dockerSkipReason } from "./support/server.js";
 
 const skip = await dockerSkipReason();
@@ -74,6 +74,6 @@ test("the README's server quick start runs as written", { skip }, async () => {
     for (const s of await sandboxes.list()) await sandboxes.remove(s.id).catch(() => {});
     sandboxes.close();
     rmSync(dir, { recursive: true, force: true });
-    rmSync(home, { recursive: true, force: true });
+    await removeHome(home);
   }
 });

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { type BuiltBundle, buildBundle } from "@tether/bundle";
-import { dockerStatus, Sandboxes } from "@tether/host";
+import { dockerStatus, removeHome, Sandboxes } from "@tether/host";
 import { pino } from "pino";
 import { openServerDatabase, type RunningServer, type ServerOptions, startServer, Templates } from "../../src/index.js";
 
@@ -92,6 +92,6 @@ export class TestServer {
       db.close();
     }
     this.sandboxes.close();
-    await rm(this.home, { recursive: true, force: true });
+    await removeHome(this.home);
   }
 }

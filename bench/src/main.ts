@@ -7,6 +7,7 @@ import { type AgentProcess, spawnAgentProcess } from "@tether/agent";
 import { DockerBackend } from "@tether/host";
 import { Agent } from "@tether/sdk";
 import { measureBackends } from "./backends.js";
+import { measureConcurrentCreates } from "./creates.js";
 import { measureDensity } from "./density.js";
 import { type DockerContainer, startBusybox } from "./docker.js";
 import { type Row, renderTable, writeResults } from "./report.js";
@@ -291,6 +292,9 @@ async function main(): Promise<void> {
     const sandbox = await measureSandbox(log);
     if ("skipped" in sandbox) log(`docker sandbox rows skipped: ${sandbox.skipped}`);
     else rows.push(...sandbox.rows);
+    const creates = await measureConcurrentCreates(log);
+    if ("skipped" in creates) log(`concurrent create rows skipped: ${creates.skipped}`);
+    else rows.push(...creates.rows);
     const density = await measureDensity(log);
     if ("skipped" in density) log(`memory per sandbox rows skipped: ${density.skipped}`);
     else rows.push(...density.rows);
@@ -314,6 +318,7 @@ async function main(): Promise<void> {
       tunnels: { ...tunnels, rows: undefined },
       createToFirstExec: backends.timings,
       dockerSandbox: "skipped" in sandbox ? { skipped: sandbox.skipped } : sandbox.results,
+      concurrentCreates: "skipped" in creates ? { skipped: creates.skipped } : creates.results,
       density: "skipped" in density ? { skipped: density.skipped } : density.results,
       load: os.loadavg(),
       rss: {

@@ -13,8 +13,8 @@ const gc = runInNewContext("gc") as () => void;
 const RUNS = 20;
 
 // A finished process stays in the table for a minute (its exit and output answer late
-// clients); what it needs for that is its end and its log, not its child. Ten thousand
-// quick commands in that minute held ~100 MB of pipes, streams and ChildProcess objects.
+// clients); what it needs for that is its end and its log, not its child: its pipes, their
+// streams and the ChildProcess, for each of the thousands of quick commands of a minute.
 test("a finished process kept for late clients holds no more its child (pipes, streams, ChildProcess)", async () => {
   const table = new ProcessTable();
   const children: WeakRef<object>[] = [];

@@ -47,7 +47,7 @@ export class TrackedProcess implements ChildSink {
   /**
    * The live child; dropped once the end is known, since a finished process stays in the
    * table for a minute and its child holds the pipes, their streams and the ChildProcess
-   * (about 10 KB each: ten thousand quick commands a minute kept ~100 MB alive).
+   * (about 2 KiB of heap each, and ten thousand quick commands can finish in that minute).
    */
   private child: Child | undefined;
   private childPid: number | undefined;
@@ -87,6 +87,8 @@ export class TrackedProcess implements ChildSink {
       this.child = await spawnChild(this.spec, this);
       this.spec = undefined;
       this.childPid = this.child.pid;
+      // It may have ended before spawnChild returned.
+      if (this.endInfo) this.child = undefined;
     } catch (err) {
       this.settleSpawn(err);
       throw err;

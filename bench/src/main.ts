@@ -7,6 +7,8 @@ import { type AgentProcess, spawnAgentProcess } from "@tether/agent";
 import { DockerBackend } from "@tether/host";
 import { Agent } from "@tether/sdk";
 import { measureBackends } from "./backends.js";
+import { measureConcurrentCreates } from "./creates.js";
+import { measureDensity } from "./density.js";
 import { type DockerContainer, startBusybox } from "./docker.js";
 import { type Row, renderTable, writeResults } from "./report.js";
 import { measureSandbox } from "./sandbox.js";
@@ -294,6 +296,12 @@ async function main(): Promise<void> {
     const served = await measureServer(log);
     if ("skipped" in served) log(`tether serve rows skipped: ${served.skipped}`);
     else rows.push(...served.rows);
+    const creates = await measureConcurrentCreates(log);
+    if ("skipped" in creates) log(`concurrent create rows skipped: ${creates.skipped}`);
+    else rows.push(...creates.rows);
+    const density = await measureDensity(log);
+    if ("skipped" in density) log(`memory per sandbox rows skipped: ${density.skipped}`);
+    else rows.push(...density.rows);
 
     process.stdout.write(`${renderTable(rows)}\n`);
     process.stdout.write(
@@ -315,6 +323,8 @@ async function main(): Promise<void> {
       createToFirstExec: backends.timings,
       dockerSandbox: "skipped" in sandbox ? { skipped: sandbox.skipped } : sandbox.results,
       server: "skipped" in served ? { skipped: served.skipped } : served.results,
+      concurrentCreates: "skipped" in creates ? { skipped: creates.skipped } : creates.results,
+      density: "skipped" in density ? { skipped: density.skipped } : density.results,
       load: os.loadavg(),
       rss: {
         idle: idleRss,

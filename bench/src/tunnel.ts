@@ -79,7 +79,7 @@ function best(runs: TunnelRun[]): TunnelRun {
 
 /** A private sshd on a loopback port, with a throw-away host key and client key, and `ssh -N -L` through it. */
 async function startSshForward(sinkPort: number): Promise<{ port: number; stop(): void } | { skipped: string }> {
-  if (!existsSync(SSHD)) return { skipped: `${SSHD} is missing (apt-get install openssh-server)` };
+  if (!existsSync(SSHD)) return { skipped: `${SSHD} is missing (bench/setup.sh installs it)` };
   if (process.getuid?.() !== 0) return { skipped: "a private sshd needs root here" };
   const dir = mkdtempSync(path.join(os.tmpdir(), "tether-bench-ssh-"));
   const children: ChildProcess[] = [];

@@ -6,6 +6,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { addonEntries, NATIVE_ADDONS } from "./addons.js";
 import { AGENT_DIR, agentPackage, bundleAgentScript, COMPILE_CACHE_DIR } from "./agent-script.js";
+import { withBuildLock } from "./build-lock.js";
 import type { BundleEntry } from "./entries.js";
 import { contentHash, describeEntries } from "./hash.js";
 import { agentCommand, DEFAULT_MOUNT_POINT } from "./layout.js";
@@ -61,10 +62,21 @@ export async function buildBundle(options: BuildBundleOptions = {}): Promise<Bui
   const agent = agentPackage();
   // Into the root, the stamp of this checkout's last build may name the bundle without working it out.
   const sourcesKey = `${agent.dir}\n${OWN_CODE_DIR}`;
-  if (options.outDir === undefined) {
-    const stamped = await stampedBundle(root, sourcesKey);
-    if (stamped) return stamped;
-  }
+  if (options.outDir !== undefined) return buildUnlocked(root, agent, sourcesKey, options.outDir);
+  const stamped = await stampedBundle(root, sourcesKey);
+  if (stamped) return stamped;
+  return withBuildLock(root, async () => {
+    // Another process may have built it while this one waited for the lock.
+    return (await stampedBundle(root, sourcesKey)) ?? buildUnlocked(root, agent, sourcesKey, undefined);
+  });
+}
+
+async function buildUnlocked(
+  root: string,
+  agent: { dir: string; version: string },
+  sourcesKey: string,
+  outDir: string | undefined,
+): Promise<BuiltBundle> {
   const { entries, manifest: partial, sources } = await collectInputs(agent);
   const [files, inputs] = await Promise.all([describeEntries(entries), stampInputs(sources)]);
   const manifest: BundleManifest = {
@@ -73,11 +85,11 @@ export async function buildBundle(options: BuildBundleOptions = {}): Promise<Bui
     size: files.reduce((sum, f) => sum + f.size, 0),
     files,
   };
-  const dir = path.resolve(options.outDir ?? bundleDirFor(manifest.contentHash, root));
+  const dir = path.resolve(outDir ?? bundleDirFor(manifest.contentHash, root));
   let reused = await holdsBundle(dir, manifest.contentHash);
   if (reused) await markBundleUsed(dir);
   else reused = await writeBundle(dir, entries, manifest);
-  if (options.outDir === undefined) await writeStamp(root, sourcesKey, manifest.contentHash, inputs);
+  if (outDir === undefined) await writeStamp(root, sourcesKey, manifest.contentHash, inputs);
   return { ...manifest, dir, reused };
 }
 

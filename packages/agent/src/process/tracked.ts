@@ -1,5 +1,5 @@
 import type { ProcessConfig } from "@tether/protocol/process";
-import { type Child, type ChildSink, spawnChild } from "./child.js";
+import { type Child, type ChildSink, signalGroup, spawnChild } from "./child.js";
 import { type DeadlineReason, Deadlines } from "./deadlines.js";
 import type { ExitStatus } from "./exit-status.js";
 import type { LaunchSpec } from "./launch.js";
@@ -44,7 +44,13 @@ export class TrackedProcess implements ChildSink {
   readonly log: OutputLog;
   /** Settles once the child was spawned (or could not be). */
   readonly spawned: Promise<void>;
+  /**
+   * The live child; dropped once the end is known, since a finished process stays in the
+   * table for a minute and its child holds the pipes, their streams and the ChildProcess
+   * (about 2 KiB of heap each, and ten thousand quick commands can finish in that minute).
+   */
   private child: Child | undefined;
+  private childPid: number | undefined;
   private endInfo: ProcessEnd | undefined;
   private readonly subscribers = new Set<Subscription>();
   private readonly endWaiters: (() => void)[] = [];
@@ -56,11 +62,11 @@ export class TrackedProcess implements ChildSink {
   /** The agent sent SIGKILL itself: such a death is no OOM kill. */
   private sentKill = false;
   private oomBefore: number | undefined;
+  /** What to spawn; dropped once spawned (its environment is a copy per process). */
+  private spec: LaunchSpec | undefined;
 
-  constructor(
-    private readonly spec: LaunchSpec,
-    controls: ExecControls = {},
-  ) {
+  constructor(spec: LaunchSpec, controls: ExecControls = {}) {
+    this.spec = spec;
     this.config = spec.config;
     this.tag = spec.tag;
     this.key = controls.key;
@@ -77,7 +83,12 @@ export class TrackedProcess implements ChildSink {
   async spawn(): Promise<void> {
     try {
       this.oomBefore = agentOomKills();
+      if (!this.spec) throw new Error("process already spawned");
       this.child = await spawnChild(this.spec, this);
+      this.spec = undefined;
+      this.childPid = this.child.pid;
+      // It may have ended before spawnChild returned.
+      if (this.endInfo) this.child = undefined;
     } catch (err) {
       this.settleSpawn(err);
       throw err;
@@ -88,16 +99,16 @@ export class TrackedProcess implements ChildSink {
   }
 
   get pid(): number {
-    if (!this.child) throw new Error("process not spawned yet");
-    return this.child.pid;
+    if (this.childPid === undefined) throw new Error("process not spawned yet");
+    return this.childPid;
   }
 
   get hasSpawned(): boolean {
-    return this.child !== undefined;
+    return this.childPid !== undefined;
   }
 
   get running(): boolean {
-    return this.child !== undefined && this.endInfo === undefined;
+    return this.childPid !== undefined && this.endInfo === undefined;
   }
 
   /** How it ended, once it did. */
@@ -107,14 +118,18 @@ export class TrackedProcess implements ChildSink {
 
   /** The live child, for input and resizes. */
   get process(): Child {
-    if (!this.child) throw new Error("process not spawned yet");
+    if (!this.child) throw new Error(this.endInfo ? `process ${this.childPid} has ended` : "process not spawned yet");
     return this.child;
   }
 
-  /** Sends a signal to the process group (or the process alone). */
+  /**
+   * Sends a signal to the process group (or the process alone). Once the end is known
+   * only the group is left to signal (what the leader left behind in it).
+   */
   signal(signal: NodeJS.Signals, group = true): void {
     if (signal === "SIGKILL") this.sentKill = true;
-    this.process.signal(signal, group);
+    if (this.child) this.child.signal(signal, group);
+    else signalGroup(this.pid, signal, false, group);
   }
 
   /**
@@ -153,6 +168,7 @@ export class TrackedProcess implements ChildSink {
     this.deadlines.stop();
     void this.describeEnd(status).then((end) => {
       this.endInfo = end;
+      this.child = undefined;
       this.notifyAll();
       for (const resolve of this.endWaiters.splice(0)) resolve();
     });

@@ -1,0 +1,106 @@
+import { execFile, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { dockerStatus, Sandboxes } from "@tether/host";
+import { BUSYBOX_IMAGE } from "./docker.js";
+import type { Row } from "./report.js";
+
+const run = promisify(execFile);
+const CONCURRENT = Number(process.env.BENCH_CONCURRENT_CREATES ?? 10);
+const TETHER_CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../packages/cli/bin/tether.js");
+
+export interface ConcurrentCreates {
+  concurrent: number;
+  /** Wall time until all `tether create` processes exited, in a fresh TETHER_HOME (ms). */
+  tetherFresh: number;
+  /** The same again in that home, now warm. */
+  tetherWarm: number;
+  /** Wall time until all `docker run -d` exited (ms). */
+  dockerRun: number;
+}
+
+/** Starts `argv` `n` times at once; resolves with the wall time until all exited, and their stdout lines. */
+async function concurrently(n: number, argv: string[], env: NodeJS.ProcessEnv): Promise<{ ms: number; out: string[] }> {
+  const start = process.hrtime.bigint();
+  const out = await Promise.all(
+    Array.from({ length: n }, async () => {
+      const child = spawn(argv[0], argv.slice(1), { env, stdio: ["ignore", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      child.stdout?.on("data", (d: Buffer) => {
+        stdout += d.toString();
+      });
+      child.stderr?.on("data", (d: Buffer) => {
+        stderr += d.toString();
+      });
+      const [code] = (await once(child, "exit")) as [number | null];
+      if (code !== 0) throw new Error(`${argv.slice(0, 3).join(" ")} exited ${code}: ${stderr.trim()}`);
+      return stdout.trim();
+    }),
+  );
+  return { ms: Number(process.hrtime.bigint() - start) / 1e6, out };
+}
+
+/**
+ * N concurrent `tether create` CLI processes (each its own process, as N users or scripts
+ * would start them) beside N concurrent `docker run -d` of the same image: the first in
+ * a fresh TETHER_HOME, then again in the same home.
+ */
+export async function measureConcurrentCreates(
+  log: (text: string) => void,
+): Promise<{ rows: Row[]; results: ConcurrentCreates } | { skipped: string }> {
+  const status = await dockerStatus();
+  if (!status.available) return { skipped: `docker: ${status.reason}` };
+  const home = mkdtempSync(path.join(os.tmpdir(), "tether-bench-creates-"));
+  const env = { ...process.env, TETHER_HOME: home };
+  const label = `tether-bench.creates=${process.pid}`;
+  const containers: string[] = [];
+  const sandboxIds: string[] = [];
+  try {
+    log(`${CONCURRENT} concurrent tether create (fresh TETHER_HOME, then warm) and docker run -d`);
+    const create = [process.execPath, TETHER_CLI, "create", "--label", label, BUSYBOX_IMAGE];
+    const fresh = await concurrently(CONCURRENT, create, env);
+    sandboxIds.push(...fresh.out);
+    const docker = await concurrently(
+      CONCURRENT,
+      ["docker", "run", "-d", "--label", label, "--network", "none", BUSYBOX_IMAGE, "sleep", "3600"],
+      process.env,
+    );
+    containers.push(...docker.out);
+    const warm = await concurrently(CONCURRENT, create, env);
+    sandboxIds.push(...warm.out);
+    const results: ConcurrentCreates = {
+      concurrent: CONCURRENT,
+      tetherFresh: fresh.ms,
+      tetherWarm: warm.ms,
+      dockerRun: docker.ms,
+    };
+    const row = (metric: string, ms: number): Row => ({
+      metric,
+      unit: "ms",
+      tether: ms,
+      baseline: docker.ms,
+      baselineName: "docker run -d",
+      ratio: ms / docker.ms,
+      target: "<= 1.5x docker",
+      met: ms <= 1.5 * docker.ms,
+    });
+    return {
+      rows: [
+        row(`${CONCURRENT} concurrent tether create, fresh home`, fresh.ms),
+        row(`${CONCURRENT} concurrent tether create, warm`, warm.ms),
+      ],
+      results,
+    };
+  } finally {
+    const sandboxes = new Sandboxes({ home });
+    for (const id of sandboxIds) await sandboxes.remove(id).catch(() => {});
+    sandboxes.close();
+    if (containers.length > 0) await run("docker", ["rm", "-f", ...containers]).catch(() => {});
+    rmSync(home, { recursive: true, force: true });
+  }
+}

@@ -2,6 +2,10 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { ACCESS_TOKEN_HEADER } from "@tether/protocol";
+import { Tunnel, type TunnelRequest, type TunnelWriteRequest } from "@tether/protocol/tunnel";
 import { Agent, PortUnreachableError, type TunnelStream } from "../src/index.js";
 import { startTestAgent, type TestAgent, TRANSPORTS } from "./support/agent.js";
 import { type AgentProcess, sampleMax, spawnAgentProcess } from "./support/agent-process.js";
@@ -120,6 +124,60 @@ test("the sandbox side resetting the connection destroys the tunnel with an erro
   } finally {
     await server.close();
   }
+});
+
+/** A plain Connect client of the agent's Tunnel service, as another or an older SDK would be. */
+function rawTunnelClient() {
+  const transport = createConnectTransport({
+    baseUrl: t.agent.url as string,
+    httpVersion: "2",
+    useBinaryFormat: true,
+    interceptors: [
+      (next) => (req) => {
+        req.header.set(ACCESS_TOKEN_HEADER, "sdk-tunnel-token");
+        return next(req);
+      },
+    ],
+  });
+  return createClient(Tunnel, transport);
+}
+
+test("a client from before `Write` (bytes on the Open stream, with acks) still gets its echo and acks", async () => {
+  const payload = randomBytes(300 << 10);
+  async function* requests(): AsyncGenerator<TunnelRequest> {
+    yield {
+      $typeName: "tether.v1.TunnelRequest",
+      message: {
+        case: "open",
+        value: { $typeName: "tether.v1.TunnelOpen", port: echo.port, host: "", acks: true, separateUpload: false },
+      },
+    };
+    yield { $typeName: "tether.v1.TunnelRequest", message: { case: "data", value: payload } };
+  }
+  const received: Buffer[] = [];
+  let written = 0n;
+  let uploadId: string | undefined;
+  for await (const response of rawTunnelClient().open(requests())) {
+    const message = response.message;
+    if (message.case === "opened") uploadId = message.value.uploadId;
+    if (message.case === "data") received.push(Buffer.from(message.value));
+    if (message.case === "written") written += message.value;
+  }
+  assert.equal(uploadId, "");
+  assert.ok(Buffer.concat(received).equals(payload));
+  assert.equal(written, BigInt(payload.length));
+});
+
+test("a Write naming no open tunnel is NotFound", async () => {
+  async function* requests(): AsyncGenerator<TunnelWriteRequest> {
+    yield { $typeName: "tether.v1.TunnelWriteRequest", message: { case: "uploadId", value: "no-such-tunnel" } };
+    yield { $typeName: "tether.v1.TunnelWriteRequest", message: { case: "data", value: Buffer.from("lost") } };
+  }
+  await assert.rejects(rawTunnelClient().write(requests()), (err: Error) => {
+    assert.ok(err instanceof ConnectError, String(err));
+    assert.equal(err.code, Code.NotFound);
+    return true;
+  });
 });
 
 test("bad ports are refused before anything is sent", async () => {

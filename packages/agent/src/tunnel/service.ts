@@ -1,11 +1,22 @@
+import { randomUUID } from "node:crypto";
 import net from "node:net";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { Tunnel, type TunnelRequest, type TunnelResponseSchema } from "@tether/protocol/tunnel";
+import {
+  Tunnel,
+  type TunnelRequest,
+  type TunnelResponseSchema,
+  type TunnelWriteRequest,
+  type TunnelWriteResponseSchema,
+} from "@tether/protocol/tunnel";
 import type { AgentContext } from "../context.js";
 import type { AgentService } from "../server/service.js";
 
 type TunnelResponseInit = MessageInitShape<typeof TunnelResponseSchema>;
+type TunnelWriteResponseInit = MessageInitShape<typeof TunnelWriteResponseSchema>;
+
+/** A tunnel's client half, sent with `Write`: pumps it into the socket until it ends or the tunnel closes. */
+type Upload = (incoming: AsyncIterator<TunnelWriteRequest>) => Promise<void>;
 
 /** Where a tunnel goes when its `open` names no host. */
 const DEFAULT_HOST = "127.0.0.1";
@@ -18,9 +29,15 @@ const CONNECT_TIMEOUT_MS = 30_000;
  * as the response stream drains, and the next request message is taken only once the
  * socket took the last one, so a slow reader on either side holds the other back and
  * the agent buffers no more than a few windows.
+ *
+ * The client's bytes come on the `Open` request stream, or (`separate_upload`) with a
+ * `Write` call, which the SDK makes on its second connection, so that each HTTP/2
+ * connection carries bulk one way only (see tunnel.proto).
  */
 export function createTunnelService(ctx: AgentContext): AgentService {
   const sockets = new Set<net.Socket>();
+  /** Tunnels opened with `separate_upload` whose `Write` has not come yet, by upload id. */
+  const uploads = new Map<string, Upload>();
   return {
     register(router) {
       router.service(Tunnel, {
@@ -42,18 +59,34 @@ export function createTunnelService(ctx: AgentContext): AgentService {
           context.signal.addEventListener("abort", abort, { once: true });
           ctx.log.debug({ target: where }, "tunnel opened");
           const events = new TunnelEvents(socket);
-          try {
-            yield {
-              message: { case: "opened", value: { address: socket.remoteAddress ?? host, port } },
-            } satisfies TunnelResponseInit;
-            const acks = first.value.message.value.acks;
-            pumpRequests(incoming, socket, acks ? (n) => events.written(n) : undefined).then(
+          const { acks, separateUpload } = first.value.message.value;
+          const uploadId = separateUpload ? randomUUID() : "";
+          const pump = (messages: AsyncIterator<Uint8Array>) =>
+            pumpRequests(messages, socket, acks && !separateUpload ? (n) => events.written(n) : undefined).then(
               () => events.upstreamDone(),
               (err: unknown) => {
                 events.upstreamDone(err);
                 socket.destroy();
               },
             );
+          if (separateUpload) {
+            uploads.set(uploadId, (writes) => {
+              uploads.delete(uploadId);
+              // Resolves once the bytes are in or the socket is gone: a Write call must not
+              // outlive its tunnel waiting for bytes nobody will take.
+              const gone = new Promise<void>((resolve) => {
+                if (socket.destroyed) resolve();
+                else socket.once("close", () => resolve());
+              });
+              return Promise.race([pump(writeData(writes)), gone]);
+            });
+          }
+          try {
+            yield {
+              message: { case: "opened", value: { address: socket.remoteAddress ?? host, port, uploadId } },
+            } satisfies TunnelResponseInit;
+            // The request stream carries nothing more with a separate upload.
+            if (!separateUpload) void pump(requestData(incoming));
             for (;;) {
               const event = await events.next();
               if (event.type === "done") break;
@@ -68,11 +101,29 @@ export function createTunnelService(ctx: AgentContext): AgentService {
               }
             }
           } finally {
+            uploads.delete(uploadId);
             context.signal.removeEventListener("abort", abort);
             socket.destroy();
             sockets.delete(socket);
             ctx.log.debug({ target: where }, "tunnel closed");
           }
+        },
+
+        async write(requests): Promise<TunnelWriteResponseInit> {
+          const incoming = requests[Symbol.asyncIterator]();
+          const first = await incoming.next();
+          if (first.done || first.value.message.case !== "uploadId") {
+            throw new ConnectError("a tunnel write's first message must be `upload_id`", Code.InvalidArgument);
+          }
+          const upload = uploads.get(first.value.message.value);
+          if (!upload) {
+            throw new ConnectError(
+              "no open tunnel has this upload id (it closed, or its upload was already claimed)",
+              Code.NotFound,
+            );
+          }
+          await upload(incoming);
+          return {};
         },
       });
     },
@@ -133,31 +184,52 @@ function connectError(err: NodeJS.ErrnoException, where: string): ConnectError {
   }
 }
 
+/** The bytes of an `Open` request stream after its first message. */
+async function* requestData(incoming: AsyncIterator<TunnelRequest>): AsyncGenerator<Uint8Array> {
+  for (let next = await incoming.next(); !next.done; next = await incoming.next()) {
+    const message = next.value.message;
+    if (message.case !== "data") {
+      throw new ConnectError("only a tunnel's first message may be `open`", Code.InvalidArgument);
+    }
+    yield message.value;
+  }
+}
+
+/** The bytes of a `Write` request stream after its first message. */
+async function* writeData(incoming: AsyncIterator<TunnelWriteRequest>): AsyncGenerator<Uint8Array> {
+  for (let next = await incoming.next(); !next.done; next = await incoming.next()) {
+    const message = next.value.message;
+    if (message.case !== "data") {
+      throw new ConnectError("only a tunnel write's first message may be `upload_id`", Code.InvalidArgument);
+    }
+    yield message.value;
+  }
+}
+
 /**
  * Writes the client's bytes to the socket, one message at a time as the socket drains;
  * FIN at the end. `written` hears of each message once the socket took it.
  */
 async function pumpRequests(
-  incoming: AsyncIterator<TunnelRequest>,
+  messages: AsyncIterator<Uint8Array>,
   socket: net.Socket,
   written?: (bytes: number) => void,
 ): Promise<void> {
   for (;;) {
-    const next = await incoming.next();
+    const next = await messages.next();
     if (next.done) break;
-    const message = next.value.message;
-    if (message.case !== "data") {
-      throw new ConnectError("only a tunnel's first message may be `open`", Code.InvalidArgument);
-    }
-    const bytes = message.value.length;
+    const bytes = next.value.length;
     if (bytes === 0) continue;
-    const accepted = socket.write(message.value, written && ((err) => err || written(bytes)));
+    // A destroyed socket neither takes the bytes nor ever drains.
+    if (socket.destroyed) throw socket.errored ?? new Error("the connection closed");
+    const accepted = socket.write(next.value, written && ((err) => err || written(bytes)));
     if (!accepted) await drained(socket);
   }
   if (!socket.destroyed) socket.end();
 }
 
 function drained(socket: net.Socket): Promise<void> {
+  if (socket.destroyed) return Promise.reject(socket.errored ?? new Error("the connection closed"));
   return new Promise((resolve, reject) => {
     const done = (err?: Error) => {
       socket.off("drain", onDrain);

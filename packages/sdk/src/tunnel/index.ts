@@ -3,7 +3,7 @@ import { Duplex } from "node:stream";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { endStreamFromJson, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
-import { Tunnel, TunnelRequestSchema, TunnelResponseSchema } from "@tether/protocol/tunnel";
+import { Tunnel, TunnelRequestSchema, TunnelResponseSchema, TunnelWriteRequestSchema } from "@tether/protocol/tunnel";
 import { type Connection, readAll, responseOf } from "../connection.js";
 import { AgentUnavailableError, PortUnreachableError, TetherError, toTetherError } from "../errors.js";
 import { EnvelopeReader, FLAG_COMPRESSED, FLAG_END_STREAM } from "../server-stream.js";
@@ -24,16 +24,26 @@ export interface TunnelTarget {
 /** Bytes per message: well under the agent's 16 MiB message limit, large enough to be cheap. */
 const MAX_MESSAGE_DATA = 64 << 10;
 /**
- * Bytes sent that the agent has not yet handed to the connection (it says so with
- * `written` messages). Kept below what the kernel's socket buffers hold (a unix socket's
- * are about 200 KB), so the HTTP/2 session never has a write pending long: Node's HTTP/2
- * stops reading while its write is pending, and two peers both sending bulk data could
- * otherwise wait for each other forever (see tunnel.proto).
+ * Bytes the `Write` stream may hold unsent before write() waits for it to drain: more
+ * than its default high-water mark (16 KiB, less than one message), so the next messages
+ * are ready while the agent works through the last; still a bound, so a slow sandbox
+ * side holds the client back.
+ */
+const UPLOAD_BUFFER = 1 << 20;
+/**
+ * Only towards an agent without `Write` (which then sends `written` acknowledgements): the
+ * bytes sent on the `Open` stream that the agent has not yet handed to the connection.
+ * Kept below what the kernel's socket buffers hold (a unix socket's are about 200 KB), so
+ * the HTTP/2 session never has a write pending long: Node's HTTP/2 stops reading while its
+ * write is pending, and two peers both sending bulk data on one connection could otherwise
+ * wait for each other forever (see tunnel.proto).
  */
 const UNACKED_LIMIT = 128 << 10;
-/** Protobuf tag of TunnelRequest.data: field 2, length-delimited. */
+/** Protobuf tag of TunnelRequest.data and TunnelWriteRequest.data: field 2, length-delimited. */
 const DATA_TAG = (2 << 3) | 2;
 const PATH = `/${Tunnel.typeName}/${Tunnel.method.open.name}`;
+const WRITE_PATH = `/${Tunnel.typeName}/${Tunnel.method.write.name}`;
+const CONNECT_HEADERS = { "content-type": "application/connect+proto", "connect-protocol-version": "1" };
 
 /**
  * Opens a TCP connection to `port` inside the sandbox through the agent's own connection
@@ -41,6 +51,11 @@ const PATH = `/${Tunnel.typeName}/${Tunnel.method.open.name}`;
  * holds end to end: write returns false once the tunnel is full, and a paused reader
  * pauses the sandbox side. `end()` half-closes (FIN); the readable ends when the sandbox
  * side closes its half. Throws PortUnreachableError when nothing listens there.
+ *
+ * The sandbox side's bytes come on the `Open` call's response, on the connection for RPCs;
+ * the client's go with a `Write` call on the connection for bulk sent to the agent, so
+ * each connection carries bulk one way (see Connection) and a tunnel busy both ways
+ * cannot deadlock.
  */
 export async function openTunnel(
   connection: Connection,
@@ -55,23 +70,16 @@ export async function openTunnel(
   }
   let stream: http2.ClientHttp2Stream;
   try {
-    stream = await connection.request("POST", PATH, {
-      ...connection.headers(),
-      "content-type": "application/connect+proto",
-      "connect-protocol-version": "1",
-    });
+    stream = await connection.request("POST", PATH, { ...connection.headers(), ...CONNECT_HEADERS });
   } catch (err) {
     throw toTetherError(err, what, connection.address);
   }
   const open = toBinary(
     TunnelRequestSchema,
-    create(TunnelRequestSchema, { message: { case: "open", value: { port, host, acks: true } } }),
+    // `acks` for an agent that predates `separate_upload`: it then takes the bytes on this stream.
+    create(TunnelRequestSchema, { message: { case: "open", value: { port, host, acks: true, separateUpload: true } } }),
   );
-  const envelope = Buffer.allocUnsafe(5 + open.length);
-  envelope[0] = 0;
-  envelope.writeUInt32BE(open.length, 1);
-  envelope.set(open, 5);
-  stream.write(envelope);
+  stream.write(envelope(open));
   const tunnel = new TunnelStream(stream, where, connection.address);
   const abort = () => tunnel.destroy(new TetherError(`${what}: aborted`));
   if (options.signal?.aborted) abort();
@@ -85,6 +93,26 @@ export async function openTunnel(
       throw errorFromJsonBytes(body, undefined, new ConnectError(`HTTP ${status}`, Code.Unknown));
     }
     await tunnel.opened;
+    const uploadId = tunnel.uploadId;
+    if (uploadId) {
+      const upload = await connection.request(
+        "POST",
+        WRITE_PATH,
+        { ...connection.headers(), ...CONNECT_HEADERS },
+        { upstream: true },
+      );
+      upload.write(
+        envelope(
+          toBinary(
+            TunnelWriteRequestSchema,
+            create(TunnelWriteRequestSchema, { message: { case: "uploadId", value: uploadId } }),
+          ),
+        ),
+      );
+      tunnel.uploadOn(upload);
+      // Nothing more goes on the Open stream.
+      stream.end();
+    }
     return tunnel;
   } catch (err) {
     tunnel.destroy();
@@ -98,6 +126,8 @@ export class TunnelStream extends Duplex {
   target: TunnelTarget | undefined;
   /** Resolves with the target once the agent connected; rejects if it could not. */
   readonly opened: Promise<TunnelTarget>;
+  /** @internal The id the `Write` call for the client's bytes names; empty from an agent without `Write`. */
+  uploadId = "";
   private resolveOpened!: (target: TunnelTarget) => void;
   private rejectOpened!: (err: unknown) => void;
   private readonly reader = new EnvelopeReader();
@@ -106,6 +136,10 @@ export class TunnelStream extends Duplex {
   private eof = false;
   private unacked = 0;
   private ackWaiter: { resolve(): void; reject(err: Error): void } | undefined;
+  /** The `Write` call carrying the client's bytes; unset towards an agent without it. */
+  private upload: http2.ClientHttp2Stream | undefined;
+  /** The agent ended the `Write` call before the client did: the tunnel closed, later bytes go nowhere. */
+  private uploadEnded = false;
 
   constructor(
     private readonly h2: http2.ClientHttp2Stream,
@@ -151,6 +185,7 @@ export class TunnelStream extends Duplex {
         case "opened":
           // Set at once: an error in the same chunk must find the tunnel open.
           this.target = { address: message.value.address, port: message.value.port };
+          this.uploadId = message.value.uploadId;
           this.resolveOpened(this.target);
           break;
         case "data": {
@@ -184,8 +219,76 @@ export class TunnelStream extends Duplex {
     this.h2.resume();
   }
 
+  /**
+   * Sends the client's bytes with `upload`, a `Write` call on the connection for bulk sent
+   * to the agent. Its response says the agent took them all, or an error; an early OK
+   * means the tunnel closed (the `Open` call tells how).
+   */
+  uploadOn(upload: http2.ClientHttp2Stream): void {
+    this.upload = upload;
+    const reader = new EnvelopeReader();
+    let answered = false;
+    const failed = (err: unknown) => {
+      if (!this.destroyed) this.fail(err);
+    };
+    upload.on("error", failed);
+    upload.once("response", (headers) => {
+      const status = Number(headers[":status"]);
+      if (status !== 200) {
+        answered = true;
+        readAll(upload).then(
+          (body) => failed(errorFromJsonBytes(body, undefined, new ConnectError(`HTTP ${status}`, Code.Unknown))),
+          failed,
+        );
+      }
+    });
+    upload.on("data", (chunk: Buffer) => {
+      if (answered) return;
+      reader.push(chunk);
+      for (let env = reader.next(); env; env = reader.next()) {
+        if (!(env.flags & FLAG_END_STREAM)) continue;
+        answered = true;
+        const end = endStreamFromJson(env.data);
+        if (end.error) failed(end.error);
+        else this.uploadEnded = true;
+      }
+    });
+    upload.on("close", () => {
+      if (!answered) {
+        failed(new AgentUnavailableError(`tunnel to ${this.where}: the agent's write stream closed before the end`));
+      }
+    });
+  }
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.send(chunk).then(() => callback(), callback);
+    if (this.upload) this.sendUpload(this.upload, chunk, callback);
+    else this.send(chunk).then(() => callback(), callback);
+  }
+
+  /** Flow control comes from the upload's own HTTP/2 stream: the callback waits for it to drain. */
+  private sendUpload(upload: http2.ClientHttp2Stream, chunk: Buffer, callback: (error?: Error | null) => void): void {
+    if (this.uploadEnded) {
+      callback();
+      return;
+    }
+    for (let offset = 0; offset < chunk.length; ) {
+      const part = chunk.subarray(offset, offset + MAX_MESSAGE_DATA);
+      offset += part.length;
+      upload.write(dataHeader(part.length));
+      upload.write(part);
+    }
+    // 'drain' comes once the stream's buffer is empty, if a write found it full.
+    if (upload.writableLength < UPLOAD_BUFFER || !upload.writableNeedDrain) {
+      callback();
+      return;
+    }
+    const done = () => {
+      upload.off("drain", done);
+      upload.off("close", done);
+      callback();
+    };
+    upload.on("drain", done);
+    upload.on("close", done);
   }
 
   /** Sends in messages of at most 64 KiB, each once the unacknowledged bytes leave room. */
@@ -206,7 +309,8 @@ export class TunnelStream extends Duplex {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.h2.end(callback);
+    if (this.upload && this.uploadEnded) callback();
+    else (this.upload ?? this.h2).end(callback);
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
@@ -216,8 +320,18 @@ export class TunnelStream extends Duplex {
     this.ackWaiter?.reject(error ?? new Error("the tunnel was destroyed"));
     this.ackWaiter = undefined;
     if (!this.h2.closed && !clean) this.h2.close(http2.constants.NGHTTP2_CANCEL);
+    if (this.upload && !this.upload.closed && !clean) this.upload.close(http2.constants.NGHTTP2_CANCEL);
     callback(error);
   }
+}
+
+/** A whole message in a Connect envelope. */
+function envelope(message: Uint8Array): Buffer {
+  const bytes = Buffer.allocUnsafe(5 + message.length);
+  bytes[0] = 0;
+  bytes.writeUInt32BE(message.length, 1);
+  bytes.set(message, 5);
+  return bytes;
 }
 
 /** The 5-byte Connect envelope plus the field tag and varint length of TunnelRequest.data. */

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tether/v1/tunnel.proto.
  */
 export const file_tether_v1_tunnel: GenFile = /*@__PURE__*/
-  fileDesc("ChZ0ZXRoZXIvdjEvdHVubmVsLnByb3RvEgl0ZXRoZXIudjEiNgoKVHVubmVsT3BlbhIMCgRwb3J0GAEgASgNEgwKBGhvc3QYAiABKAkSDAoEYWNrcxgDIAEoCCItCgxUdW5uZWxPcGVuZWQSDwoHYWRkcmVzcxgBIAEoCRIMCgRwb3J0GAIgASgNIgsKCVR1bm5lbEVvZiJRCg1UdW5uZWxSZXF1ZXN0EiUKBG9wZW4YASABKAsyFS50ZXRoZXIudjEuVHVubmVsT3BlbkgAEg4KBGRhdGEYAiABKAxIAEIJCgdtZXNzYWdlIo4BCg5UdW5uZWxSZXNwb25zZRIpCgZvcGVuZWQYASABKAsyFy50ZXRoZXIudjEuVHVubmVsT3BlbmVkSAASDgoEZGF0YRgCIAEoDEgAEiMKA2VvZhgDIAEoCzIULnRldGhlci52MS5UdW5uZWxFb2ZIABIRCgd3cml0dGVuGAQgASgESABCCQoHbWVzc2FnZTJJCgZUdW5uZWwSPwoET3BlbhIYLnRldGhlci52MS5UdW5uZWxSZXF1ZXN0GhkudGV0aGVyLnYxLlR1bm5lbFJlc3BvbnNlKAEwAWIGcHJvdG8z");
+  fileDesc("ChZ0ZXRoZXIvdjEvdHVubmVsLnByb3RvEgl0ZXRoZXIudjEiTwoKVHVubmVsT3BlbhIMCgRwb3J0GAEgASgNEgwKBGhvc3QYAiABKAkSDAoEYWNrcxgDIAEoCBIXCg9zZXBhcmF0ZV91cGxvYWQYBCABKAgiQAoMVHVubmVsT3BlbmVkEg8KB2FkZHJlc3MYASABKAkSDAoEcG9ydBgCIAEoDRIRCgl1cGxvYWRfaWQYAyABKAkiCwoJVHVubmVsRW9mIlEKDVR1bm5lbFJlcXVlc3QSJQoEb3BlbhgBIAEoCzIVLnRldGhlci52MS5UdW5uZWxPcGVuSAASDgoEZGF0YRgCIAEoDEgAQgkKB21lc3NhZ2UijgEKDlR1bm5lbFJlc3BvbnNlEikKBm9wZW5lZBgBIAEoCzIXLnRldGhlci52MS5UdW5uZWxPcGVuZWRIABIOCgRkYXRhGAIgASgMSAASIwoDZW9mGAMgASgLMhQudGV0aGVyLnYxLlR1bm5lbEVvZkgAEhEKB3dyaXR0ZW4YBCABKARIAEIJCgdtZXNzYWdlIkQKElR1bm5lbFdyaXRlUmVxdWVzdBITCgl1cGxvYWRfaWQYASABKAlIABIOCgRkYXRhGAIgASgMSABCCQoHbWVzc2FnZSIVChNUdW5uZWxXcml0ZVJlc3BvbnNlMpMBCgZUdW5uZWwSPwoET3BlbhIYLnRldGhlci52MS5UdW5uZWxSZXF1ZXN0GhkudGV0aGVyLnYxLlR1bm5lbFJlc3BvbnNlKAEwARJICgVXcml0ZRIdLnRldGhlci52MS5UdW5uZWxXcml0ZVJlcXVlc3QaHi50ZXRoZXIudjEuVHVubmVsV3JpdGVSZXNwb25zZSgBYgZwcm90bzM");
 
 /**
  * The first request of a tunnel: where to connect inside the sandbox.
@@ -44,6 +44,17 @@ export type TunnelOpen = Message<"tether.v1.TunnelOpen"> & {
    * @generated from field: bool acks = 3;
    */
   acks: boolean;
+
+  /**
+   * Send the client's bytes with `Write`, not on this stream: the agent answers with an
+   * `upload_id` in `opened` and reads no data from this stream. A client that sends them
+   * on a second HTTP/2 connection has bulk flowing one way per connection, which cannot
+   * deadlock and needs no acknowledgements. An agent that predates this field ignores it
+   * (its `opened` has no `upload_id`): the client then sends on this stream.
+   *
+   * @generated from field: bool separate_upload = 4;
+   */
+  separateUpload: boolean;
 };
 
 /**
@@ -70,6 +81,13 @@ export type TunnelOpened = Message<"tether.v1.TunnelOpened"> & {
    * @generated from field: uint32 port = 2;
    */
   port: number;
+
+  /**
+   * With `separate_upload`: the id the client's `Write` call names, once.
+   *
+   * @generated from field: string upload_id = 3;
+   */
+  uploadId: string;
 };
 
 /**
@@ -174,6 +192,54 @@ export const TunnelResponseSchema: GenMessage<TunnelResponse> = /*@__PURE__*/
   messageDesc(file_tether_v1_tunnel, 4);
 
 /**
+ * The client's half of a tunnel opened with `separate_upload`.
+ *
+ * @generated from message tether.v1.TunnelWriteRequest
+ */
+export type TunnelWriteRequest = Message<"tether.v1.TunnelWriteRequest"> & {
+  /**
+   * @generated from oneof tether.v1.TunnelWriteRequest.message
+   */
+  message: {
+    /**
+     * The first message, and only the first: `opened.upload_id`.
+     *
+     * @generated from field: string upload_id = 1;
+     */
+    value: string;
+    case: "uploadId";
+  } | {
+    /**
+     * Bytes to send to the sandbox side.
+     *
+     * @generated from field: bytes data = 2;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tether.v1.TunnelWriteRequest.
+ * Use `create(TunnelWriteRequestSchema)` to create a new message.
+ */
+export const TunnelWriteRequestSchema: GenMessage<TunnelWriteRequest> = /*@__PURE__*/
+  messageDesc(file_tether_v1_tunnel, 5);
+
+/**
+ * @generated from message tether.v1.TunnelWriteResponse
+ */
+export type TunnelWriteResponse = Message<"tether.v1.TunnelWriteResponse"> & {
+};
+
+/**
+ * Describes the message tether.v1.TunnelWriteResponse.
+ * Use `create(TunnelWriteResponseSchema)` to create a new message.
+ */
+export const TunnelWriteResponseSchema: GenMessage<TunnelWriteResponse> = /*@__PURE__*/
+  messageDesc(file_tether_v1_tunnel, 6);
+
+/**
  * @generated from service tether.v1.Tunnel
  */
 export const Tunnel: GenService<{
@@ -190,6 +256,20 @@ export const Tunnel: GenService<{
     methodKind: "bidi_streaming";
     input: typeof TunnelRequestSchema;
     output: typeof TunnelResponseSchema;
+  },
+  /**
+   * The client's bytes for a tunnel opened with `separate_upload`, taken as fast as the
+   * connection inside the sandbox takes them; ending the request stream half-closes it
+   * (FIN). NotFound when no open tunnel has that id, or its upload was already claimed.
+   * Ends OK once the bytes were handed to the connection, or as soon as the tunnel
+   * closed (how it ended is the `Open` call's to say; later bytes go nowhere).
+   *
+   * @generated from rpc tether.v1.Tunnel.Write
+   */
+  write: {
+    methodKind: "client_streaming";
+    input: typeof TunnelWriteRequestSchema;
+    output: typeof TunnelWriteResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tether_v1_tunnel, 0);

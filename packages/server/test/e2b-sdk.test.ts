@@ -118,7 +118,8 @@ test("pause keeping memory freezes processes; connect resumes them (201) and pau
 }, async () => {
   const sandbox = await Sandbox.create("debian");
   try {
-    const sleeper = await sandbox.commands.run("sleep 600", { background: true });
+    // timeoutMs 0: as in envd, a command dies at its deadline (the SDK's default is 60 s).
+    const sleeper = await sandbox.commands.run("sleep 600", { background: true, timeoutMs: 0 });
     assert.equal(await sandbox.pause(), true);
     assert.equal((await sandbox.getInfo()).state, "paused");
     assert.equal(await Sandbox.pause(sandbox.sandboxId), false);
@@ -188,6 +189,7 @@ test("getHost: a server inside the sandbox, reached through the proxy by Host an
     let out = "";
     await sandbox.commands.run("perl /tmp/echo.pl", {
       background: true,
+      timeoutMs: 0,
       onStdout: (d) => {
         out += d;
       },
@@ -345,6 +347,7 @@ test("allowPublicTraffic false: the sandbox's ports want its traffic token; egre
     let out = "";
     await sandbox.commands.run("perl /tmp/echo.pl", {
       background: true,
+      timeoutMs: 0,
       onStdout: (d) => {
         out += d;
       },

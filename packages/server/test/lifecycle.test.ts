@@ -22,7 +22,8 @@ test("a restarted server adopts running sandboxes: still listed, still reachable
   const { key } = first.server.keys.create({ team: "alpha" });
   first.server.templates.put("debian", DEBIAN);
   const sandbox = await Sandbox.create("debian", opts(first, key));
-  const sleeper = await sandbox.commands.run("sleep 600", { background: true });
+  // timeoutMs 0: as in envd, a command dies at its deadline (the SDK's default is 60 s).
+  const sleeper = await sandbox.commands.run("sleep 600", { background: true, timeoutMs: 0 });
   await first.stop();
   const down = await request(first.url, { path: "/health" }).catch((err: Error) => err);
   assert.ok(down instanceof Error, "the first server is gone");

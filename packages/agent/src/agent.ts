@@ -1,5 +1,6 @@
 import type net from "node:net";
 import { AGENT_DEFAULT_PORT } from "@tether/protocol/constants";
+import { isAuthorized } from "./auth/access.js";
 import { UserDirectory } from "./auth/users.js";
 import type { CocoonListeners, CocoonOptions } from "./cocoon/listener.js";
 import type { AgentContext } from "./context.js";
@@ -140,6 +141,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     ),
   ];
   const handler = createRequestHandler(context, services, lazyServices);
+  // Only streams without the token count against the reset limit (see ConnectionGuard).
+  const trusted = (headers: Record<string, string | string[] | undefined>) => isAuthorized(context.state, headers);
 
   const listeners: { server: net.Server; sockets: Set<net.Socket> }[] = [];
   const result: RunningAgent = { context, close };
@@ -148,7 +151,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
     // before a host waiting for health can see the agent answer.
     const plan = options.supervise ? await planSupervisedCommand(context, options.supervise) : undefined;
     if (options.port !== false) {
-      const tcp = createDualServer(handler, limits);
+      const tcp = createDualServer(handler, limits, trusted);
       listeners.push(tcp);
       result.tcp = await listenTcp(tcp.server, options.host ?? "127.0.0.1", options.port ?? AGENT_DEFAULT_PORT);
       // Once listening, a failed accept (out of descriptors) is logged, not thrown at the agent.
@@ -157,7 +160,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<RunningAge
       result.url = `http://${host}:${result.tcp.port}`;
     }
     if (options.socket) {
-      const unix = createDualServer(handler, limits);
+      const unix = createDualServer(handler, limits, trusted);
       listeners.push(unix);
       const warning = await listenUnix(unix.server, options.socket, options.socketOwner);
       unix.server.on("error", (err) => log.error({ err }, "the unix socket listener failed to accept a connection"));

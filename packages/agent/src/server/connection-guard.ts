@@ -33,7 +33,15 @@ export class ConnectionGuard {
   private readonly connections = new Map<net.Socket, Connection>();
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly limits: AgentLimits) {}
+  constructor(
+    private readonly limits: AgentLimits,
+    /**
+     * Streams whose headers pass this are not counted against the reset limit: the token's
+     * holder may run anything in the sandbox anyway, and the SDK cancels in bursts (it
+     * keeps under nghttp2's own rapid-reset defence, which still holds for everyone).
+     */
+    private readonly trusted?: (headers: http2.IncomingHttpHeaders) => boolean,
+  ) {}
 
   start(): void {
     const every = Math.max(50, Math.min(1000, this.limits.headersTimeoutMs / 4, this.limits.connectionIdleMs / 4));
@@ -70,12 +78,13 @@ export class ConnectionGuard {
     const conn = this.connections.get(socket);
     if (!conn) return;
     conn.session = session;
-    session.on("stream", (stream: http2.ServerHttp2Stream) => {
+    session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
       this.began(conn);
+      const counted = !this.trusted?.(headers);
       stream.once("close", () => {
         this.ended(conn);
         // Reset by the client (the agent's own resets after an answer are NO_ERROR).
-        if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) this.reset(conn);
+        if (counted && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) this.reset(conn);
       });
     });
     // However the session ends (GOAWAY either way, an error, nghttp2's own flood defence),

@@ -28,13 +28,14 @@ export interface Endpoint {
 export function createDualServer(
   handler: (req: HttpRequest, res: HttpResponse) => void,
   limits: AgentLimits = DEFAULT_LIMITS,
+  trusted?: (headers: http2.IncomingHttpHeaders) => boolean,
 ) {
   const h1 = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, handler);
   const h2 = http2.createServer(
     { settings: { initialWindowSize: STREAM_WINDOW, maxFrameSize: 1 << 20 }, maxSessionMemory: 64 },
     handler,
   );
-  const guard = new ConnectionGuard(limits);
+  const guard = new ConnectionGuard(limits, trusted);
   // The socket being handed to the HTTP/2 server: it makes the session synchronously.
   let handing: net.Socket | undefined;
   h2.on("session", (session) => {

@@ -223,3 +223,39 @@ test("sign in, create from a local image, a terminal that answers and survives a
   await assert.rejects(sandboxes.get(id));
   await context.close();
 });
+
+test("templates: register a local image, build one from a Dockerfile with its log streamed", { skip }, async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  const name = `dash-built-${randomBytes(3).toString("hex")}`;
+  try {
+    await signIn(page, alpha);
+    await page.getByRole("link", { name: "Templates" }).click();
+    await page.getByLabel("Template name", { exact: true }).fill("dash-bb");
+    await page.getByLabel("Local image", { exact: true }).fill("tether-test/busybox");
+    await page.getByRole("button", { name: "Register" }).click();
+    await page.locator('tr[data-template="dash-bb"]').waitFor();
+    // A name in use is refused, not replaced.
+    await page.getByLabel("Template name", { exact: true }).fill("dash-bb");
+    await page.getByLabel("Local image", { exact: true }).fill("tether-test/debian");
+    await page.getByRole("button", { name: "Register" }).click();
+    await page.getByRole("alert").filter({ hasText: "exists" }).waitFor();
+    assert.match((await page.locator('tr[data-template="dash-bb"]').textContent()) ?? "", /tether-test\/busybox/);
+
+    await page.getByLabel("Build name", { exact: true }).fill(name);
+    await page.getByLabel("Dockerfile", { exact: true }).fill("FROM tether-test/busybox\nRUN echo built-by-$((6*7))\n");
+    await page.getByRole("button", { name: "Build" }).click();
+    const log = page.getByTestId("build-log");
+    await log.filter({ hasText: `built ${name}` }).waitFor({ timeout: 120_000 });
+    assert.match((await log.textContent()) ?? "", /built-by-42/);
+    await page.locator(`tr[data-template="${name}"]`).waitFor();
+    await page.screenshot({ path: path.join(SHOTS, "templates.png"), fullPage: true });
+  } finally {
+    await context.close();
+    const { default: Docker } = await import("dockerode");
+    await new Docker()
+      .getImage(`tether-template/${name}:latest`)
+      .remove()
+      .catch(() => {});
+  }
+});

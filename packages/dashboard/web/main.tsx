@@ -4,6 +4,7 @@ import { ApiFailure, api, followSandboxes, type Sandbox, storedKey, storeKey } f
 import { FilesPane } from "./files";
 import { MetricsPane, PortsPane } from "./metrics";
 import "./style.css";
+import { TemplatesPage, useTemplates } from "./templates";
 import { TerminalPane } from "./terminal";
 
 function useHash(): string {
@@ -91,6 +92,7 @@ function CreateForm({ onError }: { onError: (m: string) => void }) {
   const [env, setEnv] = useState("");
   const [meta, setMeta] = useState("");
   const [busy, setBusy] = useState(false);
+  const [templates] = useTemplates();
   const submit = async (e: Event) => {
     e.preventDefault();
     setBusy(true);
@@ -120,7 +122,13 @@ function CreateForm({ onError }: { onError: (m: string) => void }) {
             value={template}
             onInput={(e) => setTemplate((e.target as HTMLInputElement).value)}
             placeholder="base"
+            list="template-names"
           />
+          <datalist id="template-names">
+            {templates.map((t) => (
+              <option key={t.name} value={t.name} />
+            ))}
+          </datalist>
         </label>
         <label>
           Timeout (s)
@@ -383,6 +391,10 @@ function App() {
         <a href="#/" class="brand">
           Tether
         </a>
+        <nav aria-label="Main">
+          <a href="#/">Sandboxes</a>
+          <a href="#/templates">Templates</a>
+        </nav>
         <span class="muted">
           team <strong data-testid="team">{team}</strong> ·{" "}
           <span class={live ? "live" : "offline"}>{live ? "live" : "reconnecting"}</span>
@@ -406,7 +418,9 @@ function App() {
             </button>
           </div>
         )}
-        {m ? (
+        {hash.startsWith("#/templates") ? (
+          <TemplatesPage onError={setError} />
+        ) : m ? (
           <SandboxDetail s={list.get(m[1] as string)} onError={setError} />
         ) : (
           <>

@@ -21,6 +21,7 @@ import { type TeamLimitOptions, TeamLimits } from "./auth/limits.js";
 import { dashboardAssets, dashboardAssetsDir, isDashboardAsset } from "./dashboard/assets.js";
 import { SandboxWatch } from "./dashboard/events.js";
 import { dashboardRoutes } from "./dashboard/routes.js";
+import { dashboardTemplates } from "./dashboard/templates.js";
 import { Terminals } from "./dashboard/terminal.js";
 import { ApiError, UnauthorizedError } from "./errors.js";
 import { ServerMetrics } from "./metrics.js";
@@ -198,6 +199,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   e2bRoutes(app as unknown as FastifyInstance, teamSandboxes, { domain });
   dashboardAssets(app as unknown as FastifyInstance, dashboardAssetsDir());
   await dashboardRoutes(app as unknown as FastifyInstance, teamSandboxes, sandboxes, watch);
+  dashboardTemplates(app as unknown as FastifyInstance, templates, sandboxes);
 
   // Adopt what runs already (sandboxes made by the CLI, or by a server before a restart).
   try {

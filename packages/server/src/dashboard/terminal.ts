@@ -42,6 +42,8 @@ interface Session {
   size: number;
   socket: WebSocket | undefined;
   orphaned: NodeJS.Timeout | undefined;
+  /** The input sent so far, in order. */
+  input: Promise<void>;
 }
 
 /**
@@ -111,8 +113,12 @@ export class Terminals {
     const key = `${s.sandboxID}:${s.pty.pid}`;
     ws.on("message", (raw, binary) => {
       if (s.socket !== ws) return;
-      const input = (data: string | Buffer) =>
-        s.pty.sendInput(data).catch((err: Error) => this.log.debug({ err: err.message }, "terminal input failed"));
+      // One call at a time: concurrent calls could reach the agent out of order (a Ctrl-C before the command it stops).
+      const input = (data: string | Buffer) => {
+        s.input = s.input
+          .then(() => s.pty.sendInput(data))
+          .catch((err: Error) => this.log.debug({ err: err.message }, "terminal input failed"));
+      };
       if (binary) {
         input(raw as Buffer);
         return;
@@ -141,6 +147,7 @@ export class Terminals {
       size: 0,
       socket: ws,
       orphaned: undefined,
+      input: Promise.resolve(),
     };
     try {
       session.pty = await agent.pty.create({

@@ -13,6 +13,7 @@ import { measureSandbox } from "./sandbox.js";
 import { measureServer } from "./server.js";
 import { measureSpawners } from "./spawner.js";
 import { type Timing, timeRuns } from "./stats.js";
+import { measureTerminal } from "./terminal.js";
 import { measureTunnels } from "./tunnel.js";
 
 const EXEC_RUNS = Number(process.env.BENCH_EXEC_RUNS ?? 300);
@@ -294,6 +295,9 @@ async function main(): Promise<void> {
     const served = await measureServer(log);
     if ("skipped" in served) log(`tether serve rows skipped: ${served.skipped}`);
     else rows.push(...served.rows);
+    const terminal = await measureTerminal(log);
+    if ("skipped" in terminal) log(`terminal rows skipped: ${terminal.skipped}`);
+    else rows.push(...terminal.rows);
 
     process.stdout.write(`${renderTable(rows)}\n`);
     process.stdout.write(
@@ -315,6 +319,7 @@ async function main(): Promise<void> {
       createToFirstExec: backends.timings,
       dockerSandbox: "skipped" in sandbox ? { skipped: sandbox.skipped } : sandbox.results,
       server: "skipped" in served ? { skipped: served.skipped } : served.results,
+      terminal: "skipped" in terminal ? { skipped: terminal.skipped } : terminal.results,
       load: os.loadavg(),
       rss: {
         idle: idleRss,

@@ -42,8 +42,42 @@ interface Session {
   size: number;
   socket: WebSocket | undefined;
   orphaned: NodeJS.Timeout | undefined;
-  /** The input sent so far, in order. */
-  input: Promise<void>;
+  /** Keys go to the agent in order over one input stream, as `tether shell` sends them (a call per key costs more). */
+  input: InputQueue;
+}
+
+/** An async iterable fed by pushes: the PTY's one input stream. */
+class InputQueue implements AsyncIterable<Uint8Array> {
+  private readonly queued: Uint8Array[] = [];
+  private waiting: ((r: IteratorResult<Uint8Array>) => void) | undefined;
+  private ended = false;
+
+  push(data: Uint8Array): void {
+    if (this.ended) return;
+    const w = this.waiting;
+    this.waiting = undefined;
+    if (w) w({ value: data, done: false });
+    else this.queued.push(data);
+  }
+
+  end(): void {
+    this.ended = true;
+    this.waiting?.({ value: undefined, done: true });
+    this.waiting = undefined;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    return {
+      next: () => {
+        const ready = this.queued.shift();
+        if (ready) return Promise.resolve({ value: ready, done: false });
+        if (this.ended) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve) => {
+          this.waiting = resolve;
+        });
+      },
+    };
+  }
 }
 
 /**
@@ -113,12 +147,7 @@ export class Terminals {
     const key = `${s.sandboxID}:${s.pty.pid}`;
     ws.on("message", (raw, binary) => {
       if (s.socket !== ws) return;
-      // One call at a time: concurrent calls could reach the agent out of order (a Ctrl-C before the command it stops).
-      const input = (data: string | Buffer) => {
-        s.input = s.input
-          .then(() => s.pty.sendInput(data))
-          .catch((err: Error) => this.log.debug({ err: err.message }, "terminal input failed"));
-      };
+      const input = (data: string | Buffer) => s.input.push(typeof data === "string" ? Buffer.from(data) : data);
       if (binary) {
         input(raw as Buffer);
         return;
@@ -147,7 +176,7 @@ export class Terminals {
       size: 0,
       socket: ws,
       orphaned: undefined,
-      input: Promise.resolve(),
+      input: new InputQueue(),
     };
     try {
       session.pty = await agent.pty.create({
@@ -170,6 +199,9 @@ export class Terminals {
     }
     const key = `${hello.sandboxID}:${session.pty.pid}`;
     this.sessions.set(key, session);
+    session.pty
+      .streamInput(session.input)
+      .catch((err: Error) => this.log.debug({ err: err.message, key }, "terminal input stream ended"));
     session.pty.wait().then(
       (exit) => {
         session.socket?.close(1000, `exited ${JSON.stringify(exit).slice(0, 100)}`);
@@ -184,6 +216,7 @@ export class Terminals {
     if (this.sessions.get(key) !== s) return;
     this.sessions.delete(key);
     if (s.orphaned) clearTimeout(s.orphaned);
+    s.input.end();
     const done = kill ? s.pty.kill().catch(() => {}) : Promise.resolve();
     done.finally(() => {
       s.pty.disconnect();

@@ -151,6 +151,21 @@ test("sign in, create from a local image, a terminal that answers and survives a
   // The shell's own pid ($$: the shell is exec'd in place of the PTY's first process) is the one before.
   await waitForLine(page, `^same-shell-${pid}\\s*$`);
 
+  // Colours: an SGR red reaches the screen as xterm's red.
+  await page.keyboard.type("printf '\\033[31mred-%s\\033[0m\\n' $((20+1))");
+  await page.keyboard.press("Enter");
+  await page.locator(".xterm-rows span.xterm-fg-1", { hasText: "red-21" }).waitFor();
+  // A paste (the browser's paste event on the terminal) types its text into the shell.
+  await page.evaluate(() => {
+    const data = new DataTransfer();
+    data.setData("text/plain", "echo pasted-$((3*3))");
+    const target = document.querySelector(".xterm-helper-textarea") as HTMLElement;
+    target.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true }));
+  });
+  // bash takes a paste bracketed (its newline does not run it): Enter does.
+  await page.keyboard.press("Enter");
+  await waitForLine(page, "^pasted-9\\s*$");
+
   // Files: dropped onto the drop zone, listed, downloaded back identical.
   const content = randomBytes(300_000);
   await page.evaluate(
@@ -175,6 +190,19 @@ test("sign in, create from a local image, a terminal that answers and survives a
 
   // Phone width: the same screen stacks.
   await page.setViewportSize({ width: 390, height: 844 });
+  // The terminal fits the narrower screen and the shell is told (SIGWINCH): fewer columns.
+  await page.locator(".xterm").click();
+  await page.keyboard.type("echo cols-$(stty size | cut -d' ' -f2)");
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(
+    () => {
+      // biome-ignore lint/performance/useDomNodeTextContent: the rendered rows' line breaks are the point
+      const m = /^cols-(\d+)\s*$/m.exec((document.querySelector(".xterm-rows") as HTMLElement).innerText);
+      return m !== null && Number(m[1]) < 60;
+    },
+    undefined,
+    { timeout: 30_000 },
+  );
   await page.screenshot({ path: path.join(SHOTS, "sandbox-phone.png"), fullPage: true });
   await page.setViewportSize({ width: 1280, height: 800 });
 

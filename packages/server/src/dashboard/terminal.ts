@@ -138,7 +138,8 @@ export class Terminals {
       session.socket = ws;
       ws.send(JSON.stringify({ type: "ready", pid: session.pty.pid, reattached: true }));
       for (const chunk of session.scrollback) ws.send(chunk);
-      await session.pty.resize({ cols: hello.cols, rows: hello.rows }).catch(() => {});
+      // Not awaited: the browser may type as soon as it hears "ready", and its keys must find the handler below.
+      session.pty.resize({ cols: hello.cols, rows: hello.rows }).catch(() => {});
     } else {
       session = await this.start(found.team, hello, ws);
       ws.send(JSON.stringify({ type: "ready", pid: session.pty.pid, reattached: false }));

@@ -12,7 +12,8 @@ import { type RunningServer, startServer } from "@tether/server";
 import { pino } from "pino";
 import { type Browser, chromium, type Page } from "playwright-core";
 
-const CHROMIUM = "/usr/bin/chromium";
+/** Debian's chromium; TETHER_CHROMIUM names another build (or a missing one, to see the skip). */
+const CHROMIUM = process.env.TETHER_CHROMIUM ?? "/usr/bin/chromium";
 const IMAGE = "tether-test/debian";
 /** Where the screenshots go (CI keeps them as artifacts; the README names this folder). */
 const SHOTS = fileURLToPath(new URL("../../test-results/screenshots/", import.meta.url));
@@ -186,6 +187,10 @@ test("sign in, create from a local image, a terminal that answers and survives a
   await row.getByRole("button", { name: "Download payload.bin" }).click();
   const file = await (await downloaded).path();
   assert.deepEqual(await readFile(file), content);
+  // Metrics: samples of the running sandbox's CPU and memory, charted.
+  await page.locator("figure.spark figcaption", { hasText: /CPU: \d+\.\d %/ }).waitFor();
+  await page.locator("figure.spark figcaption", { hasText: /Memory: \d+\.\d MiB/ }).waitFor();
+  assert.equal(await page.getByRole("img", { name: "CPU over the last minutes" }).count(), 1);
   await page.screenshot({ path: path.join(SHOTS, "sandbox-files.png"), fullPage: true });
 
   // Phone width: the same screen stacks.

@@ -27,6 +27,9 @@ function Spark({ values, max, label, unit }: { values: number[]; max: number; la
         preserveAspectRatio="none"
       >
         <polyline points={points} fill="none" stroke="currentColor" stroke-width="2" />
+        {last !== undefined && (
+          <circle cx={values.length > 1 ? w - 3 : 3} cy={h - (last / top) * h} r="3" fill="currentColor" />
+        )}
       </svg>
     </figure>
   );

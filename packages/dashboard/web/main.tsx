@@ -260,7 +260,7 @@ function SandboxTable({ list, onError }: { list: Sandbox[]; onError: (m: string)
                 <th scope="col">Age</th>
                 <th scope="col">Time left</th>
                 <th scope="col">Metadata</th>
-                <th scope="col">Resources</th>
+                <th scope="col">Limits</th>
                 <th scope="col">Actions</th>
               </tr>
             </thead>

@@ -85,7 +85,7 @@ export function TemplatesPage({ onError }: { onError: (m: string) => void }) {
                 <tr>
                   <th scope="col">Name</th>
                   <th scope="col">Image</th>
-                  <th scope="col">Resources</th>
+                  <th scope="col">Limits</th>
                   <th scope="col">Kind</th>
                   <th scope="col">Created</th>
                 </tr>

@@ -15,6 +15,7 @@ import { measureSandbox } from "./sandbox.js";
 import { measureServer } from "./server.js";
 import { measureSpawners } from "./spawner.js";
 import { type Timing, timeRuns } from "./stats.js";
+import { measureTerminal } from "./terminal.js";
 import { measureTunnels } from "./tunnel.js";
 
 const EXEC_RUNS = Number(process.env.BENCH_EXEC_RUNS ?? 300);
@@ -302,6 +303,9 @@ async function main(): Promise<void> {
     const density = await measureDensity(log);
     if ("skipped" in density) log(`memory per sandbox rows skipped: ${density.skipped}`);
     else rows.push(...density.rows);
+    const terminal = await measureTerminal(log);
+    if ("skipped" in terminal) log(`terminal rows skipped: ${terminal.skipped}`);
+    else rows.push(...terminal.rows);
 
     process.stdout.write(`${renderTable(rows)}\n`);
     process.stdout.write(
@@ -325,6 +329,7 @@ async function main(): Promise<void> {
       server: "skipped" in served ? { skipped: served.skipped } : served.results,
       concurrentCreates: "skipped" in creates ? { skipped: creates.skipped } : creates.results,
       density: "skipped" in density ? { skipped: density.skipped } : density.results,
+      terminal: "skipped" in terminal ? { skipped: terminal.skipped } : terminal.results,
       load: os.loadavg(),
       rss: {
         idle: idleRss,

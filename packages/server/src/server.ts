@@ -18,6 +18,11 @@ import { e2bRoutes } from "./api/routes.js";
 import { TeamSandboxes } from "./api/team-sandboxes.js";
 import { ApiKeys } from "./auth/keys.js";
 import { type TeamLimitOptions, TeamLimits } from "./auth/limits.js";
+import { dashboardAssets, dashboardAssetsDir, isDashboardAsset } from "./dashboard/assets.js";
+import { SandboxWatch } from "./dashboard/events.js";
+import { dashboardRoutes } from "./dashboard/routes.js";
+import { dashboardTemplates } from "./dashboard/templates.js";
+import { Terminals } from "./dashboard/terminal.js";
 import { ApiError, UnauthorizedError } from "./errors.js";
 import { ServerMetrics } from "./metrics.js";
 import { proxyTarget } from "./proxy/route.js";
@@ -92,9 +97,13 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const limits = new TeamLimits(options.limits);
   const metrics = new ServerMetrics(sandboxes, limits);
   const proxy = new SandboxProxy(sandboxes, log.child({ part: "proxy" }));
-  const teamSandboxes = new TeamSandboxes(sandboxes, { templates, baseImage: options.baseImage }, limits, (id) =>
-    proxy.forget(id),
-  );
+  let terminals: Terminals | undefined;
+  const teamSandboxes = new TeamSandboxes(sandboxes, { templates, baseImage: options.baseImage }, limits, (id) => {
+    proxy.forget(id);
+    terminals?.forget(id);
+  });
+  terminals = new Terminals(keys, teamSandboxes, sandboxes, log.child({ part: "terminal" }));
+  const watch = new SandboxWatch(sandboxes, log.child({ part: "dashboard" }));
   const domain = options.domain;
 
   const app = Fastify({
@@ -115,6 +124,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       server.on("upgrade", (req, socket, head) => {
         const target = proxyTarget(req.headers, domain);
         if (target) proxy.upgrade(req, socket, head, target);
+        else if (terminals?.handles(req)) terminals.upgrade(req, socket, head);
         else socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
       });
       // Streams through the proxy (a command's output, a watch) may be quiet for long.
@@ -146,7 +156,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
 
   app.addHook("onRequest", async (request) => {
     (request as { startedAt?: bigint }).startedAt = process.hrtime.bigint();
-    if (request.url === "/health") return;
+    if (request.url === "/health" || (request.method === "GET" && isDashboardAsset(request.url))) return;
     const key = request.headers["x-api-key"];
     const found = keys.verify(typeof key === "string" ? key : undefined);
     if (!found) throw new UnauthorizedError();
@@ -155,6 +165,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   app.addHook("onResponse", async (request, reply) => {
     const route = request.routeOptions.url ?? "unmatched";
     metrics.requests.inc({ method: request.method, route, status: String(reply.statusCode) });
+    // The dashboard's live table hears of a change made through the API at once.
+    if (request.method !== "GET" && /^\/(v2\/)?sandboxes/.test(request.url) && reply.statusCode < 400) watch.poke();
     const started = (request as { startedAt?: bigint }).startedAt;
     if (started !== undefined) {
       metrics.latency.observe({ method: request.method, route }, Number(process.hrtime.bigint() - started) / 1e9);
@@ -185,6 +197,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   );
   // The routes are written for any server kind (http or https) and logger.
   e2bRoutes(app as unknown as FastifyInstance, teamSandboxes, { domain });
+  dashboardAssets(app as unknown as FastifyInstance, dashboardAssetsDir());
+  await dashboardRoutes(app as unknown as FastifyInstance, teamSandboxes, sandboxes, watch);
+  dashboardTemplates(app as unknown as FastifyInstance, templates, sandboxes);
 
   // Adopt what runs already (sandboxes made by the CLI, or by a server before a restart).
   try {
@@ -196,7 +211,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const expiry: ExpiryLoop = startExpiryLoop(sandboxes, {
     intervalMs: options.expiryIntervalMs ?? 2000,
     onExpired: (expired) => {
-      for (const e of expired) proxy.forget(e.id);
+      for (const e of expired) {
+        proxy.forget(e.id);
+        terminals?.forget(e.id);
+      }
+      watch.poke();
       log.info({ expired }, "expired");
     },
     onError: (err) => log.warn({ err }, "expiry failed"),
@@ -214,6 +233,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     templates,
     close: async () => {
       expiry.stop();
+      watch.close();
+      terminals?.close();
       await app.close();
       proxy.close();
       db.close();

@@ -235,8 +235,16 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       expiry.stop();
       watch.close();
       terminals?.close();
-      await app.close();
+      // Proxied streams (a command's output, a watch) may last for ever: they are cut, not
+      // waited for (the sandboxes keep running), and connections still open after a grace
+      // period are closed.
       proxy.close();
+      const force = setTimeout(() => app.server.closeAllConnections(), 5_000);
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(force);
+      }
       db.close();
       if (!options.sandboxes) sandboxes.close();
     },

@@ -1,5 +1,6 @@
 import { tetherHome } from "@tether/host";
 import { Command } from "commander";
+import { formatTable } from "../table.js";
 
 async function apiKeys() {
   const { ApiKeys, openServerDatabase } = await import("@tether/server");
@@ -42,17 +43,7 @@ export function keysCommand(): Command {
           ["ID", "NAME", "TEAM", "PREFIX", "CREATED"],
           ...list.map((k) => [k.id, k.name, k.team, `${k.prefix}...`, k.createdAt.toISOString()]),
         ];
-        const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-        process.stdout.write(
-          `${rows
-            .map((r) =>
-              r
-                .map((c, i) => c.padEnd(widths[i]))
-                .join("   ")
-                .trimEnd(),
-            )
-            .join("\n")}\n`,
-        );
+        process.stdout.write(`${formatTable(rows)}\n`);
       } finally {
         close();
       }

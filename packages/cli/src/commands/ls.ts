@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError } from "commander";
 import { collectLabel } from "../create-options.js";
 import { backendLabel } from "../lifecycle-options.js";
 import { sandboxes } from "../sandboxes.js";
+import { formatTable } from "../table.js";
 
 /** Collects `--state S` (repeatable, or comma-separated). */
 function collectStates(value: string, previous: SandboxState[] | undefined): SandboxState[] {
@@ -38,16 +39,7 @@ export function lsCommand(): Command {
         ["ID", "NAME", "IMAGE", "BACKEND", "STATE", "CREATED"],
         ...list.map((s) => [s.id, s.name, s.image, backendLabel(s), stateText(s), ago(now - s.createdAt.getTime())]),
       ];
-      const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-      const text = rows
-        .map((r) =>
-          r
-            .map((cell, i) => cell.padEnd(widths[i]))
-            .join("   ")
-            .trimEnd(),
-        )
-        .join("\n");
-      process.stdout.write(`${text}\n`);
+      process.stdout.write(`${formatTable(rows)}\n`);
     });
 }
 

@@ -2,6 +2,7 @@ import path from "node:path";
 import { tetherHome } from "@tether/host";
 import { Command, InvalidArgumentError } from "commander";
 import { collectEnv } from "../options.js";
+import { formatTable } from "../table.js";
 
 async function templates() {
   const { Templates, openServerDatabase } = await import("@tether/server");
@@ -113,17 +114,7 @@ export function templateCommand(): Command {
           return;
         }
         const rows = [["NAME", "IMAGE", "DEFAULTS"], ...list.map((t) => [t.name, t.image, JSON.stringify(t.defaults)])];
-        const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-        process.stdout.write(
-          `${rows
-            .map((r) =>
-              r
-                .map((c, i) => c.padEnd(widths[i]))
-                .join("   ")
-                .trimEnd(),
-            )
-            .join("\n")}\n`,
-        );
+        process.stdout.write(`${formatTable(rows)}\n`);
       } finally {
         close();
       }

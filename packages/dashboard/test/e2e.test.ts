@@ -134,8 +134,10 @@ test("sign in, create from a local image, a terminal that answers and survives a
   await page.keyboard.press("Enter");
   await waitForLine(page, "^42\\s*$");
   // Ctrl-C interrupts a running command, and the shell answers again.
-  await page.keyboard.type("sleep 600");
+  // Ctrl-C only once the line runs: a ^C that reaches bash while it still reads the line only clears it.
+  await page.keyboard.type("echo started-$((1+1)); sleep 600");
   await page.keyboard.press("Enter");
+  await waitForLine(page, "^started-2\\s*$");
   await page.keyboard.press("Control+C");
   await page.keyboard.type("echo after-$((40+2))");
   await page.keyboard.press("Enter");

@@ -274,6 +274,8 @@ export class DockerBackend implements SandboxBackend {
         // dockerode passes options as the query (size=true adds SizeRw); its types lack it.
         container.inspect({ size: true } as Docker.ContainerInspectOptions),
       ]);
+      // A container that stops between the look-up and the sample answers stats without cpu_stats.
+      if (!stats.cpu_stats?.cpu_usage || !stats.memory_stats) throw new SandboxNotRunningError(sandboxId, "stopped");
       const online = stats.cpu_stats.online_cpus || stats.cpu_stats.cpu_usage.percpu_usage?.length || 1;
       const nanoCpus = details.HostConfig.NanoCpus ?? 0;
       const cpuCount = nanoCpus > 0 ? nanoCpus / 1e9 : online;

@@ -9,6 +9,7 @@ import {
 import { Command } from "commander";
 import { homeIsWritable } from "../embedded.js";
 import { sandboxes } from "../sandboxes.js";
+import { formatTable } from "../table.js";
 
 /** `tether doctor`: which backends work here, which do not, and why. Always exits 0. */
 export function doctorCommand(): Command {
@@ -63,10 +64,7 @@ export function doctorCommand(): Command {
         ["BACKEND", "AVAILABLE", "ISOLATION", "WHY"],
         ...statuses.map((s) => [s.kind, s.available ? "yes" : "no", s.isolation, s.reason]),
       ];
-      const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length)));
-      for (const r of rows) {
-        process.stdout.write(`${r.map((cell, i) => (i < 3 ? cell.padEnd(widths[i]) : cell)).join("   ")}\n`);
-      }
+      process.stdout.write(`${formatTable(rows)}\n`);
       process.stdout.write(
         `\nwithout --image, tether run uses: ${embedded}${embedded === "local" ? " (no isolation)" : ""}\n` +
           `TETHER_HOME: ${home} (${writable ? "writable" : "NOT writable: tether run falls back to a scratch home"})\n` +

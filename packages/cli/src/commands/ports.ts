@@ -1,5 +1,6 @@
 import type { ListeningPort, PortEvent } from "@tether/sdk";
 import { Command } from "commander";
+import { formatTable } from "../table.js";
 import { connectTarget, withTargetOptions } from "../target.js";
 
 interface PortsFlags {
@@ -63,15 +64,7 @@ function describe(p: ListeningPort): string {
 }
 
 function table(ports: ListeningPort[]): string {
-  const rows = [HEADER, ...ports.map(row)];
-  const widths = HEADER.map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  const lines = rows.map((r) =>
-    r
-      .map((cell, i) => cell.padEnd(widths[i]))
-      .join("  ")
-      .trimEnd(),
-  );
-  return `${lines.join("\n")}\n`;
+  return `${formatTable([HEADER, ...ports.map(row)], 2)}\n`;
 }
 
 function eventText(event: PortEvent): string {

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { DEFAULT_LOG_LIMIT, LOG_LEVELS, MAX_LOG_LIMIT } from "./logs.js";
 
 /** E2B's error body; the SDK reads `code`. */
 export const ErrorBody = z.object({ code: z.number().int(), message: z.string() });
@@ -161,3 +162,31 @@ export const SnapshotQuery = z.object({
 export const ForkBody = optionalBody(
   z.looseObject({ timeout: z.number().int().min(1).optional(), count: z.number().int().min(1).max(20).optional() }),
 );
+
+const LogLimit = z.coerce.number().int().min(0).max(MAX_LOG_LIMIT).default(DEFAULT_LOG_LIMIT);
+const Millis = z.coerce.number().int().min(0);
+
+/** v1 logs: from `start` (ms, default: all), oldest first. */
+export const LogsQuery = z.object({ start: Millis.optional(), limit: LogLimit });
+/** v2 logs: from `cursor` (ms) forward, or back from it (default now), newest first. */
+export const LogsV2Query = z.object({
+  cursor: Millis.optional(),
+  direction: z.enum(["forward", "backward"]).default("forward"),
+  level: z.enum(LOG_LEVELS).optional(),
+  limit: LogLimit,
+  search: z.string().optional(),
+});
+
+/** SandboxLogEntry: `fields` holds at least `stream` (stdout or stderr). */
+export const SandboxLogEntry = z.object({
+  timestamp: z.string(),
+  level: z.enum(LOG_LEVELS),
+  message: z.string(),
+  fields: StringMap,
+});
+/** v1's SandboxLogs: each line raw (`logs`) and as an entry (`logEntries`). */
+export const SandboxLogs = z.object({
+  logs: z.array(z.object({ timestamp: z.string(), line: z.string() })),
+  logEntries: z.array(SandboxLogEntry),
+});
+export const SandboxLogsV2 = z.object({ logs: z.array(SandboxLogEntry) });

@@ -10,6 +10,7 @@ import {
 import type { TeamLimits } from "../auth/limits.js";
 import { ApiError, BadRequestError, ConflictError, NotFoundError, NotImplementedError } from "../errors.js";
 import type { Template, Templates } from "../templates/templates.js";
+import { type LogQuery, readSandboxLogs, type SandboxLogRecord } from "./logs.js";
 import type { ConnectBody, ListQuery, NewSandboxBody } from "./schemas.js";
 import { e2bState, factsOf, hostCpus, hostMemoryMB, type ServerFacts } from "./views.js";
 
@@ -164,6 +165,11 @@ export class TeamSandboxes {
     if (range.end !== undefined && now > range.end + 1) return [];
     const stats = await this.sandboxes.stats(id);
     return stats ? [stats] : [];
+  }
+
+  /** The sandbox's log lines, paged by time (see readSandboxLogs); a paused or stopped sandbox's too. */
+  async logs(team: string, id: string, query: LogQuery): Promise<SandboxLogRecord[]> {
+    return readSandboxLogs(this.sandboxes, await this.get(team, id), query);
   }
 
   /**

@@ -261,3 +261,28 @@ test("logs, v1 and v2: the command's lines with their times, paged by start/curs
   assert.ok((await v2("?search=line-5")).length === 1);
   assert.equal((await api("DELETE", `/sandboxes/${id}`, alpha)).status, 204);
 });
+
+test("cpuCount and memoryMB at create (our extension) set the sandbox's limits; more CPUs than the host's are a 400", {
+  skip,
+}, async () => {
+  const made = await api("POST", "/v2/sandboxes", alpha, {
+    templateID: "debian",
+    timeout: 60,
+    cpuCount: 1,
+    memoryMB: 256,
+  });
+  assert.equal(made.status, 201, made.body);
+  const id = JSON.parse(made.body).sandboxID;
+  const info = JSON.parse((await api("GET", `/sandboxes/${id}`, alpha)).body);
+  assert.equal(info.cpuCount, 1);
+  assert.equal(info.memoryMB, 256);
+  // The engine's own cgroup limit, as metrics read it.
+  const [metric] = JSON.parse((await api("GET", `/sandboxes/${id}/metrics`, alpha)).body);
+  assert.equal(metric.memTotal, 256 * 2 ** 20);
+  assert.equal(metric.cpuCount, 1);
+  assert.equal((await api("DELETE", `/sandboxes/${id}`, alpha)).status, 204);
+  const tooMany = await api("POST", "/v2/sandboxes", alpha, { templateID: "debian", cpuCount: 4096 });
+  assert.equal(tooMany.status, 400, tooMany.body);
+  assert.match(JSON.parse(tooMany.body).message, /cpuCount 4096/);
+  assert.equal((await api("POST", "/v2/sandboxes", alpha, { templateID: "debian", memoryMB: 1 })).status, 400);
+});

@@ -27,6 +27,10 @@ export const NewSandboxBody = z.looseObject({
   secure: z.boolean().optional(),
   autoResume: z.looseObject({ enabled: z.boolean().optional() }).optional(),
   volumeMounts: z.array(z.looseObject({ name: z.string(), path: z.string() })).optional(),
+  // Tether's extension (E2B sizes sandboxes by template only): the sandbox's CPU and
+  // memory limits, over its template's; the names are those of E2B's template fields.
+  cpuCount: z.number().int().min(1).optional(),
+  memoryMB: z.number().int().min(64).optional(),
   network: z
     .looseObject({
       allowPublicTraffic: z.boolean().optional(),

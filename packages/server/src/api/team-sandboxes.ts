@@ -69,11 +69,19 @@ export class TeamSandboxes {
     }
     if (body.autoResume?.enabled) throw new NotImplementedError("autoResume (resuming a paused sandbox on traffic)");
     if ((body.volumeMounts?.length ?? 0) > 0) throw new NotImplementedError("volume mounts");
+    if (body.cpuCount !== undefined && body.cpuCount > hostCpus()) {
+      throw new BadRequestError(`cpuCount ${body.cpuCount}: this host has ${hostCpus()} CPUs`);
+    }
     const release = await this.limits.acquire(team);
     try {
       this.limits.checkSandboxes(team, (await this.all(team)).length);
       const template = this.template(body.templateID, team);
-      const d = template.defaults;
+      // The body's resources (our extension) over the template's.
+      const d = {
+        ...template.defaults,
+        ...(body.cpuCount !== undefined ? { cpus: body.cpuCount } : {}),
+        ...(body.memoryMB !== undefined ? { memoryMB: body.memoryMB } : {}),
+      };
       const network = body.allow_internet_access === true ? "bridge" : (d.network ?? "none");
       const facts: ServerFacts = {
         team,

@@ -132,11 +132,17 @@ test("the event stream tells a team of its own sandboxes' changes, and nothing o
     )) as { sandbox: View };
     assert.equal(running.sandbox.backend, "docker");
     assert.deepEqual(running.sandbox.metadata, { k: "v" });
+    // Its CPU and memory now, sampled by the server while the stream is open (no polling per row).
+    type Usage = { sandboxID: string; cpuUsedPct: number; memUsed: number; memTotal: number };
+    const sampled = await mine.next((e) => e.type === "usage" && (e.usage as Usage[]).some((u) => u.sandboxID === id));
+    const usage = (sampled.usage as Usage[]).find((u) => u.sandboxID === id) as Usage;
+    assert.ok(usage.cpuUsedPct >= 0 && usage.cpuUsedPct <= 100, JSON.stringify(usage));
+    assert.ok(usage.memUsed > 0 && usage.memTotal >= usage.memUsed, JSON.stringify(usage));
     assert.equal((await api("POST", `/sandboxes/${id}/pause`, alpha, {})).status, 204);
     await mine.next((e) => e.type === "changed" && (e.sandbox as View).state === "paused");
     assert.equal((await api("DELETE", `/sandboxes/${id}`, alpha)).status, 204);
     await mine.next((e) => e.type === "removed" && e.sandboxID === id);
-    // Beta's stream said nothing of it: a marker sandbox of beta's own comes first.
+    // Beta's stream said nothing of it (no change, no usage): a marker sandbox of beta's own comes first.
     const marker = JSON.parse((await api("POST", "/v2/sandboxes", beta, { templateID: DEBIAN })).body).sandboxID;
     const first = await theirs.next((e) => e.type !== "snapshot");
     assert.equal((first.sandbox as View | undefined)?.sandboxID, marker);

@@ -51,6 +51,8 @@ before(async () => {
     port: 0,
     logger: pino({ level: process.env.TETHER_TEST_LOG ?? "warn" }, pino.destination(2)),
   });
+  // The image, with a command whose output the logs pane must show.
+  server.templates.put("e2e-logger", IMAGE, { command: ["sh", "-c", "echo logged-by-$((6*7)); exec sleep infinity"] });
   alpha = server.keys.create({ team: "alpha" }).key;
   beta = server.keys.create({ team: "beta" }).key;
   await mkdir(SHOTS, { recursive: true });
@@ -105,7 +107,7 @@ test("a wrong key is refused and sees nothing", { skip }, async () => {
   await context.close();
 });
 
-test("sign in, create from a local image, a terminal that answers and survives a reload, files up and down, pause, resume, kill", {
+test("sign in, create from a template with resources, its logs, a terminal that answers and survives a reload, files up and down, usage in the table, pause, resume, kill", {
   skip,
 }, async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
@@ -118,12 +120,25 @@ test("sign in, create from a local image, a terminal that answers and survives a
   // The key is never in a URL.
   assert.ok(!page.url().includes(alpha));
 
-  await page.getByLabel("Template or image").fill(IMAGE);
+  await page.getByLabel("Template or image").fill("e2e-logger");
   await page.getByLabel("Timeout (s)").fill("600");
   await page.getByLabel("Metadata (key=value)").fill("suite=e2e");
+  // Resources at create (our extension of E2B's body): they reach the sandbox's cgroup.
+  await page.getByLabel("CPUs").fill("1");
+  await page.getByLabel("Memory (MiB)").fill("512");
   await page.getByRole("button", { name: "Create" }).click();
   await page.waitForURL(/#\/sandbox\/[a-z0-9]+/, { timeout: 120_000 });
   const id = /#\/sandbox\/([a-z0-9]+)/.exec(page.url())?.[1] as string;
+  const asAlpha = { headers: { "x-api-key": alpha } };
+  const info = await (await fetch(`${server.url}/sandboxes/${id}`, asAlpha)).json();
+  assert.equal(info.cpuCount, 1);
+  assert.equal(info.memoryMB, 512);
+  const [metric] = await (await fetch(`${server.url}/sandboxes/${id}/metrics`, asAlpha)).json();
+  assert.equal(metric.memTotal, 512 * 2 ** 20, "the engine's memory limit");
+
+  // Logs: the line the sandbox's command printed, followed on the page.
+  const logs = page.getByTestId("logs");
+  await logs.filter({ hasText: "logged-by-42" }).waitFor({ timeout: 60_000 });
 
   // The terminal: a shell on a PTY, over the WebSocket.
   const status = page.getByTestId("terminal-status");
@@ -143,6 +158,11 @@ test("sign in, create from a local image, a terminal that answers and survives a
   await page.keyboard.press("Enter");
   await waitForLine(page, "^after-42\\s*$");
   await page.screenshot({ path: path.join(SHOTS, "sandbox-terminal.png") });
+  // A line written to the sandbox's output now (the agent, PID 1, holds it) comes live, without a reload.
+  await page.keyboard.type("echo live-$((5*5)) > /proc/1/fd/1");
+  await page.keyboard.press("Enter");
+  await logs.filter({ hasText: "live-25" }).waitFor({ timeout: 30_000 });
+  await logs.screenshot({ path: path.join(SHOTS, "sandbox-logs.png") });
 
   // A reload reattaches to the same shell, with its output back.
   await page.reload();
@@ -220,6 +240,12 @@ test("sign in, create from a local image, a terminal that answers and survives a
   await state.filter({ hasText: "running" }).waitFor();
   assert.match((await tableRow.textContent()) ?? "", /suite=e2e/);
   assert.match((await tableRow.textContent()) ?? "", /docker/);
+  // CPU and memory now, pushed by the server on the event stream; and the limits set at create.
+  await tableRow
+    .getByTestId("usage")
+    .filter({ hasText: /^\d+\.\d% CPU · \d+\.\d MiB$/ })
+    .waitFor({ timeout: 30_000 });
+  assert.equal(await tableRow.getByTestId("limits").textContent(), "1 CPU, 512 MiB");
   await page.screenshot({ path: path.join(SHOTS, "sandboxes.png") });
   await page.setViewportSize({ width: 390, height: 844 });
   await page.screenshot({ path: path.join(SHOTS, "sandboxes-phone.png"), fullPage: true });

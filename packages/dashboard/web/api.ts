@@ -49,45 +49,68 @@ export interface Sandbox {
   metadata: Record<string, string>;
 }
 
+/** A running sandbox's CPU and memory now, as the server samples them for the table. */
+export interface SandboxUsage {
+  sandboxID: string;
+  cpuUsedPct: number;
+  cpuCount: number;
+  memUsed: number;
+  memTotal: number;
+  timestamp: string;
+}
+
 export type SandboxEvent =
   | { type: "snapshot"; sandboxes: Sandbox[] }
   | { type: "changed"; sandbox: Sandbox }
-  | { type: "removed"; sandboxID: string };
+  | { type: "removed"; sandboxID: string }
+  | { type: "usage"; usage: SandboxUsage[] };
 
 /**
- * Follows the server-sent stream of the team's sandboxes with fetch (EventSource cannot
- * send headers); reconnects after a pause when the stream drops. Returns the stop.
+ * Reads a server-sent event stream with fetch (EventSource cannot send the key header),
+ * calling `onEvent` with each event's name and parsed data; resolves when the stream ends.
  */
+export async function readEvents(
+  path: string,
+  signal: AbortSignal,
+  onEvent: (name: string, data: unknown) => void,
+  onOpen: () => void = () => {},
+): Promise<void> {
+  const res = await fetch(path, { headers: { "x-api-key": storedKey() ?? "" }, signal });
+  if (!res.ok || !res.body) throw new ApiFailure(res.status, `${path}: ${res.status}`);
+  onOpen();
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end = buffer.indexOf("\n\n");
+    while (end >= 0) {
+      const lines = buffer.slice(0, end).split("\n");
+      buffer = buffer.slice(end + 2);
+      const name = lines.find((l) => l.startsWith("event: "))?.slice(7) ?? "message";
+      const data = lines
+        .filter((l) => l.startsWith("data: "))
+        .map((l) => l.slice(6))
+        .join("\n");
+      if (data) onEvent(name, JSON.parse(data));
+      end = buffer.indexOf("\n\n");
+    }
+  }
+}
+
+/** Follows the team's sandboxes' event stream; reconnects after a pause when it drops. Returns the stop. */
 export function followSandboxes(onEvent: (e: SandboxEvent) => void, onState: (live: boolean) => void): () => void {
   const abort = new AbortController();
   const run = async () => {
     while (!abort.signal.aborted) {
       try {
-        const res = await fetch("/dashboard/api/events", {
-          headers: { "x-api-key": storedKey() ?? "" },
-          signal: abort.signal,
-        });
-        if (!res.ok || !res.body) throw new Error(`events: ${res.status}`);
-        onState(true);
-        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buffer = "";
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += value;
-          let end = buffer.indexOf("\n\n");
-          while (end >= 0) {
-            const block = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            const data = block
-              .split("\n")
-              .filter((l) => l.startsWith("data: "))
-              .map((l) => l.slice(6))
-              .join("\n");
-            if (data) onEvent(JSON.parse(data) as SandboxEvent);
-            end = buffer.indexOf("\n\n");
-          }
-        }
+        await readEvents(
+          "/dashboard/api/events",
+          abort.signal,
+          (_, data) => onEvent(data as SandboxEvent),
+          () => onState(true),
+        );
       } catch {
         if (abort.signal.aborted) return;
       }

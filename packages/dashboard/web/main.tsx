@@ -1,7 +1,8 @@
 import { render } from "preact";
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { ApiFailure, api, followSandboxes, type Sandbox, storedKey, storeKey } from "./api";
+import { ApiFailure, api, followSandboxes, type Sandbox, type SandboxUsage, storedKey, storeKey } from "./api";
 import { FilesPane } from "./files";
+import { LogsPane } from "./logs";
 import { MetricsPane, PortsPane } from "./metrics";
 import "./style.css";
 import { TemplatesPage, useTemplates } from "./templates";
@@ -91,6 +92,9 @@ function CreateForm({ onError }: { onError: (m: string) => void }) {
   const [timeout, setTimeoutS] = useState(300);
   const [env, setEnv] = useState("");
   const [meta, setMeta] = useState("");
+  // Empty: the template's (or the host's) limits.
+  const [cpus, setCpus] = useState("");
+  const [memory, setMemory] = useState("");
   const [busy, setBusy] = useState(false);
   const [templates] = useTemplates();
   const submit = async (e: Event) => {
@@ -102,6 +106,9 @@ function CreateForm({ onError }: { onError: (m: string) => void }) {
         timeout,
         envVars: parsePairs(env),
         metadata: parsePairs(meta),
+        // Tether's extension to E2B's create body (the README lists it).
+        ...(cpus ? { cpuCount: Number(cpus) } : {}),
+        ...(memory ? { memoryMB: Number(memory) } : {}),
       });
       location.hash = `#/sandbox/${made.sandboxID}`;
     } catch (err) {
@@ -138,6 +145,30 @@ function CreateForm({ onError }: { onError: (m: string) => void }) {
             min={1}
             value={timeout}
             onInput={(e) => setTimeoutS(Number((e.target as HTMLInputElement).value))}
+          />
+        </label>
+        <label>
+          CPUs
+          <input
+            name="cpus"
+            type="number"
+            min={1}
+            step={1}
+            value={cpus}
+            placeholder="template's"
+            onInput={(e) => setCpus((e.target as HTMLInputElement).value)}
+          />
+        </label>
+        <label>
+          Memory (MiB)
+          <input
+            name="memory"
+            type="number"
+            min={64}
+            step={1}
+            value={memory}
+            placeholder="template's"
+            onInput={(e) => setMemory((e.target as HTMLInputElement).value)}
           />
         </label>
         <label>
@@ -207,7 +238,26 @@ function Actions({ s, onError }: { s: Sandbox; onError: (m: string) => void }) {
   );
 }
 
-function SandboxTable({ list, onError }: { list: Sandbox[]; onError: (m: string) => void }) {
+/** CPU and memory now, as the server last sampled them (every few seconds while the page is open). */
+function UsageCell({ s, usage }: { s: Sandbox; usage: SandboxUsage | undefined }) {
+  if (s.state !== "running") return <>—</>;
+  if (!usage) return <span class="muted">sampling…</span>;
+  return (
+    <span class="usage" data-testid="usage" title={`at ${usage.timestamp}`}>
+      {usage.cpuUsedPct.toFixed(1)}% CPU · {(usage.memUsed / 2 ** 20).toFixed(1)} MiB
+    </span>
+  );
+}
+
+function SandboxTable({
+  list,
+  usage,
+  onError,
+}: {
+  list: Sandbox[];
+  usage: Map<string, SandboxUsage>;
+  onError: (m: string) => void;
+}) {
   const [query, setQuery] = useState("");
   const [state, setState] = useState("all");
   const shown = list.filter(
@@ -260,6 +310,7 @@ function SandboxTable({ list, onError }: { list: Sandbox[]; onError: (m: string)
                 <th scope="col">Age</th>
                 <th scope="col">Time left</th>
                 <th scope="col">Metadata</th>
+                <th scope="col">Now</th>
                 <th scope="col">Limits</th>
                 <th scope="col">Actions</th>
               </tr>
@@ -287,6 +338,9 @@ function SandboxTable({ list, onError }: { list: Sandbox[]; onError: (m: string)
                     ))}
                   </td>
                   <td>
+                    <UsageCell s={s} usage={usage.get(s.sandboxID)} />
+                  </td>
+                  <td data-testid="limits">
                     {s.cpuCount} CPU, {s.memoryMB} MiB
                   </td>
                   <td>
@@ -344,6 +398,7 @@ function SandboxDetail({ s, onError }: { s: Sandbox | undefined; onError: (m: st
           <p class="muted">Paused: resume it to use its terminal and files.</p>
         </section>
       )}
+      <LogsPane sandboxID={s.sandboxID} />
     </>
   );
 }
@@ -351,6 +406,7 @@ function SandboxDetail({ s, onError }: { s: Sandbox | undefined; onError: (m: st
 function App() {
   const [team, setTeam] = useState<string | null>(null);
   const [list, setList] = useState<Map<string, Sandbox>>(new Map());
+  const [usage, setUsage] = useState<Map<string, SandboxUsage>>(new Map());
   const [live, setLive] = useState(false);
   const [error, setError] = useState("");
   const [, tick] = useState(0);
@@ -366,6 +422,11 @@ function App() {
   useEffect(() => {
     if (!team) return;
     const stop = followSandboxes((e) => {
+      if (e.type === "usage") {
+        // Each event is a whole round of the team's running sandboxes.
+        setUsage(new Map(e.usage.map((u) => [u.sandboxID, u])));
+        return;
+      }
       setList((prev) => {
         if (e.type === "snapshot") return new Map(e.sandboxes.map((s) => [s.sandboxID, s]));
         const next = new Map(prev);
@@ -425,7 +486,7 @@ function App() {
         ) : (
           <>
             <CreateForm onError={setError} />
-            <SandboxTable list={sorted} onError={setError} />
+            <SandboxTable list={sorted} usage={usage} onError={setError} />
           </>
         )}
       </main>

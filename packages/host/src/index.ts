@@ -31,6 +31,7 @@ export { LABEL_HOME, LABEL_MANAGED_BY, LABEL_SANDBOX, MANAGED_BY } from "./backe
 export { BwrapBackend, type BwrapBackendOptions, findBwrap, probeBwrap } from "./backends/bwrap/bwrap-backend.js";
 export { DockerBackend, type DockerBackendOptions } from "./backends/docker/docker-backend.js";
 export { detectEngine, type Engine, type EngineKind, type EngineStrategy } from "./backends/docker/engine.js";
+export { type LogLine, logLines } from "./backends/docker/log-stream.js";
 export { LocalBackend } from "./backends/local/local-backend.js";
 export {
   HOST_IMAGE,

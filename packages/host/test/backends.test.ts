@@ -7,6 +7,8 @@ import { after, before, describe, test } from "node:test";
 import type { Agent } from "@tether/sdk";
 import {
   InvalidSandboxSpecError,
+  type LogLine,
+  logLines,
   processIdentity,
   Sandboxes,
   type SandboxInfo,
@@ -156,6 +158,23 @@ for (const backend of BACKENDS) {
       const tail = [];
       for await (const c of sandboxes.logs(made.id, { tail: 1 })) tail.push(c);
       assert.equal(tail.length, 1);
+      // With timestamps each line has when it was recorded: after the sandbox began, not after now.
+      const lines: LogLine[] = [];
+      for await (const line of logLines(sandboxes.logs(made.id, { timestamps: true }))) lines.push(line);
+      const out = lines.find((l) => l.text === "out-line");
+      assert.equal(out?.stream, "stdout");
+      assert.ok(out?.at, "out-line has its time");
+      assert.ok(out.at.getTime() >= made.createdAt.getTime() - 1000, `${out.at.toISOString()} before the sandbox`);
+      assert.ok(out.at.getTime() <= Date.now());
+      assert.ok(lines.some((l) => l.stream === "stderr" && l.text === "err-line" && l.at));
+      // since: nothing was written after a time still to come.
+      const later: LogLine[] = [];
+      for await (const line of logLines(
+        sandboxes.logs(made.id, { timestamps: true, since: new Date(Date.now() + 5000) }),
+      )) {
+        later.push(line);
+      }
+      assert.deepEqual(later, []);
       await sandboxes.remove(made.id);
       assert.equal(sandboxes.registry?.get(made.id), undefined);
     });

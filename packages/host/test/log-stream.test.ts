@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { demuxLogStream } from "../src/backends/docker/log-stream.js";
+import { demuxLogStream, engineTimestamp, logLines, timedFrame } from "../src/backends/docker/log-stream.js";
 
 function frame(stream: 1 | 2, data: Buffer): Buffer {
   const head = Buffer.alloc(8);
@@ -56,4 +56,42 @@ test("a frame fed one byte at a time is reassembled in linear time", async () =>
   assert.ok(got[0].data.equals(data));
   // Joining every new piece to what was pending copied 32 GB here.
   assert.ok(ms < 4 * reading + 500, `${ms} ms of CPU, against ${reading} ms to read the pieces`);
+});
+
+test("timed frames carry their time; the engine's own frames none", async () => {
+  const at = Date.parse("2025-03-04T05:06:07.089Z");
+  const stream = Buffer.concat([timedFrame(1, Buffer.from("hi\n"), at), frame(2, Buffer.from("old\n"))]);
+  const got = [];
+  for await (const chunk of demuxLogStream(pieces(stream, 5))) got.push(chunk);
+  assert.equal(got[0].data.toString(), "hi\n");
+  assert.equal(got[0].at?.toISOString(), "2025-03-04T05:06:07.089Z");
+  assert.equal(got[1].data.toString(), "old\n");
+  assert.equal(got[1].at, undefined);
+});
+
+test("the engine's timestamp prefix becomes the chunk's time", () => {
+  const chunk = engineTimestamp({ stream: "stdout", data: Buffer.from("2025-03-04T05:06:07.089123456Z a b\n") });
+  assert.equal(chunk.at?.toISOString(), "2025-03-04T05:06:07.089Z");
+  assert.equal(chunk.data.toString(), "a b\n");
+  const plain = engineTimestamp({ stream: "stdout", data: Buffer.from("no-time here\n") });
+  assert.equal(plain.at, undefined);
+  assert.equal(plain.data.toString(), "no-time here\n");
+});
+
+test("lines: split per stream, joined across chunks, each with the time its first byte came", async () => {
+  const t = (ms: number) => new Date(ms);
+  const lines = [];
+  for await (const line of logLines([
+    { stream: "stdout", data: Buffer.from("one\ntw"), at: t(1) },
+    { stream: "stderr", data: Buffer.from("err\r\n"), at: t(2) },
+    { stream: "stdout", data: Buffer.from("o\nthree"), at: t(3) },
+  ])) {
+    lines.push([line.stream, line.text, line.at?.getTime()]);
+  }
+  assert.deepEqual(lines, [
+    ["stdout", "one", 1],
+    ["stderr", "err", 2],
+    ["stdout", "two", 1],
+    ["stdout", "three", 3],
+  ]);
 });

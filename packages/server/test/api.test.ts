@@ -43,6 +43,8 @@ function sandboxCalls(id: string): [string, string, unknown][] {
   return [
     ["GET", `/sandboxes/${id}`, undefined],
     ["GET", `/sandboxes/${id}/metrics`, undefined],
+    ["GET", `/sandboxes/${id}/logs`, undefined],
+    ["GET", `/v2/sandboxes/${id}/logs`, undefined],
     ["POST", `/sandboxes/${id}/snapshots`, {}],
     ["POST", `/sandboxes/${id}/fork`, { count: 1 }],
     ["DELETE", `/sandboxes/${id}`, undefined],
@@ -174,4 +176,113 @@ test("the OpenAPI document and Prometheus metrics are served", { skip }, async (
   assert.match(metrics, /tether_sandboxes\{state="running"\} [1-9]/);
   assert.match(metrics, /tether_sandbox_creates_in_flight 0/);
   assert.match(metrics, /tether_http_request_duration_seconds_bucket/);
+});
+
+test("logs, v1 and v2: the command's lines with their times, paged by start/cursor and limit, filtered by level and search", {
+  skip,
+}, async () => {
+  // Lines 50 ms apart, so each has its own millisecond to page from; then a stderr line and a pino-shaped one.
+  const script =
+    'for i in 1 2 3 4 5; do echo line-$i; sleep 0.05; done; echo oops >&2; echo \'{"level":50,"msg":"structured","k":1}\'; exec sleep 600';
+  t.server.templates.put("printer", DEBIAN, { command: ["sh", "-c", script] });
+  const made = await api("POST", "/v2/sandboxes", alpha, { templateID: "printer", timeout: 120 });
+  assert.equal(made.status, 201, made.body);
+  const id = JSON.parse(made.body).sandboxID;
+  type Entry = { timestamp: string; level: string; message: string; fields: Record<string, string> };
+  const v1 = async (query = "") => {
+    const answer = await api("GET", `/sandboxes/${id}/logs${query}`, alpha);
+    assert.equal(answer.status, 200, answer.body);
+    return JSON.parse(answer.body) as { logs: { timestamp: string; line: string }[]; logEntries: Entry[] };
+  };
+  const v2 = async (query: string) => {
+    const answer = await api("GET", `/v2/sandboxes/${id}/logs${query}`, alpha);
+    assert.equal(answer.status, 200, answer.body);
+    return (JSON.parse(answer.body) as { logs: Entry[] }).logs;
+  };
+  let all = await v1();
+  for (let i = 0; i < 100 && !all.logEntries.some((e) => e.message === "structured"); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    all = await v1();
+  }
+  assert.equal(all.logs.length, all.logEntries.length);
+  const times = all.logEntries.map((e) => Date.parse(e.timestamp));
+  assert.deepEqual(
+    times,
+    [...times].sort((a, b) => a - b),
+    "oldest first",
+  );
+  const lines = all.logEntries.filter((e) => e.message.startsWith("line-"));
+  assert.deepEqual(
+    lines.map((e) => [e.message, e.level, e.fields.stream]),
+    [1, 2, 3, 4, 5].map((i) => [`line-${i}`, "info", "stdout"]),
+  );
+  const raw = all.logs[all.logEntries.indexOf(lines[0] as Entry)];
+  assert.deepEqual(raw, { timestamp: lines[0]?.timestamp, line: "line-1" });
+  assert.ok(all.logEntries.some((e) => e.message === "oops" && e.fields.stream === "stderr"));
+  const structured = all.logEntries.find((e) => e.message === "structured");
+  assert.equal(structured?.level, "error");
+  assert.equal(structured?.fields.k, "1");
+  assert.ok(
+    all.logEntries.some((e) => e.fields.name === "tetherd"),
+    "the agent's own log is there too, as structured entries",
+  );
+
+  // v1 paging: from line-3's millisecond, two lines.
+  const third = Date.parse(lines[2]?.timestamp as string);
+  const page = await v1(`?start=${third}&limit=2`);
+  assert.equal(page.logEntries.length, 2);
+  assert.equal(page.logEntries[0]?.message, "line-3");
+  assert.ok(page.logEntries.every((e) => Date.parse(e.timestamp) >= third));
+  assert.deepEqual((await v1(`?start=${Date.now() + 60_000}`)).logEntries, []);
+
+  // v2: forward from a cursor, backward (newest first), the least level, a search.
+  assert.deepEqual(
+    (await v2(`?cursor=${third}&search=line-`)).map((e) => e.message),
+    ["line-3", "line-4", "line-5"],
+  );
+  assert.deepEqual(
+    (await v2("?direction=backward&limit=2&search=line-")).map((e) => e.message),
+    ["line-5", "line-4"],
+  );
+  assert.deepEqual(
+    (await v2(`?direction=backward&cursor=${third}&search=line-`)).map((e) => e.message),
+    ["line-3", "line-2", "line-1"],
+  );
+  assert.ok((await v2("?level=error")).some((e) => e.message === "structured"));
+  assert.ok((await v2("?level=error")).every((e) => e.level === "error"));
+  assert.equal((await api("GET", `/v2/sandboxes/${id}/logs?limit=-1`, alpha)).status, 400);
+  assert.equal((await api("GET", `/v2/sandboxes/${id}/logs?level=loud`, alpha)).status, 400);
+
+  // Another team's key: 404, as for every call on the sandbox.
+  assert.equal((await api("GET", `/sandboxes/${id}/logs`, beta)).status, 404);
+  assert.equal((await api("GET", `/v2/sandboxes/${id}/logs`, beta)).status, 404);
+  // A paused sandbox's log is still there.
+  assert.equal((await api("POST", `/sandboxes/${id}/pause`, alpha, {})).status, 204);
+  assert.ok((await v2("?search=line-5")).length === 1);
+  assert.equal((await api("DELETE", `/sandboxes/${id}`, alpha)).status, 204);
+});
+
+test("cpuCount and memoryMB at create (our extension) set the sandbox's limits; more CPUs than the host's are a 400", {
+  skip,
+}, async () => {
+  const made = await api("POST", "/v2/sandboxes", alpha, {
+    templateID: "debian",
+    timeout: 60,
+    cpuCount: 1,
+    memoryMB: 256,
+  });
+  assert.equal(made.status, 201, made.body);
+  const id = JSON.parse(made.body).sandboxID;
+  const info = JSON.parse((await api("GET", `/sandboxes/${id}`, alpha)).body);
+  assert.equal(info.cpuCount, 1);
+  assert.equal(info.memoryMB, 256);
+  // The engine's own cgroup limit, as metrics read it.
+  const [metric] = JSON.parse((await api("GET", `/sandboxes/${id}/metrics`, alpha)).body);
+  assert.equal(metric.memTotal, 256 * 2 ** 20);
+  assert.equal(metric.cpuCount, 1);
+  assert.equal((await api("DELETE", `/sandboxes/${id}`, alpha)).status, 204);
+  const tooMany = await api("POST", "/v2/sandboxes", alpha, { templateID: "debian", cpuCount: 4096 });
+  assert.equal(tooMany.status, 400, tooMany.body);
+  assert.match(JSON.parse(tooMany.body).message, /cpuCount 4096/);
+  assert.equal((await api("POST", "/v2/sandboxes", alpha, { templateID: "debian", memoryMB: 1 })).status, 400);
 });

@@ -132,11 +132,17 @@ test("the event stream tells a team of its own sandboxes' changes, and nothing o
     )) as { sandbox: View };
     assert.equal(running.sandbox.backend, "docker");
     assert.deepEqual(running.sandbox.metadata, { k: "v" });
+    // Its CPU and memory now, sampled by the server while the stream is open (no polling per row).
+    type Usage = { sandboxID: string; cpuUsedPct: number; memUsed: number; memTotal: number };
+    const sampled = await mine.next((e) => e.type === "usage" && (e.usage as Usage[]).some((u) => u.sandboxID === id));
+    const usage = (sampled.usage as Usage[]).find((u) => u.sandboxID === id) as Usage;
+    assert.ok(usage.cpuUsedPct >= 0 && usage.cpuUsedPct <= 100, JSON.stringify(usage));
+    assert.ok(usage.memUsed > 0 && usage.memTotal >= usage.memUsed, JSON.stringify(usage));
     assert.equal((await api("POST", `/sandboxes/${id}/pause`, alpha, {})).status, 204);
     await mine.next((e) => e.type === "changed" && (e.sandbox as View).state === "paused");
     assert.equal((await api("DELETE", `/sandboxes/${id}`, alpha)).status, 204);
     await mine.next((e) => e.type === "removed" && e.sandboxID === id);
-    // Beta's stream said nothing of it: a marker sandbox of beta's own comes first.
+    // Beta's stream said nothing of it (no change, no usage): a marker sandbox of beta's own comes first.
     const marker = JSON.parse((await api("POST", "/v2/sandboxes", beta, { templateID: DEBIAN })).body).sandboxID;
     const first = await theirs.next((e) => e.type !== "snapshot");
     assert.equal((first.sandbox as View | undefined)?.sandboxID, marker);
@@ -144,6 +150,60 @@ test("the event stream tells a team of its own sandboxes' changes, and nothing o
   } finally {
     mine.close();
     theirs.close();
+  }
+});
+
+test("a sandbox's log followed as server-sent events: its last lines, then new ones; another team gets 404", {
+  skip,
+}, async () => {
+  t.server.templates.put("ticker", DEBIAN, {
+    command: ["sh", "-c", "i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.3; done"],
+  });
+  const made = await api("POST", "/v2/sandboxes", alpha, { templateID: "ticker" });
+  assert.equal(made.status, 201, made.body);
+  const id = JSON.parse(made.body).sandboxID as string;
+  try {
+    assert.equal((await api("GET", `/dashboard/api/sandboxes/${id}/logs`, beta)).status, 404);
+    const opened = Date.now();
+    const lines: { timestamp: string; message: string; stream: string }[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const req = http.get(
+        `${t.url}/dashboard/api/sandboxes/${id}/logs`,
+        { headers: { "x-api-key": alpha } },
+        (res) => {
+          assert.equal(res.headers["content-type"], "text/event-stream");
+          let buffer = "";
+          res.setEncoding("utf8");
+          res.on("data", (chunk: string) => {
+            buffer += chunk;
+            for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
+              const block = buffer.slice(0, end);
+              buffer = buffer.slice(end + 2);
+              const data = block.split("\n").find((l) => l.startsWith("data: "));
+              if (!block.startsWith("event: line") || !data) continue;
+              const line = JSON.parse(data.slice(6));
+              lines.push(line);
+              // A tick recorded after the stream opened: it came live, not from the tail.
+              if (line.message.startsWith("tick-") && Date.parse(line.timestamp) > opened + 500) {
+                req.destroy();
+                resolve();
+              }
+            }
+          });
+        },
+      );
+      req.on("error", (err) => (lines.length > 0 ? undefined : reject(err)));
+    });
+    const ticks = lines.filter((l) => l.message.startsWith("tick-"));
+    assert.equal(ticks[0]?.stream, "stdout");
+    // In order, none lost between the tail and the live lines.
+    const numbers = ticks.map((l) => Number(l.message.slice(5)));
+    assert.deepEqual(
+      numbers,
+      numbers.map((_, i) => (numbers[0] as number) + i),
+    );
+  } finally {
+    await api("DELETE", `/sandboxes/${id}`, alpha);
   }
 });
 

@@ -170,12 +170,24 @@ export interface LogOptions {
   follow?: boolean;
   /** Only the last N lines. */
   tail?: number;
+  /**
+   * Each chunk's `at`: docker's engine stamps every line (chunks are then lines, or pieces
+   * of a long one), a `local` or `bwrap` sandbox's supervisor every piece of output it reads.
+   */
+  timestamps?: boolean;
+  /** Only output recorded at or after this time; to the second on docker (a finer cut is the caller's). */
+  since?: Date;
   signal?: AbortSignal;
 }
 
 export interface LogChunk {
   stream: "stdout" | "stderr";
   data: Buffer;
+  /**
+   * When it was recorded, with `timestamps`. Absent for output a supervisor from before
+   * timestamps wrote (a sandbox started by an older tether).
+   */
+  at?: Date;
 }
 
 export interface ListFilter {

@@ -9,11 +9,15 @@ import {
   ForkBody,
   ListedSandbox,
   ListQuery,
+  LogsQuery,
+  LogsV2Query,
   MetricsQuery,
   NewSandboxBody,
   optionalBody,
   PauseBody,
   SandboxDetail,
+  SandboxLogs,
+  SandboxLogsV2,
   SandboxMetric,
   SandboxParams,
   SandboxResponse,
@@ -23,7 +27,7 @@ import {
   TimeoutBody,
 } from "./schemas.js";
 import { DEFAULT_TIMEOUT_S, type TeamSandboxes } from "./team-sandboxes.js";
-import { detailView, listedView, metricView, sandboxView, type ViewContext } from "./views.js";
+import { detailView, listedView, logEntryView, metricView, sandboxView, type ViewContext } from "./views.js";
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody, 429: ErrorBody, 500: ErrorBody };
 
@@ -184,6 +188,40 @@ export function e2bRoutes(app: FastifyInstance, sandboxes: TeamSandboxes, view: 
     async (request) => (await sandboxes.metrics(request.team, request.params.sandboxID, request.query)).map(metricView),
   );
 
+  // v1 (deprecated by E2B, still what Python's API client has): lines from `start`, oldest first.
+  api.get(
+    "/sandboxes/:sandboxID/logs",
+    {
+      schema: { params: SandboxParams, querystring: LogsQuery, response: { 200: SandboxLogs, ...errors } },
+    },
+    async (request) => {
+      const records = await sandboxes.logs(request.team, request.params.sandboxID, {
+        cursor: request.query.start,
+        limit: request.query.limit,
+        direction: "forward",
+      });
+      return {
+        logs: records.map((r) => ({ timestamp: r.at.toISOString(), line: r.line })),
+        logEntries: records.map(logEntryView),
+      };
+    },
+  );
+
+  api.get(
+    "/v2/sandboxes/:sandboxID/logs",
+    {
+      schema: { params: SandboxParams, querystring: LogsV2Query, response: { 200: SandboxLogsV2, ...errors } },
+    },
+    async (request) => {
+      const { cursor, ...query } = request.query;
+      const records = await sandboxes.logs(request.team, request.params.sandboxID, {
+        ...query,
+        ...(cursor !== undefined ? { cursor } : {}),
+      });
+      return { logs: records.map(logEntryView) };
+    },
+  );
+
   const snapshotView = (t: Template) => ({ snapshotID: t.name, names: t.alias ? [t.alias] : [] });
 
   api.post(
@@ -228,11 +266,7 @@ export function e2bRoutes(app: FastifyInstance, sandboxes: TeamSandboxes, view: 
   );
 
   // Parts of E2B's API not implemented yet: a plain 501, never a pretend success.
-  const missing: [string, string, string][] = [
-    ["GET", "/v2/sandboxes/:sandboxID/logs", "sandbox logs"],
-    ["GET", "/sandboxes/:sandboxID/logs", "sandbox logs"],
-    ["PUT", "/sandboxes/:sandboxID/network", "network configuration"],
-  ];
+  const missing: [string, string, string][] = [["PUT", "/sandboxes/:sandboxID/network", "network configuration"]];
   for (const [method, url, what] of missing) {
     app.route({
       method: method as "GET",

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { DEFAULT_LOG_LIMIT, LOG_LEVELS, MAX_LOG_LIMIT } from "./logs.js";
 
 /** E2B's error body; the SDK reads `code`. */
 export const ErrorBody = z.object({ code: z.number().int(), message: z.string() });
@@ -26,6 +27,10 @@ export const NewSandboxBody = z.looseObject({
   secure: z.boolean().optional(),
   autoResume: z.looseObject({ enabled: z.boolean().optional() }).optional(),
   volumeMounts: z.array(z.looseObject({ name: z.string(), path: z.string() })).optional(),
+  // Tether's extension (E2B sizes sandboxes by template only): the sandbox's CPU and
+  // memory limits, over its template's; the names are those of E2B's template fields.
+  cpuCount: z.number().int().min(1).optional(),
+  memoryMB: z.number().int().min(64).optional(),
   network: z
     .looseObject({
       allowPublicTraffic: z.boolean().optional(),
@@ -161,3 +166,31 @@ export const SnapshotQuery = z.object({
 export const ForkBody = optionalBody(
   z.looseObject({ timeout: z.number().int().min(1).optional(), count: z.number().int().min(1).max(20).optional() }),
 );
+
+const LogLimit = z.coerce.number().int().min(0).max(MAX_LOG_LIMIT).default(DEFAULT_LOG_LIMIT);
+const Millis = z.coerce.number().int().min(0);
+
+/** v1 logs: from `start` (ms, default: all), oldest first. */
+export const LogsQuery = z.object({ start: Millis.optional(), limit: LogLimit });
+/** v2 logs: from `cursor` (ms) forward, or back from it (default now), newest first. */
+export const LogsV2Query = z.object({
+  cursor: Millis.optional(),
+  direction: z.enum(["forward", "backward"]).default("forward"),
+  level: z.enum(LOG_LEVELS).optional(),
+  limit: LogLimit,
+  search: z.string().optional(),
+});
+
+/** SandboxLogEntry: `fields` holds at least `stream` (stdout or stderr). */
+export const SandboxLogEntry = z.object({
+  timestamp: z.string(),
+  level: z.enum(LOG_LEVELS),
+  message: z.string(),
+  fields: StringMap,
+});
+/** v1's SandboxLogs: each line raw (`logs`) and as an entry (`logEntries`). */
+export const SandboxLogs = z.object({
+  logs: z.array(z.object({ timestamp: z.string(), line: z.string() })),
+  logEntries: z.array(SandboxLogEntry),
+});
+export const SandboxLogsV2 = z.object({ logs: z.array(SandboxLogEntry) });

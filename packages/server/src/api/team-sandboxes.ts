@@ -10,6 +10,7 @@ import {
 import type { TeamLimits } from "../auth/limits.js";
 import { ApiError, BadRequestError, ConflictError, NotFoundError, NotImplementedError } from "../errors.js";
 import type { Template, Templates } from "../templates/templates.js";
+import { type LogQuery, readSandboxLogs, type SandboxLogRecord } from "./logs.js";
 import type { ConnectBody, ListQuery, NewSandboxBody } from "./schemas.js";
 import { e2bState, factsOf, hostCpus, hostMemoryMB, type ServerFacts } from "./views.js";
 
@@ -68,11 +69,19 @@ export class TeamSandboxes {
     }
     if (body.autoResume?.enabled) throw new NotImplementedError("autoResume (resuming a paused sandbox on traffic)");
     if ((body.volumeMounts?.length ?? 0) > 0) throw new NotImplementedError("volume mounts");
+    if (body.cpuCount !== undefined && body.cpuCount > hostCpus()) {
+      throw new BadRequestError(`cpuCount ${body.cpuCount}: this host has ${hostCpus()} CPUs`);
+    }
     const release = await this.limits.acquire(team);
     try {
       this.limits.checkSandboxes(team, (await this.all(team)).length);
       const template = this.template(body.templateID, team);
-      const d = template.defaults;
+      // The body's resources (our extension) over the template's.
+      const d = {
+        ...template.defaults,
+        ...(body.cpuCount !== undefined ? { cpus: body.cpuCount } : {}),
+        ...(body.memoryMB !== undefined ? { memoryMB: body.memoryMB } : {}),
+      };
       const network = body.allow_internet_access === true ? "bridge" : (d.network ?? "none");
       const facts: ServerFacts = {
         team,
@@ -164,6 +173,11 @@ export class TeamSandboxes {
     if (range.end !== undefined && now > range.end + 1) return [];
     const stats = await this.sandboxes.stats(id);
     return stats ? [stats] : [];
+  }
+
+  /** The sandbox's log lines, paged by time (see readSandboxLogs); a paused or stopped sandbox's too. */
+  async logs(team: string, id: string, query: LogQuery): Promise<SandboxLogRecord[]> {
+    return readSandboxLogs(this.sandboxes, await this.get(team, id), query);
   }
 
   /**

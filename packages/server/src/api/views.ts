@@ -1,6 +1,7 @@
 import os from "node:os";
 import type { SandboxInfo, SandboxStats } from "@tether/host";
 import { DEFAULT_TEAM } from "../auth/keys.js";
+import type { SandboxLogRecord } from "./logs.js";
 
 /**
  * The envd version tetherd answers as: the newest feature level the e2b SDK gates on
@@ -124,4 +125,9 @@ export function metricView(stats: SandboxStats) {
     // Sandboxes get no disk quota: 0 says so.
     diskTotal: 0,
   };
+}
+
+/** The `SandboxLogEntry` schema. */
+export function logEntryView(record: SandboxLogRecord) {
+  return { timestamp: record.at.toISOString(), level: record.level, message: record.message, fields: record.fields };
 }

@@ -1,8 +1,9 @@
 import type { Readable } from "node:stream";
-import type { Sandboxes } from "@tether/host";
+import { logLines, type Sandboxes } from "@tether/host";
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
+import { logRecord } from "../api/logs.js";
 import type { TeamSandboxes } from "../api/team-sandboxes.js";
 import { BadRequestError } from "../errors.js";
 import type { SandboxWatch } from "./events.js";
@@ -12,8 +13,8 @@ const PathQuery = z.object({ path: z.string().min(1).startsWith("/", "an absolut
 
 /**
  * What the dashboard needs beyond E2B's API, under `/dashboard/api` and behind the same
- * API key header as the rest: the team's sandboxes as a server-sent event stream, and a
- * sandbox's files and listening ports through its agent.
+ * API key header as the rest: the team's sandboxes as a server-sent event stream, a
+ * sandbox's log followed as another, and its files and listening ports through its agent.
  */
 export async function dashboardRoutes(
   app: FastifyInstance,
@@ -45,6 +46,64 @@ export async function dashboardRoutes(
       unsubscribe();
     });
   });
+
+  /** Open log streams, cut when the server closes (they would otherwise hold it open). */
+  const following = new Set<AbortController>();
+  app.addHook("preClose", async () => {
+    for (const stop of following) stop.abort();
+  });
+
+  // The sandbox's log, followed: its last lines, then each new one as the engine records
+  // it (one engine stream per open page, rather than the page re-reading the log to poll
+  // the logs endpoint). `end` says the sandbox stopped and nothing more will come.
+  api.get(
+    "/dashboard/api/sandboxes/:sandboxID/logs",
+    {
+      schema: {
+        hide: true,
+        params: Params,
+        querystring: z.object({ tail: z.coerce.number().int().min(0).max(5000).default(500) }),
+      },
+    },
+    async (request, reply) => {
+      const info = await team.get(request.team, request.params.sandboxID);
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, {
+        "content-type": "text/event-stream",
+        "cache-control": "no-store",
+        connection: "keep-alive",
+        "x-accel-buffering": "no",
+      });
+      const stop = new AbortController();
+      following.add(stop);
+      request.raw.on("close", () => stop.abort());
+      const ping = setInterval(() => res.write(": ping\n\n"), 15_000);
+      try {
+        const chunks = sandboxes.logs(info.id, {
+          follow: true,
+          timestamps: true,
+          tail: request.query.tail,
+          signal: stop.signal,
+        });
+        for await (const line of logLines(chunks)) {
+          const r = logRecord(line, info.createdAt);
+          const data = { timestamp: r.at.toISOString(), level: r.level, message: r.message, stream: line.stream };
+          res.write(`event: line\ndata: ${JSON.stringify(data)}\n\n`);
+        }
+        if (!stop.signal.aborted) res.write("event: end\ndata: {}\n\n");
+      } catch (err) {
+        if (!stop.signal.aborted) {
+          request.log.warn({ err, sandbox: info.id }, "following the sandbox's log failed");
+          res.write(`event: error\ndata: ${JSON.stringify({ message: (err as Error).message })}\n\n`);
+        }
+      } finally {
+        clearInterval(ping);
+        following.delete(stop);
+        res.end();
+      }
+    },
+  );
 
   const agentOf = async (teamName: string, id: string) => {
     const info = await team.get(teamName, id);

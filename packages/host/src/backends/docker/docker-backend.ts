@@ -41,7 +41,7 @@ import {
 import { type ValidSpec, validateSpec } from "../spec.js";
 import { containerConfig, LABEL_IMAGE } from "./container-config.js";
 import { detectEngine, type Engine, engineEndpoint, isConnectionError } from "./engine.js";
-import { demuxLogStream, lastLines } from "./log-stream.js";
+import { demuxLogStream, engineTimestamp, lastLines } from "./log-stream.js";
 
 const DEFAULT_READY_TIMEOUT_MS = 60_000;
 const DEFAULT_STOP_TIMEOUT_S = 10;
@@ -361,11 +361,19 @@ export class DockerBackend implements SandboxBackend {
   async *logs(id: string, options: LogOptions = {}): AsyncGenerator<LogChunk> {
     const { summary } = await this.call(() => this.require(id));
     const container = this.docker.getContainer(summary.Id);
-    const common = { stdout: true, stderr: true, ...(options.tail !== undefined ? { tail: options.tail } : {}) };
+    const common = {
+      stdout: true,
+      stderr: true,
+      ...(options.tail !== undefined ? { tail: options.tail } : {}),
+      ...(options.timestamps ? { timestamps: true } : {}),
+      // The engine takes whole seconds here; finer is the caller's to cut.
+      ...(options.since ? { since: Math.floor(options.since.getTime() / 1000) } : {}),
+    };
+    const stamped = (chunk: LogChunk) => (options.timestamps ? engineTimestamp(chunk) : chunk);
     if (!options.follow) {
       // Without follow the engine answers with the whole log at once.
       const buffer = await this.call(() => container.logs({ ...common, follow: false }));
-      yield* demuxLogStream([buffer]);
+      for await (const chunk of demuxLogStream([buffer])) yield stamped(chunk);
       return;
     }
     const stream = (await this.call(() => container.logs({ ...common, follow: true }))) as NodeJS.ReadableStream &
@@ -374,7 +382,7 @@ export class DockerBackend implements SandboxBackend {
     options.signal?.addEventListener("abort", abort, { once: true });
     try {
       if (options.signal?.aborted) return;
-      yield* demuxLogStream(stream);
+      for await (const chunk of demuxLogStream(stream)) yield stamped(chunk);
     } catch (err) {
       if (!options.signal?.aborted) throw err;
     } finally {

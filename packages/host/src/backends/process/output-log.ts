@@ -1,6 +1,6 @@
 import { open, readFile } from "node:fs/promises";
 import type { LogChunk, LogOptions } from "../backend.js";
-import { demuxLogStream } from "../docker/log-stream.js";
+import { demuxLogStream, frameChunk } from "../docker/log-stream.js";
 
 const FOLLOW_POLL_MS = 100;
 
@@ -20,7 +20,9 @@ export function tailChunks(chunks: readonly LogChunk[], count: number): LogChunk
 
 /**
  * A sandbox's output.log as chunks: all of it (or its last `tail` lines), then with
- * `follow` whatever is appended until `running()` turns false or `signal` aborts.
+ * `follow` whatever is appended until `running()` turns false or `signal` aborts. Each
+ * chunk has the time the supervisor read it (`since` cuts on it); chunks an older
+ * supervisor wrote have none, and pass `since`.
  */
 export async function* readOutputLog(
   file: string,
@@ -29,7 +31,9 @@ export async function* readOutputLog(
 ): AsyncGenerator<LogChunk> {
   const initial = await readFile(file).catch(() => Buffer.alloc(0));
   const chunks: LogChunk[] = [];
-  for await (const chunk of demuxLogStream([initial])) chunks.push(chunk);
+  const since = options.since?.getTime();
+  const wanted = (chunk: LogChunk) => since === undefined || chunk.at === undefined || chunk.at.getTime() >= since;
+  for await (const chunk of demuxLogStream([initial])) if (wanted(chunk)) chunks.push(chunk);
   yield* options.tail !== undefined ? tailChunks(chunks, options.tail) : chunks;
   if (!options.follow) return;
 
@@ -56,12 +60,9 @@ export async function* readOutputLog(
       const data = Buffer.concat([pending, fresh]);
       let used = 0;
       while (data.length - used >= 8 && data.length - used >= 8 + data.readUInt32BE(used + 4)) {
-        const size = data.readUInt32BE(used + 4);
-        yield {
-          stream: data[used] === 2 ? "stderr" : "stdout",
-          data: Buffer.from(data.subarray(used + 8, used + 8 + size)),
-        };
-        used += 8 + size;
+        const chunk = frameChunk(data, used);
+        if (wanted(chunk)) yield chunk;
+        used += 8 + data.readUInt32BE(used + 4);
       }
       pending = Buffer.from(data.subarray(used));
       continue;

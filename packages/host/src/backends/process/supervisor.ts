@@ -3,10 +3,12 @@
  * outlives the `tether` call which started it. It starts the sandbox's agent (tetherd,
  * or bwrap running tetherd) from `launch.json`, writes the agent's stdout and stderr to
  * `output.log` in the Engine API's multiplexed framing (so one reader serves every
- * backend), passes SIGTERM on, and records how the agent ended in `exit.json`.
- * Node builtins only: it stays resident for the sandbox's whole life. A write that fails
- * (TETHER_HOME full) never ends it: output is dropped, and how much is noted in the log
- * once it can be written again; the agent must never run on unsupervised.
+ * backend; each frame stamped with the time it was read, see TIMED_FRAME), passes
+ * SIGTERM on, and records how the agent ended in `exit.json`. Node builtins only (and
+ * log-stream's framing, which imports nothing): it stays resident for the sandbox's
+ * whole life. A write that fails (TETHER_HOME full) never ends it: output is dropped, and
+ * how much is noted in the log once it can be written again; the agent must never run
+ * on unsupervised.
  *
  * Usage: node supervisor.js SANDBOX_DIR
  */
@@ -24,6 +26,7 @@ import {
 } from "node:fs";
 import path from "node:path";
 import { currentProcess, processIdentity } from "../../process-identity.js";
+import { timedFrame } from "../docker/log-stream.js";
 import {
   EXIT_FILE,
   type ExitRecord,
@@ -53,11 +56,9 @@ function supervise(dir: string): void {
   let lost = 0;
   let lostBecause = "";
   const append = (stream: 1 | 2, data: Buffer) => {
-    const header = Buffer.alloc(8);
-    header[0] = stream;
-    header.writeUInt32BE(data.length, 4);
+    // Stamped as read, so the sandbox's logs can say when each line came (and be paged by time).
+    const bytes = timedFrame(stream, data, Date.now());
     // Whole frames only: a partial write (the disk filling up mid-frame) is cut back off.
-    const bytes = Buffer.concat([header, data]);
     const before = fstatSync(out).size;
     try {
       if (writeSync(out, bytes) < bytes.length) {

@@ -120,6 +120,8 @@ export interface VmBackendOptions {
   /** The agent bundle; default `buildBundle()` into `bundleRoot`. */
   bundle?: () => Promise<BuiltBundle>;
   bundleRoot?: string;
+  /** Where image and bundle disks, the initramfs and the accelerator probe's answer are kept; default `$TETHER_HOME/vm`. */
+  cacheDir?: string;
 }
 
 interface Status {
@@ -142,6 +144,8 @@ export class VmBackend implements SandboxBackend {
   readonly kind = "vm";
   readonly home: string;
   readonly docker: Docker;
+  /** Where disks, initramfs and the accelerator probe's answer are cached, shared by sandboxes. */
+  readonly cacheDir: string;
   private readonly loadBundle: () => Promise<BuiltBundle>;
   private toolsPromise?: Promise<VmTools>;
   private bootPromise?: Promise<{ initramfs: string; accel: Accelerator }>;
@@ -149,13 +153,9 @@ export class VmBackend implements SandboxBackend {
   constructor(options: VmBackendOptions = {}) {
     this.home = options.home ?? tetherHome();
     this.docker = options.docker ?? new Docker();
+    this.cacheDir = options.cacheDir ?? path.join(this.home, "vm");
     const root = options.bundleRoot ?? defaultBundleRoot();
     this.loadBundle = options.bundle ?? (() => buildBundle({ root }));
-  }
-
-  /** Where disks, initramfs and the accelerator probe's answer are cached, shared by sandboxes. */
-  get cacheDir(): string {
-    return path.join(this.home, "vm");
   }
 
   /** The host programs and kernel; VmToolsMissingError says what to install. */

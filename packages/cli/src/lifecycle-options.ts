@@ -30,7 +30,7 @@ export function addLifecycleOptions(command: Command): Command {
     .addOption(
       new Option(
         "--backend <kind>",
-        "docker (the default with --image), bwrap or local (without --image: bwrap where it works, else local)",
+        "docker (the default with --image), vm (a QEMU microVM from --image), bwrap or local (without --image: bwrap where it works, else local)",
       ).choices(BACKEND_KINDS),
     )
     .option(

@@ -12,6 +12,7 @@ export {
   embeddedBackendKind,
   ISOLATION,
   localStatus,
+  vmStatus,
 } from "./backends/availability.js";
 export type {
   AgentEndpoint,
@@ -40,6 +41,9 @@ export {
   type ProcessBackendOptions,
 } from "./backends/process/process-backend.js";
 export { parseBytes } from "./backends/spec.js";
+export { QmpClient, QmpCommandError, QmpConnectionError } from "./backends/vm/qmp.js";
+export { VmBackend, type VmBackendOptions, VsockUnavailableError } from "./backends/vm/vm-backend.js";
+export { findVmTools, type VmTools, VmToolsMissingError } from "./backends/vm/vm-tools.js";
 export { type BuildImageOptions, buildImage } from "./build-image.js";
 export { UnsafeEntryError } from "./copy/local-dir.js";
 export { SandboxCopy, type SandboxCopyOptions } from "./copy/sandbox-copy.js";

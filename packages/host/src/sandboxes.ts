@@ -16,6 +16,7 @@ import { DockerBackend, type DockerBackendOptions } from "./backends/docker/dock
 import { LocalBackend } from "./backends/local/local-backend.js";
 import { HOST_IMAGE } from "./backends/process/process-backend.js";
 import { validateSpec } from "./backends/spec.js";
+import { VmBackend } from "./backends/vm/vm-backend.js";
 import { SandboxCopy } from "./copy/sandbox-copy.js";
 import {
   EngineUnavailableError,
@@ -152,8 +153,11 @@ export class Sandboxes {
       case "local":
         backend = new LocalBackend({ home: this.home });
         break;
+      case "vm":
+        backend = new VmBackend({ home: this.home, docker: this.dockerOptions.docker });
+        break;
       default:
-        throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(kind)} (docker, bwrap or local)`);
+        throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(kind)} (docker, bwrap, local or vm)`);
     }
     this.backends.set(kind, backend);
     return backend;
@@ -473,13 +477,15 @@ export class Sandboxes {
   private async chooseBackend(image: string | undefined, requested: BackendKind | undefined): Promise<string> {
     if (requested !== undefined) {
       if (!(requested in ISOLATION)) {
-        throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(requested)} (docker, bwrap or local)`);
+        throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(requested)} (docker, bwrap, local or vm)`);
       }
-      if (image && requested !== "docker" && !this.single) {
+      // The vm backend boots an image too (exported from the engine).
+      const takesImage = requested === "docker" || requested === "vm";
+      if (image && !takesImage && !this.single) {
         throw new InvalidSandboxSpecError(`an image needs a container engine: use --backend docker (or no --image)`);
       }
-      if (!image && requested === "docker") {
-        throw new InvalidSandboxSpecError("backend docker needs an image");
+      if (!image && takesImage) {
+        throw new InvalidSandboxSpecError(`backend ${requested} needs an image`);
       }
       return requested;
     }
@@ -490,7 +496,7 @@ export class Sandboxes {
   /** Kinds that may hold sandboxes: with a registry, those it records plus docker's labelled containers. */
   private kinds(): string[] {
     if (this.single) return [this.backend.kind];
-    return ["docker", "bwrap", "local"];
+    return ["docker", "bwrap", "local", "vm"];
   }
 
   private lifecycle(registry: Registry): LifecycleContext {

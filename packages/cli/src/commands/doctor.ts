@@ -17,7 +17,9 @@ export function doctorCommand(): Command {
     .summary("show which sandbox backends are available here, and why not")
     .description(
       "Checks every backend: docker (the engine answers; its runtimes), bwrap (the binary is there\n" +
-        "and a probe sandbox runs), local (always, with no isolation); says which one `tether run`\n" +
+        "and a probe sandbox runs), local (always, with no isolation), vm (QEMU, a kernel and the tools to\n" +
+        "build its disks, each missing one named with its Debian package; KVM or TCG, by a probe boot\n" +
+        "cached per home); says which one `tether run`\n" +
         "without --image uses, and where TETHER_HOME and its registry are.\n" +
         "--repair: when the registry is damaged, moves it aside (tether.db.damaged-<time>), makes a new\n" +
         "one and reconciles, which adopts every sandbox the backends still have.",

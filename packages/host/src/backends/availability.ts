@@ -1,9 +1,11 @@
 import Docker from "dockerode";
 import { probeBwrap } from "./bwrap/bwrap-backend.js";
 import { detectEngine } from "./docker/engine.js";
+import { VmBackend } from "./vm/vm-backend.js";
+import { VmToolsMissingError } from "./vm/vm-tools.js";
 
 /** The backends Tether has. */
-export const BACKEND_KINDS = ["docker", "bwrap", "local"] as const;
+export const BACKEND_KINDS = ["docker", "bwrap", "local", "vm"] as const;
 export type BackendKind = (typeof BACKEND_KINDS)[number];
 
 /** How isolated each backend's sandboxes are, in a few words. */
@@ -11,6 +13,7 @@ export const ISOLATION: Record<BackendKind, string> = {
   docker: "container",
   bwrap: "namespaces (bubblewrap)",
   local: "none",
+  vm: "virtual machine (QEMU)",
 };
 
 /** Whether a backend can run sandboxes here, and why (not). */
@@ -64,10 +67,42 @@ export function localStatus(): BackendStatus {
   };
 }
 
+/**
+ * vm: QEMU, qemu-img, mke2fs, busybox-static, tini and a kernel with its modules are
+ * there (what is missing is named with its Debian package), and which accelerator a
+ * sandbox gets: KVM only when a probe boot on it worked (done once per home, cached).
+ * Images come from the Docker engine: it must answer too.
+ */
+export async function vmStatus(options: { home?: string; docker?: Docker } = {}): Promise<BackendStatus> {
+  const backend = new VmBackend(options);
+  try {
+    const tools = await backend.tools();
+    const { accel } = await backend.boot();
+    const speed = accel === "kvm" ? "KVM" : "TCG (no usable KVM: boots take seconds)";
+    return {
+      kind: "vm",
+      available: true,
+      reason: `${tools.qemu}, kernel ${tools.kernel.version}, ${speed}; agent over user-mode TCP (no vsock); images from the docker engine`,
+      isolation: ISOLATION.vm,
+      details: { qemu: tools.qemu, kernel: tools.kernel.image, accelerator: accel, transport: backend.transport() },
+    };
+  } catch (err) {
+    const reason =
+      err instanceof VmToolsMissingError
+        ? `missing: ${err.missing.map((m) => `${m.what} (${m.install})`).join("; ")}`
+        : (err as Error).message;
+    return { kind: "vm", available: false, reason, isolation: ISOLATION.vm };
+  }
+}
+
 /** Every backend's status, for `tether doctor`. */
 export async function backendStatuses(options: { docker?: Docker } = {}): Promise<BackendStatus[]> {
-  const [docker, bwrap] = await Promise.all([dockerStatus(options.docker), bwrapStatus()]);
-  return [docker, bwrap, localStatus()];
+  const [docker, bwrap, vm] = await Promise.all([
+    dockerStatus(options.docker),
+    bwrapStatus(),
+    vmStatus({ docker: options.docker }),
+  ]);
+  return [docker, bwrap, localStatus(), vm];
 }
 
 /** The embedded default (sandboxes without an image): bwrap where it works, else local. */

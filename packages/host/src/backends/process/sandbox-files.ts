@@ -8,6 +8,12 @@ export interface LaunchPlan {
   argv: string[];
   env: Record<string, string>;
   cwd: string;
+  /**
+   * Also serve `socket` (mode 0600) and pipe each connection to 127.0.0.1:`port`: the vm
+   * backend's agent listens on a port QEMU forwards, and the host's clients speak to a
+   * sandbox's agent through its unix socket, whatever the backend.
+   */
+  relay?: { socket: string; port: number };
 }
 
 /** How the agent ended, as `exit.json` has it. */

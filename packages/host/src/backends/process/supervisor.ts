@@ -24,6 +24,7 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { currentProcess, processIdentity } from "../../process-identity.js";
 import { timedFrame } from "../docker/log-stream.js";
@@ -115,11 +116,30 @@ function supervise(dir: string): void {
     }
   }
 
+  if (plan.relay) relay(plan.relay);
+
   // The agent passes SIGTERM on to what it supervises; the backend escalates to SIGKILL itself.
   process.on("SIGTERM", () => child.kill("SIGTERM"));
   // Detached from any terminal: a hang-up or Ctrl-C meant for the caller is not for us.
   process.on("SIGINT", () => {});
   process.on("SIGHUP", () => {});
+}
+
+/** Serves `socket`, each connection piped to 127.0.0.1:`port` (see LaunchPlan.relay). */
+function relay({ socket, port }: { socket: string; port: number }): void {
+  rmSync(socket, { force: true });
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, "127.0.0.1");
+    client.pipe(upstream).pipe(client);
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+  });
+  server.on("error", (err) => process.stderr.write(`tether supervisor: relay ${socket}: ${err.message}\n`));
+  // The socket is made 0600 before anyone can connect: only the host's user reaches the agent.
+  const umask = process.umask(0o177);
+  server.listen(socket, () => process.umask(umask));
 }
 
 const dir = process.argv[2];

@@ -1,0 +1,187 @@
+/**
+ * The vm backend booting real QEMU microVMs (under TCG here: seconds per boot, so one VM
+ * does everything: exec, copies, pause/resume with memory, a killed QEMU noticed, remove),
+ * and the QMP client against a QEMU that boots nothing (cheap).
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { findVmTools, QmpClient, QmpCommandError, Sandboxes, VmBackend, VmToolsMissingError } from "../src/index.js";
+import { scratchHome } from "./support/backends.js";
+import { engineSkipReason, testBundle } from "./support/sandboxes.js";
+
+const BUSYBOX = "tether-test/busybox";
+/** Disks and the initramfs, shared by test runs (each is named by its content). */
+const CACHE_DIR = path.join(os.tmpdir(), "tether-test-vm-cache");
+
+/** Why VM tests cannot run here, or undefined; in CI the tools must be there. */
+async function vmSkipReason(): Promise<string | undefined> {
+  try {
+    await findVmTools();
+    return undefined;
+  } catch (err) {
+    if (!(err instanceof VmToolsMissingError)) throw err;
+    if (process.env.CI === "true") throw new Error(`CI needs the vm backend's tools: ${err.message}`);
+    console.log(`# skipping vm tests: ${err.message}`);
+    return err.message;
+  }
+}
+
+const toolsSkip = await vmSkipReason();
+const skip = toolsSkip ?? (await engineSkipReason([BUSYBOX]));
+
+describe("QmpClient against a real QEMU (no guest booted)", { skip: toolsSkip }, () => {
+  let dir: string;
+  let qemu: ReturnType<typeof spawn> | undefined;
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), "tether-qmp-test-"));
+    const tools = await findVmTools();
+    const socket = path.join(dir, "qmp.sock");
+    // -S: the machine is made and never run; QMP answers at once.
+    qemu = spawn(
+      tools.qemu,
+      ["-M", "microvm", "-S", "-nodefaults", "-display", "none", "-qmp", `unix:${socket},server=on,wait=off`],
+      {
+        stdio: "ignore",
+      },
+    );
+    for (let i = 0; i < 200 && !(await stat(socket).catch(() => undefined)); i++)
+      await new Promise((r) => setTimeout(r, 25));
+  });
+  after(async () => {
+    qemu?.kill("SIGKILL");
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test("negotiates, answers typed commands, reports errors by class, and sees QEMU quit", async () => {
+    const qmp = await QmpClient.connect(path.join(dir, "qmp.sock"));
+    assert.ok(qmp.version && qmp.version.major >= 7, `a QEMU version in the greeting: ${JSON.stringify(qmp.version)}`);
+    const status = await qmp.execute("query-status", {});
+    assert.equal(status.running, false);
+    assert.equal(status.status, "prelaunch");
+    const migration = await qmp.execute("query-migrate", {});
+    assert.equal(migration.status, undefined);
+    // A bad argument is QEMU's GenericError, carried with the command's name.
+    await assert.rejects(qmp.execute("migrate", { uri: "nonsense:" }), (err: unknown) => {
+      assert.ok(err instanceof QmpCommandError);
+      assert.equal(err.command, "migrate");
+      assert.equal(err.errorClass, "GenericError");
+      return true;
+    });
+    const shutdown = qmp.waitForEvent("SHUTDOWN", 10_000);
+    await qmp.execute("quit", {});
+    assert.equal((await shutdown).event, "SHUTDOWN");
+    await qmp.closed();
+    await assert.rejects(qmp.execute("query-status", {}), /closed/);
+  });
+});
+
+describe("a vm sandbox from the busybox image (QEMU microvm)", { skip }, () => {
+  let scratch: { home: string; remove(): Promise<void> };
+  let sandboxes: Sandboxes;
+  let backend: VmBackend;
+  before(async () => {
+    if (skip) return;
+    scratch = await scratchHome("tether-vm-test-");
+    backend = new VmBackend({ home: scratch.home, bundle: testBundle, cacheDir: CACHE_DIR });
+    sandboxes = new Sandboxes({ home: scratch.home, backend });
+  });
+  after(async () => {
+    if (skip) return;
+    for (const info of await backend.list()) await backend.remove(info.id).catch(() => {});
+    sandboxes.close();
+    await scratch.remove();
+  });
+
+  test("boots, runs commands, copies files, pauses with its memory to disk and resumes with its processes, is removed", async () => {
+    const info = await sandboxes.create(BUSYBOX, { memory: "256m", labels: { test: "vm" } });
+    assert.equal(info.backend, "vm");
+    assert.equal(info.state, "running");
+    const dir = path.join(scratch.home, "sandboxes", info.id);
+    // Nothing of the token is readable by others on the host.
+    for (const file of ["token", "config.img"]) {
+      assert.equal((await stat(path.join(dir, file))).mode & 0o077, 0, `${file} is private`);
+    }
+
+    const agent = await sandboxes.connect(info.id);
+    try {
+      const uname = await agent.commands.run(["sh", "-c", "uname -s; cat /proc/1/cmdline | tr '\\0' ' '"]);
+      assert.match(uname.stdout, /^Linux\n\/\.tether\/vm-init\/tini -- .*tetherd\.js/);
+      // A guest kernel of its own, not the host's.
+      const kernel = await agent.commands.run(["uname", "-r"]);
+      assert.equal(kernel.stdout.trim(), (await findVmTools()).kernel.version);
+      const failed = await agent.commands.run(["sh", "-c", "exit 3"]).catch((err: { exitCode?: number }) => err);
+      assert.equal((failed as { exitCode?: number }).exitCode, 3);
+      // A process that outlives the pause, and a file written before it.
+      await agent.commands.run([
+        "sh",
+        "-c",
+        "sleep 100000 >/dev/null 2>&1 & echo $! > /root/sleep.pid; echo before > /root/mark",
+      ]);
+    } finally {
+      agent.close();
+    }
+
+    // Copies stream through the agent (no directory is shared with a VM).
+    const local = await mkdtemp(path.join(os.tmpdir(), "tether-vm-copy-"));
+    try {
+      await writeFile(path.join(local, "in.txt"), "copied in\n");
+      const copy = await sandboxes.copier(info.id);
+      try {
+        await copy.in(path.join(local, "in.txt"), "/root/in.txt");
+        await copy.out("/root/in.txt", path.join(local, "out.txt"));
+      } finally {
+        await copy.close();
+      }
+      assert.equal(await readFile(path.join(local, "out.txt"), "utf8"), "copied in\n");
+    } finally {
+      await rm(local, { recursive: true, force: true });
+    }
+
+    const before = await sandboxes.connect(info.id);
+    const pid = (await before.commands.run(["cat", "/root/sleep.pid"])).stdout.trim();
+    before.close();
+
+    await sandboxes.pause(info.id);
+    assert.equal((await sandboxes.get(info.id)).state, "paused");
+    const snapshot = await stat(path.join(dir, "snapshot"));
+    assert.equal(snapshot.mode & 0o077, 0, "the snapshot is private");
+    const record = await backend.pauseRecord(info.id);
+    assert.ok(record && record.snapshotBytes === snapshot.size && snapshot.size > 0);
+    console.log(`# pause: a ${(snapshot.size / 2 ** 20).toFixed(0)} MiB snapshot written in ${record?.writeMs} ms`);
+
+    const resumeStarted = Date.now();
+    await sandboxes.unpause(info.id);
+    console.log(`# resume to the agent answering: ${Date.now() - resumeStarted} ms`);
+    assert.equal((await sandboxes.get(info.id)).state, "running");
+    await assert.rejects(stat(path.join(dir, "snapshot")), { code: "ENOENT" });
+    const after = await sandboxes.connect(info.id);
+    try {
+      const check = await after.commands.run([
+        "sh",
+        "-c",
+        `cat /root/mark; tr '\\0' ' ' < /proc/${pid}/cmdline; echo; date +%s`,
+      ]);
+      const [mark, cmdline, seconds] = check.stdout.split("\n");
+      assert.equal(mark, "before");
+      assert.equal(cmdline.trim(), "sleep 100000", `the sleep is still pid ${pid}`);
+      // The clock was set from the host's after the restore (a minute of slack for a loaded machine).
+      assert.ok(Math.abs(Number(seconds) - Date.now() / 1000) < 60, `guest clock ${seconds}`);
+    } finally {
+      after.close();
+    }
+
+    // A QEMU killed behind our back: the sandbox reads as stopped, not running.
+    const launch = JSON.parse(await readFile(path.join(dir, "supervisor.json"), "utf8")) as { agentPid: number };
+    process.kill(launch.agentPid, "SIGKILL");
+    for (let i = 0; i < 100 && (await sandboxes.get(info.id)).state === "running"; i++)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await sandboxes.get(info.id)).state, "stopped");
+
+    await sandboxes.remove(info.id);
+    await assert.rejects(stat(dir), { code: "ENOENT" });
+  });
+});

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command as on a fresh machine with only Node and npm, e.g.
 #   bash scripts/fresh-machine.sh npm test
-# In a private mount namespace (root needed), overlays hide docker, bwrap, podman, runsc, chromium,
+# In a private mount namespace (root needed), overlays hide docker, bwrap, podman, runsc, chromium, qemu,
 # python3's grpc module and the engines' sockets, and DOCKER_HOST points at nothing.
 # Nothing outside the namespace changes: what others run on this machine keeps them.
 set -euo pipefail
@@ -22,7 +22,7 @@ export ov
 unshare -m bash -c '
   set -euo pipefail
   mount --make-rprivate /
-  hide /usr/bin bwrap podman runsc docker chromium
+  hide /usr/bin bwrap podman runsc docker chromium qemu-system-x86_64 qemu-img
   [ -e /usr/local/bin/docker ] && hide /usr/local/bin docker
   [ -d /usr/lib/python3/dist-packages/grpc ] && hide /usr/lib/python3/dist-packages grpc
   hide /run docker.sock

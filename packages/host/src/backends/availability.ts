@@ -1,6 +1,7 @@
 import Docker from "dockerode";
 import { probeBwrap } from "./bwrap/bwrap-backend.js";
 import { detectEngine } from "./docker/engine.js";
+import { knownAccelerator } from "./vm/qemu-command.js";
 import { VmBackend } from "./vm/vm-backend.js";
 import { VmToolsMissingError } from "./vm/vm-tools.js";
 
@@ -77,14 +78,25 @@ export async function vmStatus(options: { home?: string; docker?: Docker } = {})
   const backend = new VmBackend(options);
   try {
     const tools = await backend.tools();
-    const { accel } = await backend.boot();
-    const speed = accel === "kvm" ? "KVM" : "TCG (no usable KVM: boots take seconds)";
+    // Never a probe boot here: doctor would take 15 s where KVM hangs.
+    const accel = await knownAccelerator(backend.cacheDir);
+    const speed =
+      accel === "kvm"
+        ? "KVM"
+        : accel === "tcg"
+          ? "TCG (no usable KVM: boots take seconds)"
+          : "KVM or TCG (/dev/kvm is there: the first vm sandbox probes it)";
     return {
       kind: "vm",
       available: true,
       reason: `${tools.qemu}, kernel ${tools.kernel.version}, ${speed}; agent over user-mode TCP (no vsock); images from the docker engine`,
       isolation: ISOLATION.vm,
-      details: { qemu: tools.qemu, kernel: tools.kernel.image, accelerator: accel, transport: backend.transport() },
+      details: {
+        qemu: tools.qemu,
+        kernel: tools.kernel.image,
+        accelerator: accel ?? "unprobed",
+        transport: backend.transport(),
+      },
     };
   } catch (err) {
     const reason =

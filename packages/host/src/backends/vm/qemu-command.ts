@@ -125,23 +125,42 @@ const KVM_PROBE_DEADLINE_MS = 15_000;
  * QEMU aborts, or the guest hangs). The answer is cached in `cacheDir` per kernel and QEMU.
  */
 export async function detectAccelerator(tools: VmTools, initramfs: string, cacheDir: string): Promise<Accelerator> {
+  const settled = await settledAccelerator();
+  if (settled) return settled;
+  const cacheFile = path.join(cacheDir, "accel.json");
+  const key = `${tools.qemu} ${tools.kernel.version} ${path.basename(initramfs)}`;
+  const cached = await readProbe(cacheDir);
+  if (cached?.key === key) return cached.accel;
+  const accel: Accelerator = (await probeBoot(tools, initramfs, "kvm", KVM_PROBE_DEADLINE_MS)) ? "kvm" : "tcg";
+  await mkdir(cacheDir, { recursive: true });
+  await writeFile(cacheFile, `${JSON.stringify({ key, accel })}\n`);
+  return accel;
+}
+
+/**
+ * The accelerator as far as it is known without booting (for `tether doctor`, which must
+ * not take a 15 s probe): the override, TCG without a usable /dev/kvm, else the last
+ * probe's answer in `cacheDir`; undefined before the first vm sandbox probed.
+ */
+export async function knownAccelerator(cacheDir: string): Promise<Accelerator | undefined> {
+  return (await settledAccelerator()) ?? (await readProbe(cacheDir))?.accel;
+}
+
+/** TETHER_VM_ACCEL when set, TCG when /dev/kvm is not usable; undefined when only a probe can tell. */
+async function settledAccelerator(): Promise<Accelerator | undefined> {
   const override = process.env.TETHER_VM_ACCEL;
   if (override === "kvm" || override === "tcg") return override;
   const usable = await access("/dev/kvm", constants.R_OK | constants.W_OK).then(
     () => true,
     () => false,
   );
-  if (!usable) return "tcg";
-  const cacheFile = path.join(cacheDir, "accel.json");
-  const key = `${tools.qemu} ${tools.kernel.version} ${path.basename(initramfs)}`;
-  const cached = await readFile(cacheFile, "utf8")
+  return usable ? undefined : "tcg";
+}
+
+function readProbe(cacheDir: string): Promise<{ key: string; accel: Accelerator } | undefined> {
+  return readFile(path.join(cacheDir, "accel.json"), "utf8")
     .then((text) => JSON.parse(text) as { key: string; accel: Accelerator })
     .catch(() => undefined);
-  if (cached?.key === key) return cached.accel;
-  const accel: Accelerator = (await probeBoot(tools, initramfs, "kvm", KVM_PROBE_DEADLINE_MS)) ? "kvm" : "tcg";
-  await mkdir(cacheDir, { recursive: true });
-  await writeFile(cacheFile, `${JSON.stringify({ key, accel })}\n`);
-  return accel;
 }
 
 /** Boots the kernel and initramfs with `accel` and no disks; true when the init's marker came within the deadline. */

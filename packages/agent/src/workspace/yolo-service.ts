@@ -4,7 +4,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { InitRequestSchema } from "@tether/protocol/workspace";
 import { Agent, type InitReplySchema, type InitRequest } from "@tether/protocol/yolo";
 import { type AgentContext, requestUser } from "../context.js";
-import type { AgentService } from "../server/service.js";
+import type { AgentService } from "../rpc/service.js";
 import type { WorkspaceInit } from "./init.js";
 import { InitLogQueue } from "./log.js";
 import { planInit } from "./plan.js";

@@ -17,8 +17,8 @@ export const DEFAULT_GIT_BASE_URL = "https://github.com";
 const REPO_PART = /^[A-Za-z0-9_.-]+$/;
 
 /**
- * yolo's `yolo.agent_container.Agent.Init` (PROTOCOL.md section 3) on top of the same
- * workspace init: owner/name becomes `<base>/OWNER/NAME.git`, cloned into NAME.
+ * yolo's `yolo.agent_container.Agent.Init` (@tether/protocol's proto/yolo/agent_container.proto)
+ * on top of the same workspace init: owner/name becomes `<base>/OWNER/NAME.git`, cloned into NAME.
  */
 export function createYoloService(ctx: AgentContext, init: WorkspaceInit, gitBaseUrl?: string): AgentService {
   const base = (gitBaseUrl ?? DEFAULT_GIT_BASE_URL).replace(/\/+$/, "");

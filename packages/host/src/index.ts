@@ -27,7 +27,14 @@ export type {
   SandboxStats,
   StopOptions,
 } from "./backends/backend.js";
-export { LABEL_HOME, LABEL_MANAGED_BY, LABEL_SANDBOX, MANAGED_BY } from "./backends/backend.js";
+export {
+  LABEL_HOME,
+  LABEL_MANAGED_BY,
+  LABEL_SANDBOX,
+  LIFETIME_STATES,
+  MANAGED_BY,
+  SANDBOX_STATES,
+} from "./backends/backend.js";
 export { BwrapBackend, type BwrapBackendOptions, findBwrap, probeBwrap } from "./backends/bwrap/bwrap-backend.js";
 export { DockerBackend, type DockerBackendOptions } from "./backends/docker/docker-backend.js";
 export { detectEngine, type Engine, type EngineKind, type EngineStrategy } from "./backends/docker/engine.js";
@@ -79,7 +86,6 @@ export {
   type CreateOptions,
   type ExpiryLoop,
   type MaintenanceReport,
-  SANDBOX_STATES,
   Sandboxes,
   type SandboxesOptions,
   type SandboxFilter,

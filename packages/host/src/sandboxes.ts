@@ -1,5 +1,5 @@
 import { type Agent, connect } from "@tether/sdk";
-import { type BackendKind, embeddedBackendKind, ISOLATION } from "./backends/availability.js";
+import { BACKEND_KINDS, type BackendKind, embeddedBackendKind, ISOLATION } from "./backends/availability.js";
 import type {
   ListFilter,
   LogChunk,
@@ -84,7 +84,8 @@ export interface SandboxFilter extends ListFilter {
   states?: readonly SandboxState[];
 }
 
-const LIFETIME_STATES: readonly SandboxState[] = ["creating", "running", "paused", "stopped", "error"];
+/** The backend kinds as an error names them: "docker, bwrap or local". */
+const KINDS_TEXT = `${BACKEND_KINDS.slice(0, -1).join(", ")} or ${BACKEND_KINDS.at(-1)}`;
 
 function positiveMs(name: string, value: number | undefined | null): void {
   if (value === undefined || value === null) return;
@@ -153,7 +154,7 @@ export class Sandboxes {
         backend = new LocalBackend({ home: this.home });
         break;
       default:
-        throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(kind)} (docker, bwrap or local)`);
+        throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(kind)} (${KINDS_TEXT})`);
     }
     this.backends.set(kind, backend);
     return backend;
@@ -473,7 +474,7 @@ export class Sandboxes {
   private async chooseBackend(image: string | undefined, requested: BackendKind | undefined): Promise<string> {
     if (requested !== undefined) {
       if (!(requested in ISOLATION)) {
-        throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(requested)} (docker, bwrap or local)`);
+        throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(requested)} (${KINDS_TEXT})`);
       }
       if (image && requested !== "docker" && !this.single) {
         throw new InvalidSandboxSpecError(`an image needs a container engine: use --backend docker (or no --image)`);
@@ -490,7 +491,7 @@ export class Sandboxes {
   /** Kinds that may hold sandboxes: with a registry, those it records plus docker's labelled containers. */
   private kinds(): string[] {
     if (this.single) return [this.backend.kind];
-    return ["docker", "bwrap", "local"];
+    return [...BACKEND_KINDS];
   }
 
   private lifecycle(registry: Registry): LifecycleContext {
@@ -586,9 +587,6 @@ export class Sandboxes {
     return out;
   }
 }
-
-/** States a sandbox can be listed in (the registry adds `archived`). */
-export const SANDBOX_STATES: readonly SandboxState[] = [...LIFETIME_STATES, "archived"];
 
 /** A running expiry loop; `stop()` ends it. */
 export interface ExpiryLoop {

@@ -52,11 +52,15 @@ export interface SandboxStats {
   diskUsed: number;
 }
 
+/** The states a sandbox has while its backend has it: what backends report, and `list`'s default. */
+export const LIFETIME_STATES = ["creating", "running", "paused", "stopped", "error"] as const;
+
 /**
- * What a sandbox is doing. Backends report the first five; `archived` is the registry's
- * (removed by gc, its work directory kept under TETHER_HOME/archive).
+ * What a sandbox is doing: the lifetime states, and `archived`, the registry's (removed by
+ * gc, its work directory kept under TETHER_HOME/archive).
  */
-export type SandboxState = "creating" | "running" | "paused" | "stopped" | "error" | "archived";
+export const SANDBOX_STATES = [...LIFETIME_STATES, "archived"] as const;
+export type SandboxState = (typeof SANDBOX_STATES)[number];
 
 export type NetworkMode = "none" | "bridge";
 

@@ -6,7 +6,6 @@ export {
   BACKEND_KINDS,
   type BackendKind,
   type BackendStatus,
-  backendStatuses,
   bwrapStatus,
   dockerStatus,
   embeddedBackendKind,
@@ -38,6 +37,13 @@ export {
 export { BwrapBackend, type BwrapBackendOptions, findBwrap, probeBwrap } from "./backends/bwrap/bwrap-backend.js";
 export { DockerBackend, type DockerBackendOptions } from "./backends/docker/docker-backend.js";
 export { detectEngine, type Engine, type EngineKind, type EngineStrategy } from "./backends/docker/engine.js";
+export {
+  BACKENDS,
+  type BackendKindEntry,
+  type BackendOptions,
+  backendStatuses,
+  isBackendKind,
+} from "./backends/kinds.js";
 export { LocalBackend } from "./backends/local/local-backend.js";
 export {
   HOST_IMAGE,

@@ -11,9 +11,8 @@ import type {
   SandboxStats,
   StopOptions,
 } from "./backends/backend.js";
-import { BwrapBackend } from "./backends/bwrap/bwrap-backend.js";
-import { DockerBackend, type DockerBackendOptions } from "./backends/docker/docker-backend.js";
-import { LocalBackend } from "./backends/local/local-backend.js";
+import type { DockerBackendOptions } from "./backends/docker/docker-backend.js";
+import { BACKENDS, isBackendKind } from "./backends/kinds.js";
 import { HOST_IMAGE } from "./backends/process/process-backend.js";
 import { validateSpec } from "./backends/spec.js";
 import { SandboxCopy } from "./copy/sandbox-copy.js";
@@ -143,19 +142,10 @@ export class Sandboxes {
     let backend = this.backends.get(kind);
     if (backend) return backend;
     if (this.single) throw new InvalidSandboxSpecError(`backend ${kind} is not configured here`);
-    switch (kind) {
-      case "docker":
-        backend = new DockerBackend(this.dockerOptions);
-        break;
-      case "bwrap":
-        backend = new BwrapBackend({ home: this.home });
-        break;
-      case "local":
-        backend = new LocalBackend({ home: this.home });
-        break;
-      default:
-        throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(kind)} (${KINDS_TEXT})`);
+    if (!isBackendKind(kind)) {
+      throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(kind)} (${KINDS_TEXT})`);
     }
+    backend = BACKENDS[kind].make({ home: this.home, docker: this.dockerOptions });
     this.backends.set(kind, backend);
     return backend;
   }
@@ -426,7 +416,7 @@ export class Sandboxes {
   private async pruneBundles(olderThanMs: number): Promise<GcReport["bundles"]> {
     if (!this.kinds().includes("docker")) return undefined;
     const docker = this.backendFor("docker");
-    if (!(docker instanceof DockerBackend)) return undefined;
+    if (!docker.pruneBundles) return undefined;
     try {
       return { removed: (await docker.pruneBundles(olderThanMs)).removed };
     } catch (err) {
@@ -473,14 +463,14 @@ export class Sandboxes {
   /** The backend kind a create goes to. */
   private async chooseBackend(image: string | undefined, requested: BackendKind | undefined): Promise<string> {
     if (requested !== undefined) {
-      if (!(requested in ISOLATION)) {
+      if (!isBackendKind(requested)) {
         throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(requested)} (${KINDS_TEXT})`);
       }
-      if (image && requested !== "docker" && !this.single) {
+      if (image && !BACKENDS[requested].image && !this.single) {
         throw new InvalidSandboxSpecError(`an image needs a container engine: use --backend docker (or no --image)`);
       }
-      if (!image && requested === "docker") {
-        throw new InvalidSandboxSpecError("backend docker needs an image");
+      if (!image && BACKENDS[requested].image) {
+        throw new InvalidSandboxSpecError(`backend ${requested} needs an image`);
       }
       return requested;
     }

@@ -64,12 +64,6 @@ export function localStatus(): BackendStatus {
   };
 }
 
-/** Every backend's status, for `tether doctor`. */
-export async function backendStatuses(options: { docker?: Docker } = {}): Promise<BackendStatus[]> {
-  const [docker, bwrap] = await Promise.all([dockerStatus(options.docker), bwrapStatus()]);
-  return [docker, bwrap, localStatus()];
-}
-
 /** The embedded default (sandboxes without an image): bwrap where it works, else local. */
 export async function embeddedBackendKind(): Promise<"bwrap" | "local"> {
   return (await probeBwrap()).ok ? "bwrap" : "local";

@@ -1,3 +1,4 @@
+import type { PruneBundlesReport } from "@tether/bundle";
 /**
  * What every sandbox backend offers. `docker` implements it through a container engine;
  * `local` and `bwrap` with the agent under a detached supervisor process. Backends
@@ -34,6 +35,8 @@ export interface SandboxBackend {
   snapshot?(id: string, tag: string): Promise<void>;
   /** Removes an image `snapshot` made; false while sandboxes still use it. */
   removeSnapshot?(tag: string): Promise<boolean>;
+  /** Removes agent bundles its sandboxes no longer use; absent where a backend runs the host's own agent. */
+  pruneBundles?(olderThanMs: number): Promise<PruneBundlesReport>;
 }
 
 /** A running sandbox's resource use at one moment. */

@@ -61,6 +61,7 @@ export {
   EngineUnavailableError,
   ImageNotFoundError,
   ImagePrepareError,
+  InvalidCopyError,
   InvalidSandboxSpecError,
   RegistryDamagedError,
   RegistryError,

@@ -3,13 +3,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { bwrapStatus, dockerStatus, Sandboxes } from "@tether/host";
+import { type BackendKind, bwrapStatus, dockerStatus, Sandboxes } from "@tether/host";
 import { BUSYBOX_IMAGE } from "./docker.js";
 import type { Row } from "./report.js";
 import { summarize, type Timing } from "./stats.js";
 
 const run = promisify(execFile);
 const RUNS = Number(process.env.BENCH_CREATE_RUNS ?? 5);
+/** The backends measured, in the rows' order: the lightest first. */
+const MEASURED = ["local", "bwrap", "docker"] as const satisfies readonly BackendKind[];
 
 /** What create-to-first-exec measured, per backend (null: not measured, with the reason). */
 export interface BackendTimings {
@@ -50,7 +52,7 @@ export async function measureBackends(log: (text: string) => void): Promise<{ ro
   if (!docker.available) timings.skipped.docker = docker.reason;
   else if (!hasImage) timings.skipped.docker = `image ${BUSYBOX_IMAGE} is missing`;
   if (!bwrap.available) timings.skipped.bwrap = bwrap.reason;
-  const firstExec = async (image: string | undefined, backend: "local" | "bwrap" | "docker") => {
+  const firstExec = async (image: string | undefined, backend: BackendKind) => {
     const start = process.hrtime.bigint();
     const info = await sandboxes.create(image, { backend });
     const agent = await sandboxes.connect(info.id);
@@ -61,7 +63,7 @@ export async function measureBackends(log: (text: string) => void): Promise<{ ro
     return ms;
   };
   try {
-    for (const backend of ["local", "bwrap", "docker"] as const) {
+    for (const backend of MEASURED) {
       if (timings.skipped[backend]) {
         log(`create to first exec (${backend}) skipped: ${timings.skipped[backend]}`);
         continue;
@@ -83,7 +85,7 @@ export async function measureBackends(log: (text: string) => void): Promise<{ ro
     rmSync(home, { recursive: true, force: true });
   }
   const baseline = timings.dockerRun?.p50 ?? null;
-  const rows: Row[] = (["local", "bwrap", "docker"] as const).map((backend) => ({
+  const rows: Row[] = MEASURED.map((backend) => ({
     metric: `create to first exec p50 (${backend})`,
     unit: "ms",
     tether: timings[backend]?.p50 ?? null,

@@ -1,11 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { TETHERD_NODE_FLAGS } from "@tether/protocol/constants";
-
-/** tetherd's executable script in this package. */
-export const TETHERD_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/tetherd.js");
+import { TETHERD_BIN } from "./paths.js";
 
 /** A tetherd running as a separate process, so its memory and CPU can be read from outside. */
 export interface AgentProcess {

@@ -7,7 +7,6 @@ export {
   isGoneOrZombie,
   sampleMax,
   spawnAgentProcess,
-  TETHERD_BIN,
   waitGone,
 } from "./agent-process.js";
 export { type UnixUser, UnknownUserError, UserDirectory } from "./auth/users.js";
@@ -20,3 +19,4 @@ export {
 } from "./cocoon/client.js";
 /** tetherd's command line, for `tether agent`. */
 export { main } from "./main.js";
+export { AGENT_PACKAGE_DIR, TETHERD_BIN } from "./paths.js";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import type { AgentService } from "../src/rpc/service.js";
 import { LazyService } from "../src/server/lazy-service.js";
-import type { AgentService } from "../src/server/service.js";
 
 function fakeService(closed: string[], name: string): AgentService {
   return {

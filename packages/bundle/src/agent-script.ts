@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
-import { builtinModules, createRequire } from "node:module";
+import { builtinModules } from "node:module";
 import path from "node:path";
+import { AGENT_PACKAGE_DIR } from "@tether/agent/paths";
 import type { Plugin } from "esbuild";
 import { NATIVE_ADDONS } from "./addons.js";
 
@@ -70,8 +71,7 @@ const LOADER = [
 
 /** The @tether/agent package this one depends on: its directory (sources, bin, compiled dist) and version. */
 export function agentPackage(): { dir: string; version: string } {
-  const require = createRequire(import.meta.url);
-  const dir = path.resolve(path.dirname(require.resolve("@tether/agent")), "..", "..");
+  const dir = AGENT_PACKAGE_DIR;
   const { name, version } = JSON.parse(readFileSync(path.join(dir, "package.json"), "utf8")) as {
     name?: string;
     version: string;

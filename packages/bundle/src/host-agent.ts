@@ -1,12 +1,20 @@
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { agentPackage, bundleAgentScript } from "./agent-script.js";
 
-/** Where in @tether/agent `writeHostAgent` puts its files; the host's process backends look there. */
-export const HOST_AGENT_DIR = path.join("dist", "host-tetherd");
+/**
+ * Where `writeHostAgent` puts its files: this package's own `dist/host-tetherd`. The native
+ * addons the agent imports resolve from here as from the agent: npm installs them in the
+ * node_modules the two packages share.
+ */
+const HOST_AGENT_DIR = fileURLToPath(new URL("../host-tetherd", import.meta.url));
+
+/** The loader of tetherd bundled for the host's Node, once `npm run build` has written it; the host's process backends run it. */
+export const HOST_TETHERD = path.join(HOST_AGENT_DIR, "tetherd.js");
 
 /**
- * Writes tetherd bundled for the host's own Node into @tether/agent's `dist/host-tetherd`:
+ * Writes tetherd bundled for the host's own Node into this package's `dist/host-tetherd`:
  * the agent's ES modules as a sandbox's bundle has them, without the pinned runtime, for the
  * local and bwrap backends. A few files instead of about 600: an agent on Node 20 listens in
  * about 105 ms instead of 220. `npm run build` runs it (scripts/host-agent.mjs). Returns the
@@ -14,7 +22,7 @@ export const HOST_AGENT_DIR = path.join("dist", "host-tetherd");
  */
 export async function writeHostAgent(): Promise<string> {
   const { dir: agentDir } = agentPackage();
-  const dir = path.join(agentDir, HOST_AGENT_DIR);
+  const dir = HOST_AGENT_DIR;
   // The oldest Node the host supports, not the sandbox runtime's.
   const { files } = await bundleAgentScript(agentDir, "node20");
   const staging = `${dir}.partial-${process.pid}`;
@@ -26,5 +34,5 @@ export async function writeHostAgent(): Promise<string> {
   }
   await rm(dir, { recursive: true, force: true });
   await rename(staging, dir);
-  return path.join(dir, "tetherd.js");
+  return HOST_TETHERD;
 }

@@ -10,7 +10,7 @@ export {
 } from "./build.js";
 export { bundleCommand } from "./command.js";
 export { type BundleFile, contentHash, describeEntries } from "./hash.js";
-export { HOST_AGENT_DIR, writeHostAgent } from "./host-agent.js";
+export { HOST_TETHERD, writeHostAgent } from "./host-agent.js";
 export { AGENT_CONTAINER_PORT, agentCommand, DEFAULT_MOUNT_POINT, LOADER_NAME } from "./layout.js";
 export { MissingLibraryError } from "./libraries.js";
 export { bundleDirFor, defaultBundleRoot } from "./location.js";

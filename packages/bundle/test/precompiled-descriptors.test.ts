@@ -7,11 +7,12 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import type { DescFile } from "@bufbuild/protobuf";
 import { toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { AGENT_PACKAGE_DIR } from "@tether/agent/paths";
 import { build } from "esbuild";
 import { packageDir } from "../src/addons.js";
 import { precompiledDescriptors } from "../src/precompiled-descriptors.js";
 
-const agentDir = packageDir("@tether/agent", fileURLToPath(new URL("../..", import.meta.url)));
+const agentDir = AGENT_PACKAGE_DIR;
 const protocolGen = path.join(packageDir("@tether/protocol", agentDir), "dist", "src", "gen");
 /** Every file the agent's protocol generated, and well-known types with maps, oneofs and enums. */
 const GENERATED = readdirSync(protocolGen, { recursive: true, encoding: "utf8" })

@@ -1,12 +1,5 @@
-import {
-  type Agent,
-  type CommandHandle,
-  NotFoundError,
-  PermissionDeniedError,
-  type PtyHandle,
-  shellExitCode,
-} from "@tether/sdk";
-import { EXIT } from "./options.js";
+import { type Agent, type CommandHandle, type PtyHandle, shellExitCode } from "@tether/sdk";
+import { COMMAND_EXIT_CODES, exitCodeOf } from "./options.js";
 
 /** What to run in the agent, and how to wire it to this terminal. */
 export interface AttachOptions {
@@ -35,9 +28,7 @@ export async function attach(agent: Agent, options: AttachOptions, onStarted?: (
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     process.stderr.write(`tether: ${message}\n`);
-    if (err instanceof NotFoundError) return EXIT.notFound;
-    if (err instanceof PermissionDeniedError) return EXIT.cannotRun;
-    return EXIT.failure;
+    return exitCodeOf(err, COMMAND_EXIT_CODES);
   }
 }
 

@@ -1,9 +1,9 @@
-import { BACKEND_KINDS, type CreateOptions, type SandboxInfo } from "@tether/host";
+import { BACKEND_KINDS, type BackendKind, type CreateOptions, type SandboxInfo } from "@tether/host";
 import { type Command, InvalidArgumentError, Option } from "commander";
 
 /** The lifetime flags `create` and `run` share, as commander hands them over. */
 export interface LifecycleFlags {
-  backend?: (typeof BACKEND_KINDS)[number];
+  backend?: BackendKind;
   timeout?: number;
   idleTimeout?: number;
   onExpiry?: "stop" | "remove";

@@ -1,4 +1,5 @@
 import { type Agent, NotFoundError } from "@tether/sdk";
+import { NoShellError } from "./errors.js";
 
 /** Shells that only refuse logins; a fallback to /bin/sh is more useful than their message. */
 const NO_LOGIN = /\/(nologin|false)$/;
@@ -20,7 +21,5 @@ export async function loginShell(agent: Agent, id: string, user = "root"): Promi
   for (const shell of candidates) {
     if (await agent.files.exists(shell)) return shell;
   }
-  throw new Error(
-    `sandbox ${id} has no shell (no ${[...new Set(candidates)].join(" or ")} in its image): run a program with tether exec ${id} -- PROGRAM`,
-  );
+  throw new NoShellError(id, [...new Set(candidates)]);
 }

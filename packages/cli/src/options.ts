@@ -1,3 +1,4 @@
+import { NotFoundError, PermissionDeniedError } from "@tether/sdk";
 import { type Command, InvalidArgumentError } from "commander";
 
 /** Collects `-e KEY=VALUE` (or `-e KEY`, taking this shell's value) into an env map. */
@@ -22,6 +23,20 @@ export const EXIT = {
   /** The command was not found. */
   notFound: 127,
 } as const;
+
+/** An error class, as an exit code table names it. */
+type ErrorClass = abstract new (...args: never[]) => Error;
+
+/** Exit codes of a command tether could not run in a sandbox, by the class of what stopped it, as docker run's. */
+export const COMMAND_EXIT_CODES: readonly (readonly [ErrorClass, number])[] = [
+  [NotFoundError, EXIT.notFound],
+  [PermissionDeniedError, EXIT.cannotRun],
+];
+
+/** The exit code for `err`: that of the first class in `table` it is an instance of, else EXIT.failure. */
+export function exitCodeOf(err: unknown, table: readonly (readonly [ErrorClass, number])[]): number {
+  return table.find(([type]) => err instanceof type)?.[1] ?? EXIT.failure;
+}
 
 /**
  * Splits `ID [options] [--] ARGV` after commander has stopped at ID (passThroughOptions):

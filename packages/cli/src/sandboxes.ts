@@ -1,5 +1,6 @@
 import { type SandboxCopy, Sandboxes, SandboxNotRunningError } from "@tether/host";
 import type { Agent } from "@tether/sdk";
+import { SandboxFailedError } from "./errors.js";
 
 let shared: Sandboxes | undefined;
 
@@ -37,8 +38,7 @@ async function explained<T>(id: string, connect: () => Promise<T>): Promise<T> {
       const info = await sandboxes()
         .get(id)
         .catch(() => undefined);
-      if (info?.error)
-        throw new Error(`sandbox ${err.id} cannot be used: ${info.error} (tether rm ${err.id} clears it)`);
+      if (info?.error) throw new SandboxFailedError(err.id, info.error);
     }
     throw err;
   }

@@ -9,13 +9,13 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { TETHERD_BIN } from "@tether/agent/paths";
 import { removeHome } from "@tether/host";
 import { docker, dockerSkipReason } from "./support/cli.js";
 
 const BUSYBOX = "tether-test/busybox";
 /** A generous bound on an awaited event (ports are polled every 250 ms). */
 const BOUND_MS = 10_000;
-const TETHERD = path.resolve(path.dirname(fileURLToPath(import.meta.resolve("@tether/agent"))), "../../bin/tetherd.js");
 
 const TETHER = fileURLToPath(new URL("../../bin/tether.js", import.meta.url));
 
@@ -135,7 +135,7 @@ describe("ports and forward against an agent reached directly", () => {
   let agent: ChildProcess;
   let url: string;
   before(async () => {
-    agent = spawn(process.execPath, [TETHERD, "--port", "0", "--log-level", "info"], {
+    agent = spawn(process.execPath, [TETHERD_BIN, "--port", "0", "--log-level", "info"], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     url = await new Promise<string>((resolve, reject) => {

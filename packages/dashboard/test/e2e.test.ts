@@ -7,7 +7,7 @@ import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { buildBundle } from "@tether/bundle";
-import { dockerStatus, Sandboxes } from "@tether/host";
+import { dockerStatus, LIFETIME_STATES, Sandboxes } from "@tether/host";
 import { type RunningServer, startServer } from "@tether/server";
 import { pino } from "pino";
 import { type Browser, chromium, type Page } from "playwright-core";
@@ -74,7 +74,7 @@ after(async () => {
   if (skip) return;
   await browser?.close();
   await server?.close();
-  const all = await sandboxes.list({ states: ["creating", "running", "paused", "stopped", "error"] });
+  const all = await sandboxes.list({ states: LIFETIME_STATES });
   await Promise.all(all.map((s) => sandboxes.remove(s.id).catch(() => {})));
   sandboxes.close();
   await rm(home, { recursive: true, force: true });

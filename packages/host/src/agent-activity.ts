@@ -43,6 +43,7 @@ export function agentActivity(
         });
       },
     );
+    // Only the error handler below sees it, and it answers undefined: no one is told.
     req.on("timeout", () => req.destroy(new Error("timeout")));
     req.on("error", () => resolve(undefined));
   });

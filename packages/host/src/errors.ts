@@ -1,10 +1,11 @@
-/** Base of every error @tether/host throws on purpose; `name` says which. */
-export class TetherHostError extends Error {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = new.target.name;
-  }
-}
+import { TetherError } from "@tether/sdk/tether-error";
+
+/**
+ * Base of every error @tether/host throws on purpose; `name` says which. Under the SDK's
+ * TetherError, so one `instanceof TetherError` tells the SDK's, the host's and the CLI's
+ * errors from a bug.
+ */
+export class TetherHostError extends TetherError {}
 
 /** No sandbox with this id (or name) exists: never created, removed, or removed behind our back. */
 export class SandboxNotFoundError extends TetherHostError {
@@ -51,6 +52,9 @@ export class EngineUnavailableError extends TetherHostError {
     super(`cannot reach the container engine at ${endpoint}: ${why}`, { cause });
   }
 }
+
+/** A copy that cannot be done as asked (a directory to stdout, stdin into a directory, a socket); nothing was copied. */
+export class InvalidCopyError extends TetherHostError {}
 
 /** A sandbox spec that cannot be honoured; nothing was created. */
 export class InvalidSandboxSpecError extends TetherHostError {}

@@ -6,7 +6,6 @@ export {
   BACKEND_KINDS,
   type BackendKind,
   type BackendStatus,
-  backendStatuses,
   bwrapStatus,
   dockerStatus,
   embeddedBackendKind,
@@ -28,11 +27,25 @@ export type {
   SandboxStats,
   StopOptions,
 } from "./backends/backend.js";
-export { LABEL_HOME, LABEL_MANAGED_BY, LABEL_SANDBOX, MANAGED_BY } from "./backends/backend.js";
+export {
+  LABEL_HOME,
+  LABEL_MANAGED_BY,
+  LABEL_SANDBOX,
+  LIFETIME_STATES,
+  MANAGED_BY,
+  SANDBOX_STATES,
+} from "./backends/backend.js";
 export { BwrapBackend, type BwrapBackendOptions, findBwrap, probeBwrap } from "./backends/bwrap/bwrap-backend.js";
 export { DockerBackend, type DockerBackendOptions } from "./backends/docker/docker-backend.js";
 export { detectEngine, type Engine, type EngineKind, type EngineStrategy } from "./backends/docker/engine.js";
 export { type LogLine, logLines } from "./backends/docker/log-stream.js";
+export {
+  BACKENDS,
+  type BackendKindEntry,
+  type BackendOptions,
+  backendStatuses,
+  isBackendKind,
+} from "./backends/kinds.js";
 export { LocalBackend } from "./backends/local/local-backend.js";
 export {
   HOST_IMAGE,
@@ -53,6 +66,7 @@ export {
   EngineUnavailableError,
   ImageNotFoundError,
   ImagePrepareError,
+  InvalidCopyError,
   InvalidSandboxSpecError,
   RegistryDamagedError,
   RegistryError,
@@ -84,7 +98,6 @@ export {
   type CreateOptions,
   type ExpiryLoop,
   type MaintenanceReport,
-  SANDBOX_STATES,
   Sandboxes,
   type SandboxesOptions,
   type SandboxFilter,

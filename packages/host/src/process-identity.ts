@@ -33,6 +33,7 @@ export function processIdentity(pid: number): ProcessIdentity | undefined {
 /** This process's identity. */
 export function currentProcess(): ProcessIdentity {
   const self = processIdentity(process.pid);
+  // An invariant, not a user's error: a running process on Linux always has its own stat.
   if (!self) throw new Error("cannot read /proc/self/stat");
   return self;
 }

@@ -189,7 +189,7 @@ export class SandboxDir {
   /** (Re)writes run/token for the agent to take at its next start. */
   async handOverToken(): Promise<void> {
     const token = await this.readToken();
-    if (!token) throw new Error(`${this.tokenPath} is missing`);
+    if (!token) throw new TetherHostError(`${this.tokenPath} is missing`);
     await rm(path.join(this.runDir, TOKEN_HANDOVER_NAME), { force: true });
     await this.writeHandover(token);
   }

@@ -1,5 +1,5 @@
 import { type Agent, connect } from "@tether/sdk";
-import { type BackendKind, embeddedBackendKind, ISOLATION } from "./backends/availability.js";
+import { BACKEND_KINDS, type BackendKind, embeddedBackendKind, ISOLATION } from "./backends/availability.js";
 import type {
   ListFilter,
   LogChunk,
@@ -11,12 +11,10 @@ import type {
   SandboxStats,
   StopOptions,
 } from "./backends/backend.js";
-import { BwrapBackend } from "./backends/bwrap/bwrap-backend.js";
-import { DockerBackend, type DockerBackendOptions } from "./backends/docker/docker-backend.js";
-import { LocalBackend } from "./backends/local/local-backend.js";
+import type { DockerBackendOptions } from "./backends/docker/docker-backend.js";
+import { BACKENDS, isBackendKind } from "./backends/kinds.js";
 import { HOST_IMAGE } from "./backends/process/process-backend.js";
 import { validateSpec } from "./backends/spec.js";
-import { VmBackend } from "./backends/vm/vm-backend.js";
 import { SandboxCopy } from "./copy/sandbox-copy.js";
 import {
   EngineUnavailableError,
@@ -85,7 +83,8 @@ export interface SandboxFilter extends ListFilter {
   states?: readonly SandboxState[];
 }
 
-const LIFETIME_STATES: readonly SandboxState[] = ["creating", "running", "paused", "stopped", "error"];
+/** The backend kinds as an error names them: "docker, bwrap or local". */
+const KINDS_TEXT = `${BACKEND_KINDS.slice(0, -1).join(", ")} or ${BACKEND_KINDS.at(-1)}`;
 
 function positiveMs(name: string, value: number | undefined | null): void {
   if (value === undefined || value === null) return;
@@ -143,22 +142,10 @@ export class Sandboxes {
     let backend = this.backends.get(kind);
     if (backend) return backend;
     if (this.single) throw new InvalidSandboxSpecError(`backend ${kind} is not configured here`);
-    switch (kind) {
-      case "docker":
-        backend = new DockerBackend(this.dockerOptions);
-        break;
-      case "bwrap":
-        backend = new BwrapBackend({ home: this.home });
-        break;
-      case "local":
-        backend = new LocalBackend({ home: this.home });
-        break;
-      case "vm":
-        backend = new VmBackend({ home: this.home, docker: this.dockerOptions.docker });
-        break;
-      default:
-        throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(kind)} (docker, bwrap, local or vm)`);
+    if (!isBackendKind(kind)) {
+      throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(kind)} (${KINDS_TEXT})`);
     }
+    backend = BACKENDS[kind].make({ home: this.home, docker: this.dockerOptions });
     this.backends.set(kind, backend);
     return backend;
   }
@@ -429,7 +416,7 @@ export class Sandboxes {
   private async pruneBundles(olderThanMs: number): Promise<GcReport["bundles"]> {
     if (!this.kinds().includes("docker")) return undefined;
     const docker = this.backendFor("docker");
-    if (!(docker instanceof DockerBackend)) return undefined;
+    if (!docker.pruneBundles) return undefined;
     try {
       return { removed: (await docker.pruneBundles(olderThanMs)).removed };
     } catch (err) {
@@ -476,15 +463,13 @@ export class Sandboxes {
   /** The backend kind a create goes to. */
   private async chooseBackend(image: string | undefined, requested: BackendKind | undefined): Promise<string> {
     if (requested !== undefined) {
-      if (!(requested in ISOLATION)) {
-        throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(requested)} (docker, bwrap, local or vm)`);
+      if (!isBackendKind(requested)) {
+        throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(requested)} (${KINDS_TEXT})`);
       }
-      // The vm backend boots an image too (exported from the engine).
-      const takesImage = requested === "docker" || requested === "vm";
-      if (image && !takesImage && !this.single) {
+      if (image && !BACKENDS[requested].image && !this.single) {
         throw new InvalidSandboxSpecError(`an image needs a container engine: use --backend docker (or no --image)`);
       }
-      if (!image && takesImage) {
+      if (!image && BACKENDS[requested].image) {
         throw new InvalidSandboxSpecError(`backend ${requested} needs an image`);
       }
       return requested;
@@ -496,7 +481,7 @@ export class Sandboxes {
   /** Kinds that may hold sandboxes: with a registry, those it records plus docker's labelled containers. */
   private kinds(): string[] {
     if (this.single) return [this.backend.kind];
-    return ["docker", "bwrap", "local", "vm"];
+    return [...BACKEND_KINDS];
   }
 
   private lifecycle(registry: Registry): LifecycleContext {
@@ -592,9 +577,6 @@ export class Sandboxes {
     return out;
   }
 }
-
-/** States a sandbox can be listed in (the registry adds `archived`). */
-export const SANDBOX_STATES: readonly SandboxState[] = [...LIFETIME_STATES, "archived"];
 
 /** A running expiry loop; `stop()` ends it. */
 export interface ExpiryLoop {

@@ -7,6 +7,7 @@ import { after, before, describe, test } from "node:test";
 import type { Agent } from "@tether/sdk";
 import {
   InvalidSandboxSpecError,
+  LIFETIME_STATES,
   type LogLine,
   logLines,
   processIdentity,
@@ -39,7 +40,7 @@ before(async () => {
 after(async () => {
   await new Promise((r) => setTimeout(r, 20));
   for (const agent of agents) agent.close();
-  for (const s of await sandboxes.list({ states: ["creating", "running", "paused", "stopped", "error"] })) {
+  for (const s of await sandboxes.list({ states: LIFETIME_STATES })) {
     await sandboxes.remove(s.id).catch(() => {});
   }
   sandboxes.close();

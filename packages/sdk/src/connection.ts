@@ -5,6 +5,7 @@ import net from "node:net";
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { ACCESS_TOKEN_HEADER } from "@tether/protocol";
+import { AgentProtocolError } from "./errors.js";
 
 /** Where an agent listens: a URL (TCP) or a unix socket path. */
 export type AgentTarget = { url: string; socket?: never } | { socket: string; url?: never };
@@ -313,7 +314,9 @@ export function responseOf(
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(err);
     stream.once("error", onError);
-    stream.once("close", () => reject(new Error(`stream closed before a response (code ${stream.rstCode})`)));
+    stream.once("close", () =>
+      reject(new AgentProtocolError(`stream closed before a response (code ${stream.rstCode})`)),
+    );
     stream.once("response", (headers) => {
       stream.off("error", onError);
       resolve(headers);

@@ -1,12 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { TetherError } from "./tether-error.js";
 
-/** Base class of every error the SDK throws on purpose. */
-export class TetherError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-  }
-}
+export { TetherError };
 
 /** The agent could not be reached: nothing listens there, or the connection dropped. */
 export class AgentUnavailableError extends TetherError {}
@@ -41,6 +36,12 @@ export class TimeoutError extends TetherError {}
 
 /** The agent cannot copy through a directory shared with the host here: stream the file instead. */
 export class TransferUnavailableError extends TetherError {}
+
+/**
+ * The agent's answer ended before it held what the protocol promises: a stream closed before
+ * its response or its last event, a reply without the entry it must carry.
+ */
+export class AgentProtocolError extends TetherError {}
 
 /** Nothing accepts connections at a tunnel's host and port inside the sandbox (refused, unresolvable, unreachable). */
 export class PortUnreachableError extends TetherError {

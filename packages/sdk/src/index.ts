@@ -21,6 +21,7 @@ export {
 } from "./commands/index.js";
 export type { AgentTarget, ConnectionOptions } from "./connection.js";
 export {
+  AgentProtocolError,
   AgentUnavailableError,
   AlreadyExistsError,
   AuthenticationError,

@@ -1,4 +1,4 @@
-import type { Sandboxes } from "@tether/host";
+import { LIFETIME_STATES, type Sandboxes } from "@tether/host";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { TeamLimits } from "./auth/limits.js";
 
@@ -29,7 +29,7 @@ export class ServerMetrics {
       registers: [this.registry],
       collect() {
         const counts = new Map<string, number>();
-        for (const s of ["creating", "running", "paused", "stopped", "error"]) counts.set(s, 0);
+        for (const s of LIFETIME_STATES) counts.set(s, 0);
         for (const record of sandboxes.registry?.list() ?? []) {
           counts.set(record.state, (counts.get(record.state) ?? 0) + 1);
         }

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { toConnectError } from "../server/errors.js";
+import { toConnectError } from "../rpc/errors.js";
 
 /**
  * Wraps a failed filesystem call into a Connect error that says what was attempted on

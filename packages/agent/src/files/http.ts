@@ -9,7 +9,7 @@ import type busboy from "busboy";
 import type { UnixUser } from "../auth/users.js";
 import { type AgentContext, requestUser } from "../context.js";
 import { type HttpRequest, type HttpResponse, sendError, sendJson } from "../http/respond.js";
-import { httpStatusOf } from "../server/errors.js";
+import { httpStatusOf } from "../rpc/errors.js";
 import { fsError, invalidPath, plainMessage } from "./errors.js";
 import { metadataFromHeaders } from "./metadata.js";
 import { type FileRights, rightsFor } from "./ownership.js";

@@ -15,8 +15,8 @@ import {
 import type { UserDirectory } from "../auth/users.js";
 import { type AgentContext, requestUser } from "../context.js";
 import { type AgentLimits, DEFAULT_LIMITS } from "../limits.js";
-import { throwIfDeadlinePassed } from "../server/deadline.js";
-import type { AgentService } from "../server/service.js";
+import { throwIfDeadlinePassed } from "../rpc/deadline.js";
+import type { AgentService } from "../rpc/service.js";
 import { entryInfo } from "./entry.js";
 import { fsError, invalidPath } from "./errors.js";
 import { ensureDirs, type FileRights, rightsFor } from "./ownership.js";

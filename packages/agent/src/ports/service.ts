@@ -1,7 +1,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { AddressFamily, type ListeningPortSchema, type PortEventSchema, Ports } from "@tether/protocol/ports";
 import type { AgentContext } from "../context.js";
-import type { AgentService } from "../server/service.js";
+import type { AgentService } from "../rpc/service.js";
 import type { ListeningPort, PortChange, PortWatcher } from "./port-watcher.js";
 
 type ListeningPortInit = MessageInitShape<typeof ListeningPortSchema>;

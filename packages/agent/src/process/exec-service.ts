@@ -12,8 +12,8 @@ import {
   type StartRequest,
 } from "@tether/protocol/exec";
 import { type AgentContext, requestUser } from "../context.js";
-import { RawMessageWriter } from "../server/raw-messages.js";
-import type { AgentService } from "../server/service.js";
+import { RawMessageWriter } from "../rpc/raw-messages.js";
+import type { AgentService } from "../rpc/service.js";
 import { childCredentials } from "./credentials.js";
 import { planLaunch } from "./launch.js";
 import { execOutputHead } from "./output-frames.js";

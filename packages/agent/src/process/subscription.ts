@@ -1,4 +1,4 @@
-import type { RawMessageWriter } from "../server/raw-messages.js";
+import type { RawMessageWriter } from "../rpc/raw-messages.js";
 import type { LogCursor, LogItem, Offsets, OutputKind } from "./output-log.js";
 import type { ProcessEnd, TrackedProcess } from "./tracked.js";
 

@@ -9,11 +9,11 @@ import { handleFilesExport, handleFilesImport } from "../files/transfer.js";
 import { ACTIVITY_PATH, handleActivity } from "../http/activity.js";
 import { handleEnvs, handleHealth, handleInit } from "../http/env.js";
 import { BodyError, type HttpRequest, type HttpResponse, sendError } from "../http/respond.js";
+import { errorMapper, httpStatusOf } from "../rpc/errors.js";
+import { kNodeResponse } from "../rpc/raw-messages.js";
+import type { AgentService } from "../rpc/service.js";
 import { connectAdapter } from "./connect-adapter.js";
-import { errorMapper, httpStatusOf } from "./errors.js";
 import type { LazyService } from "./lazy-service.js";
-import { kNodeResponse } from "./raw-messages.js";
-import type { AgentService } from "./service.js";
 
 /** Whether the request carried the access token, checked once before anything reads its body. */
 const kAuthorized = createContextKey<boolean>(false, { description: "the call carries the access token" });

@@ -1,4 +1,4 @@
-import type { AgentService } from "./service.js";
+import type { AgentService } from "../rpc/service.js";
 
 /**
  * An RPC service whose code, generated descriptors included, loads on its first call.

@@ -10,7 +10,7 @@ import {
   type TunnelWriteResponseSchema,
 } from "@tether/protocol/tunnel";
 import type { AgentContext } from "../context.js";
-import type { AgentService } from "../server/service.js";
+import type { AgentService } from "../rpc/service.js";
 
 type TunnelResponseInit = MessageInitShape<typeof TunnelResponseSchema>;
 type TunnelWriteResponseInit = MessageInitShape<typeof TunnelWriteResponseSchema>;

@@ -1,7 +1,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { type InitResponseSchema, Workspace } from "@tether/protocol/workspace";
 import { type AgentContext, requestUser } from "../context.js";
-import type { AgentService } from "../server/service.js";
+import type { AgentService } from "../rpc/service.js";
 import type { WorkspaceInit } from "./init.js";
 import { InitLogQueue } from "./log.js";
 import { planInit } from "./plan.js";

@@ -4,7 +4,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { InitRequestSchema } from "@tether/protocol/workspace";
 import { Agent, type InitReplySchema, type InitRequest } from "@tether/protocol/yolo";
 import { type AgentContext, requestUser } from "../context.js";
-import type { AgentService } from "../server/service.js";
+import type { AgentService } from "../rpc/service.js";
 import type { WorkspaceInit } from "./init.js";
 import { InitLogQueue } from "./log.js";
 import { planInit } from "./plan.js";
@@ -17,8 +17,8 @@ export const DEFAULT_GIT_BASE_URL = "https://github.com";
 const REPO_PART = /^[A-Za-z0-9_.-]+$/;
 
 /**
- * yolo's `yolo.agent_container.Agent.Init` (PROTOCOL.md section 3) on top of the same
- * workspace init: owner/name becomes `<base>/OWNER/NAME.git`, cloned into NAME.
+ * yolo's `yolo.agent_container.Agent.Init` (@tether/protocol's proto/yolo/agent_container.proto)
+ * on top of the same workspace init: owner/name becomes `<base>/OWNER/NAME.git`, cloned into NAME.
  */
 export function createYoloService(ctx: AgentContext, init: WorkspaceInit, gitBaseUrl?: string): AgentService {
   const base = (gitBaseUrl ?? DEFAULT_GIT_BASE_URL).replace(/\/+$/, "");

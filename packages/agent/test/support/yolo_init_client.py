@@ -3,7 +3,7 @@
 
 Usage: yolo_init_client.py UNIX_SOCKET OWNER NAME EMAIL FULL_NAME [USER]
 Prints one JSON object per InitReply. The protobuf bytes are encoded and decoded by
-hand (field numbers from PROTOCOL.md section 3), so nothing but grpcio is needed.
+hand (field numbers from packages/protocol/proto/yolo/agent_container.proto), so nothing but grpcio is needed.
 """
 import base64
 import json

@@ -1,3 +1,4 @@
+import { BACKENDS, type BackendKind } from "@tether/host";
 import { Command } from "commander";
 import { addCreateOptions, type CreateFlags, createOptionsFrom } from "../create-options.js";
 import {
@@ -30,7 +31,7 @@ export function createCommand(): Command {
   return addLifecycleOptions(command)
     .passThroughOptions()
     .action(async function (this: Command, image: string | undefined, args: string[]) {
-      const hostBackend = (backend: string | undefined) => backend === "bwrap" || backend === "local";
+      const hostBackend = (backend: BackendKind | undefined) => backend !== undefined && !BACKENDS[backend].image;
       let argv: string[];
       let from: string | undefined;
       if (hostBackend(this.opts<LifecycleFlags>().backend)) {

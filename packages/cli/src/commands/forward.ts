@@ -1,6 +1,7 @@
 import net from "node:net";
 import type { Agent } from "@tether/sdk";
 import { Command, InvalidArgumentError } from "commander";
+import { ListenError } from "../errors.js";
 import { connectTarget, isDirect, withTargetOptions } from "../target.js";
 
 interface ForwardSpec {
@@ -90,7 +91,7 @@ async function forward(agent: Agent, spec: ForwardSpec, host: string | undefined
     server.listen(spec.local, "127.0.0.1", () => resolve());
   }).catch((err: NodeJS.ErrnoException) => {
     agent.close();
-    throw new Error(`cannot listen on 127.0.0.1:${spec.local}: ${err.message}`);
+    throw new ListenError(spec.local, err);
   });
   const { port } = server.address() as net.AddressInfo;
   process.stdout.write(`Forwarding 127.0.0.1:${port} -> ${target} in ${name} (Ctrl-C to stop)\n`);

@@ -1,5 +1,6 @@
 import { tetherHome } from "@tether/host";
 import { Command } from "commander";
+import { UnknownNamesError } from "../errors.js";
 import { formatTable } from "../table.js";
 
 async function apiKeys() {
@@ -56,7 +57,7 @@ export function keysCommand(): Command {
       const { keys, close } = await apiKeys();
       try {
         const missing = which.filter((w) => !keys.remove(w));
-        if (missing.length > 0) throw new Error(`no key ${missing.map((m) => JSON.stringify(m)).join(", ")}`);
+        if (missing.length > 0) throw new UnknownNamesError("key", missing);
       } finally {
         close();
       }

@@ -1,6 +1,7 @@
 import { SandboxNotFoundError } from "@tether/host";
 import { Command } from "commander";
 import { forEachSandbox } from "../each-sandbox.js";
+import { SandboxInUseError } from "../errors.js";
 import { sandboxes } from "../sandboxes.js";
 
 /** `tether rm [-f] ID...`: removes sandboxes and their host directories. */
@@ -19,7 +20,7 @@ export function rmCommand(): Command {
             throw err;
           });
         if (!flags.force && (info.state === "running" || info.state === "paused")) {
-          throw new Error(`sandbox ${info.id} is ${info.state}: stop it first, or use rm -f`);
+          throw new SandboxInUseError(info.id, info.state);
         }
         await sandboxes().remove(info.id);
       }),

@@ -1,6 +1,7 @@
 import path from "node:path";
 import { tetherHome } from "@tether/host";
 import { Command, InvalidArgumentError } from "commander";
+import { UnknownNamesError } from "../errors.js";
 import { collectEnv } from "../options.js";
 import { formatTable } from "../table.js";
 
@@ -127,7 +128,7 @@ export function templateCommand(): Command {
       const { templates: store, close } = await templates();
       try {
         const missing = names.filter((n) => !store.remove(n));
-        if (missing.length > 0) throw new Error(`no template ${missing.map((m) => JSON.stringify(m)).join(", ")}`);
+        if (missing.length > 0) throw new UnknownNamesError("template", missing);
       } finally {
         close();
       }

@@ -107,16 +107,6 @@ export async function vmStatus(options: { home?: string; docker?: Docker } = {})
   }
 }
 
-/** Every backend's status, for `tether doctor`. */
-export async function backendStatuses(options: { docker?: Docker } = {}): Promise<BackendStatus[]> {
-  const [docker, bwrap, vm] = await Promise.all([
-    dockerStatus(options.docker),
-    bwrapStatus(),
-    vmStatus({ docker: options.docker }),
-  ]);
-  return [docker, bwrap, localStatus(), vm];
-}
-
 /** The embedded default (sandboxes without an image): bwrap where it works, else local. */
 export async function embeddedBackendKind(): Promise<"bwrap" | "local"> {
   return (await probeBwrap()).ok ? "bwrap" : "local";

@@ -1,3 +1,4 @@
+import type { PruneBundlesReport } from "@tether/bundle";
 /**
  * What every sandbox backend offers. `docker` implements it through a container engine;
  * `local` and `bwrap` with the agent under a detached supervisor process. Backends
@@ -34,6 +35,8 @@ export interface SandboxBackend {
   snapshot?(id: string, tag: string): Promise<void>;
   /** Removes an image `snapshot` made; false while sandboxes still use it. */
   removeSnapshot?(tag: string): Promise<boolean>;
+  /** Removes agent bundles its sandboxes no longer use; absent where a backend runs the host's own agent. */
+  pruneBundles?(olderThanMs: number): Promise<PruneBundlesReport>;
 }
 
 /** A running sandbox's resource use at one moment. */
@@ -52,11 +55,15 @@ export interface SandboxStats {
   diskUsed: number;
 }
 
+/** The states a sandbox has while its backend has it: what backends report, and `list`'s default. */
+export const LIFETIME_STATES = ["creating", "running", "paused", "stopped", "error"] as const;
+
 /**
- * What a sandbox is doing. Backends report the first five; `archived` is the registry's
- * (removed by gc, its work directory kept under TETHER_HOME/archive).
+ * What a sandbox is doing: the lifetime states, and `archived`, the registry's (removed by
+ * gc, its work directory kept under TETHER_HOME/archive).
  */
-export type SandboxState = "creating" | "running" | "paused" | "stopped" | "error" | "archived";
+export const SANDBOX_STATES = [...LIFETIME_STATES, "archived"] as const;
+export type SandboxState = (typeof SANDBOX_STATES)[number];
 
 export type NetworkMode = "none" | "bridge";
 

@@ -4,6 +4,7 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { type Agent, type EntryInfo, NotFoundError, TransferUnavailableError } from "@tether/sdk";
+import { InvalidCopyError } from "../errors.js";
 import { checkEntryName, LocalDir } from "./local-dir.js";
 import { SharedTransferDir } from "./shared-dir.js";
 
@@ -59,7 +60,7 @@ export class SandboxCopy {
     const info = await this.agent.files.stat(source);
     if (destination === "-") {
       if (info.type !== "file")
-        throw new Error(`${source} is a ${kindName(info)}: only a single file can go to stdout`);
+        throw new InvalidCopyError(`${source} is a ${kindName(info)}: only a single file can go to stdout`);
       await writeToStdout(await this.agent.files.read(source, { format: "stream" }));
       return;
     }
@@ -76,7 +77,7 @@ export class SandboxCopy {
         const root = info.symlinkTarget ?? info.path;
         await this.dirOut(info.symlinkTarget ?? source, parent, name, info.mode, root, "");
       } else if (info.type === "file") await this.fileOut(source, parent, name, info.mode, info.size);
-      else throw new Error(`${source} is a ${kindName(info)}: only files and directories can be copied`);
+      else throw new InvalidCopyError(`${source} is a ${kindName(info)}: only files and directories can be copied`);
     } finally {
       await parent.close();
     }
@@ -89,7 +90,8 @@ export class SandboxCopy {
       throw err;
     });
     if (source === "-") {
-      if (into?.type === "dir") throw new Error(`${destination} is a directory: give a file path to copy stdin to`);
+      if (into?.type === "dir")
+        throw new InvalidCopyError(`${destination} is a directory: give a file path to copy stdin to`);
       await this.agent.files.write(destination, process.stdin);
       return;
     }
@@ -98,7 +100,7 @@ export class SandboxCopy {
       into?.type === "dir" ? path.posix.join(destination, path.basename(path.resolve(source))) : destination;
     if (info.isDirectory()) await this.dirIn(source, target);
     else if (info.isFile()) await this.fileIn(source, target, info.mode & 0o7777);
-    else throw new Error(`${source} is not a file or directory`);
+    else throw new InvalidCopyError(`${source} is not a file or directory`);
   }
 
   /**

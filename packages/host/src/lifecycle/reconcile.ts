@@ -1,4 +1,4 @@
-import type { SandboxInfo } from "../backends/backend.js";
+import { LIFETIME_STATES, type SandboxInfo } from "../backends/backend.js";
 import { EngineUnavailableError, InvalidSandboxSpecError } from "../errors.js";
 import { isAlive } from "../process-identity.js";
 import type { RecordState, SandboxRecord } from "../registry/registry.js";
@@ -50,7 +50,7 @@ export async function reconcile(
       continue;
     }
     for (const info of infos) live.set(info.id, info);
-    const records = ctx.registry.list({ backend: kind, states: ["creating", "running", "paused", "stopped", "error"] });
+    const records = ctx.registry.list({ backend: kind, states: LIFETIME_STATES });
     const known = new Set(records.map((r) => r.id));
     for (const info of infos) {
       if (known.has(info.id) || ctx.registry.get(info.id)) continue;

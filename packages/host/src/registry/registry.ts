@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import type Database from "better-sqlite3";
+import type { SandboxState } from "../backends/backend.js";
 import { InvalidSandboxSpecError, RegistryError } from "../errors.js";
 import type { ProcessIdentity } from "../process-identity.js";
 import {
@@ -17,7 +18,7 @@ import { MIGRATIONS } from "./migrations.js";
 export const REGISTRY_FILE = "tether.db";
 
 /** A sandbox's state as recorded: the backends' states, plus `archived` (gone, work directory kept). */
-export type RecordState = "creating" | "running" | "paused" | "stopped" | "error" | "archived";
+export type RecordState = SandboxState;
 
 /** What `repairRegistry` found and did. */
 export interface RegistryRepair {

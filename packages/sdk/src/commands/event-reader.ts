@@ -1,3 +1,4 @@
+import { AgentProtocolError } from "../errors.js";
 import type { ProcessExit } from "./status.js";
 
 /**
@@ -64,7 +65,7 @@ export abstract class EventReader<Event> {
       await iterator.return?.().catch(() => {});
       throw err;
     }
-    throw new Error(`the agent closed the process stream without an ${endEvent} event`);
+    throw new AgentProtocolError(`the agent closed the process stream without an ${endEvent} event`);
   }
 }
 

@@ -7,6 +7,7 @@ import { type Client, createClient } from "@connectrpc/connect";
 import { Filesystem, FileType, type EntryInfo as WireEntryInfo } from "@tether/protocol/filesystem";
 import { type Connection, readAll, responseOf } from "../connection.js";
 import {
+  AgentProtocolError,
   AlreadyExistsError,
   httpError,
   InvalidArgumentError,
@@ -287,7 +288,7 @@ function isWebStream(data: unknown): data is WebReadableStream<Uint8Array> {
 }
 
 function required(entry: WireEntryInfo | undefined, path: string): WireEntryInfo {
-  if (!entry) throw new Error(`the agent returned no entry for ${path}`);
+  if (!entry) throw new AgentProtocolError(`the agent returned no entry for ${path}`);
   return entry;
 }
 

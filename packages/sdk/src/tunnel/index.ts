@@ -317,7 +317,7 @@ export class TunnelStream extends Duplex {
     // Both halves ended cleanly: the agent ends the call once the last bytes are delivered;
     // cancelling now could cut them off.
     const clean = !error && this.readableEnded && this.writableFinished;
-    this.ackWaiter?.reject(error ?? new Error("the tunnel was destroyed"));
+    this.ackWaiter?.reject(error ?? new TetherError("the tunnel was destroyed"));
     this.ackWaiter = undefined;
     if (!this.h2.closed && !clean) this.h2.close(http2.constants.NGHTTP2_CANCEL);
     if (this.upload && !this.upload.closed && !clean) this.upload.close(http2.constants.NGHTTP2_CANCEL);

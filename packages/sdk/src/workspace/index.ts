@@ -1,7 +1,7 @@
 import { createClient } from "@connectrpc/connect";
 import { Workspace as WorkspaceService } from "@tether/protocol/workspace";
 import type { Connection } from "../connection.js";
-import { toTetherError } from "../errors.js";
+import { AgentProtocolError, toTetherError } from "../errors.js";
 
 /** A repository to clone: a git URL (file:// included), or the URL with a target and branch. */
 export type RepositorySpec = string | { url: string; dir?: string; branch?: string };
@@ -74,7 +74,7 @@ export class WorkspaceInitRun implements AsyncIterable<WorkspaceLogLine> {
         this.lines.push(item);
         this.notify();
       }
-      throw new Error("workspace init ended without a result");
+      throw new AgentProtocolError("workspace init ended without a result");
     } finally {
       this.ended = true;
       this.notify();

@@ -32,9 +32,10 @@ import { detailView, listedView, logEntryView, metricView, sandboxView, type Vie
 const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody, 429: ErrorBody, 500: ErrorBody };
 
 /**
- * E2B's control-plane API (PROTOCOL.md section 4): the paths, bodies and status codes
- * the unmodified e2b SDKs use, v2 and the older v1 forms. Every route runs as the
- * team of the request's API key (`request.team`, set by the auth hook).
+ * E2B's control-plane API (spec/openapi.yml in github.com/e2b-dev/E2B, whose types the e2b
+ * SDK bundles): the paths, bodies and status codes the unmodified e2b SDKs use, v2 and the
+ * older v1 forms. Every route runs as the team of the request's API key (`request.team`,
+ * set by the auth hook).
  */
 export function e2bRoutes(app: FastifyInstance, sandboxes: TeamSandboxes, view: ViewContext): void {
   const api = app.withTypeProvider<ZodTypeProvider>();

@@ -84,9 +84,13 @@ const Metadata = z.string().transform((raw, ctx) => {
   return out;
 });
 
+/** E2B's sandbox states (see e2bState for the host states behind them). */
+export const E2B_STATES = ["running", "paused"] as const;
+export type E2bState = (typeof E2B_STATES)[number];
+
 export const ListQuery = z.object({
   metadata: Metadata.optional(),
-  state: List.pipe(z.array(z.enum(["running", "paused"]))).optional(),
+  state: List.pipe(z.array(z.enum(E2B_STATES))).optional(),
   startedAfter: z.coerce.date().optional(),
   template: z.string().optional(),
   order: z.enum(["asc", "desc"]).optional(),
@@ -117,7 +121,7 @@ export const ListedSandbox = z.object({
   diskSizeMB: z.number().int(),
   startedAt: z.string(),
   endAt: z.string(),
-  state: z.enum(["running", "paused"]),
+  state: z.enum(E2B_STATES),
   envdVersion: z.string(),
   metadata: StringMap,
   volumeMounts: z.array(z.object({ name: z.string(), path: z.string() })),

@@ -12,7 +12,7 @@ import { ApiError, BadRequestError, ConflictError, NotFoundError, NotImplemented
 import type { Template, Templates } from "../templates/templates.js";
 import { type LogQuery, readSandboxLogs, type SandboxLogRecord } from "./logs.js";
 import type { ConnectBody, ListQuery, NewSandboxBody } from "./schemas.js";
-import { e2bState, factsOf, hostCpus, hostMemoryMB, type ServerFacts } from "./views.js";
+import { E2B_VISIBLE_STATES, e2bState, factsOf, hostCpus, hostMemoryMB, type ServerFacts } from "./views.js";
 
 /** E2B's default sandbox lifetime, seconds. */
 export const DEFAULT_TIMEOUT_S = 300;
@@ -57,7 +57,7 @@ export class TeamSandboxes {
 
   /** The team's running and paused sandboxes. */
   async all(team: string): Promise<SandboxInfo[]> {
-    const list = await this.sandboxes.list({ states: ["running", "paused", "stopped"] });
+    const list = await this.sandboxes.list({ states: E2B_VISIBLE_STATES });
     return list.filter((s) => factsOf(s).team === team);
   }
 

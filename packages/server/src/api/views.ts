@@ -1,7 +1,8 @@
 import os from "node:os";
-import type { SandboxInfo, SandboxStats } from "@tether/host";
+import type { SandboxInfo, SandboxState, SandboxStats } from "@tether/host";
 import { DEFAULT_TEAM } from "../auth/keys.js";
 import type { SandboxLogRecord } from "./logs.js";
+import type { E2bState } from "./schemas.js";
 
 /**
  * The envd version tetherd answers as: the newest feature level the e2b SDK gates on
@@ -52,11 +53,19 @@ export function factsOf(info: SandboxInfo): ServerFacts {
   };
 }
 
-/** E2B's two states: a stopped sandbox (paused without memory) is `paused` too. */
-export function e2bState(info: SandboxInfo): "running" | "paused" | undefined {
-  if (info.state === "running") return "running";
-  if (info.state === "paused" || info.state === "stopped") return "paused";
-  return undefined;
+/** E2B's state of each host state E2B's API shows: a stopped sandbox (paused without memory) is `paused` too. */
+const E2B_STATE_OF: Partial<Record<SandboxState, E2bState>> = {
+  running: "running",
+  paused: "paused",
+  stopped: "paused",
+};
+
+/** The host states of the sandboxes E2B's API shows. */
+export const E2B_VISIBLE_STATES = Object.keys(E2B_STATE_OF) as SandboxState[];
+
+/** E2B's state of a sandbox, or undefined when E2B's API does not show it. */
+export function e2bState(info: SandboxInfo): E2bState | undefined {
+  return E2B_STATE_OF[info.state];
 }
 
 export interface ViewContext {

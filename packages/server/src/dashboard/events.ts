@@ -1,6 +1,6 @@
 import type { Sandboxes, SandboxInfo } from "@tether/host";
 import type { Logger } from "pino";
-import { e2bState, factsOf, listedView } from "../api/views.js";
+import { E2B_VISIBLE_STATES, e2bState, factsOf, listedView } from "../api/views.js";
 import { type SandboxUsage, UsageSampler } from "./usage.js";
 
 /** A sandbox as the dashboard's table shows it: E2B's listed view plus the backend and host state. */
@@ -94,7 +94,7 @@ export class SandboxWatch {
   }
 
   private async read(): Promise<SandboxInfo[]> {
-    const list = await this.sandboxes.list({ states: ["running", "paused", "stopped"] });
+    const list = await this.sandboxes.list({ states: E2B_VISIBLE_STATES });
     const visible = list.filter((s) => e2bState(s) !== undefined);
     if (this.last.size === 0) {
       this.last = new Map(
@@ -108,7 +108,7 @@ export class SandboxWatch {
   }
 
   private async diff(): Promise<void> {
-    const list = await this.sandboxes.list({ states: ["running", "paused", "stopped"] });
+    const list = await this.sandboxes.list({ states: E2B_VISIBLE_STATES });
     const now = new Map<string, { team: string; json: string; view: DashboardSandbox; running: boolean }>();
     for (const s of list) {
       if (e2bState(s) === undefined) continue;

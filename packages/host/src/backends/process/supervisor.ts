@@ -63,6 +63,7 @@ function supervise(dir: string): void {
     const before = fstatSync(out).size;
     try {
       if (writeSync(out, bytes) < bytes.length) {
+        // Internal, never a user's: shaped as the errno error a failed write gives, so the lost-output note names ENOSPC.
         throw Object.assign(new Error("short write: no space left on device"), { code: "ENOSPC" });
       }
     } catch (err) {

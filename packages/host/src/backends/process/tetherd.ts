@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
-import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { HOST_AGENT_DIR } from "@tether/bundle";
+import { TETHERD_BIN } from "@tether/agent/paths";
+import { HOST_TETHERD } from "@tether/bundle";
 import { TETHERD_NODE_FLAGS } from "@tether/protocol/constants";
 
 /** How a process backend starts the agent: this host's node running the repo's tetherd. */
@@ -12,17 +12,12 @@ export interface AgentProgram {
   tetherd: string;
 }
 
-/**
- * tetherd as `npm run build` bundled it for this Node (see @tether/bundle's writeHostAgent),
- * else the agent's compiled bin: found through the @tether/agent package from any cwd.
- */
+/** tetherd as `npm run build` bundled it for this Node (see @tether/bundle's writeHostAgent), else the agent's compiled bin. */
 export function agentProgram(): AgentProgram {
-  const agentDir = path.resolve(path.dirname(fileURLToPath(import.meta.resolve("@tether/agent"))), "../..");
-  const bundled = path.join(agentDir, HOST_AGENT_DIR, "tetherd.js");
   return {
     node: process.execPath,
     nodeFlags: TETHERD_NODE_FLAGS,
-    tetherd: existsSync(bundled) ? bundled : path.join(agentDir, "bin", "tetherd.js"),
+    tetherd: existsSync(HOST_TETHERD) ? HOST_TETHERD : TETHERD_BIN,
   };
 }
 

@@ -15,6 +15,12 @@ export interface AgentLimits {
   /** Streams an HTTP/2 client may reset at once, and per second after that (rapid reset). */
   resetBurst: number;
   resetsPerSecond: number;
+  /**
+   * Whether streams carrying the access token count against the reset limit too. Off: the
+   * token's holder may run anything anyway, and the SDK cancels in bursts (see
+   * ConnectionGuard). Tests turn it on to have the agent cut a busy client's sessions.
+   */
+  countTrustedResets: boolean;
   /** A CreateWatcher watcher nobody polled for this long is removed. */
   watcherIdleMs: number;
   /** Polled watchers kept at once; CreateWatcher refuses more. */
@@ -29,6 +35,7 @@ export const DEFAULT_LIMITS: AgentLimits = {
   maxConnections: defaultMaxConnections(),
   resetBurst: 200,
   resetsPerSecond: 20,
+  countTrustedResets: false,
   watcherIdleMs: 10 * 60_000,
   maxPolledWatchers: 64,
 };

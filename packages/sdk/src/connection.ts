@@ -65,6 +65,28 @@ const RESETS_PER_SECOND = 30;
 /** How often a call that never reached the agent is sent again, on a new session each time. */
 export const MAX_ATTEMPTS = 3;
 
+/** The wait before sending a call again, doubled each attempt up to the cap. */
+const RETRY_DELAY_MS = 50;
+const MAX_RETRY_DELAY_MS = 1000;
+
+/**
+ * Waits before attempt `attempt + 1` of a call whose session died: an agent that closed it
+ * with ENHANCE_YOUR_CALM asked for a pause, and a new session dialled at once may meet the
+ * same fate. Resolves early when the call is cancelled (the caller then sees it aborted).
+ */
+export function retryDelay(attempt: number, signal?: AbortSignal): Promise<void> {
+  const ms = Math.min(MAX_RETRY_DELAY_MS, RETRY_DELAY_MS * 2 ** (attempt - 1));
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
 /**
  * An Http2SessionManager that widens each new session's connection-level window and
  * remembers the GOAWAY each session received.
@@ -166,6 +188,7 @@ export class Connection {
                 this.sessionLost(stream) !== undefined));
           if (!again) throw err;
         }
+        await retryDelay(attempt, req.signal);
       }
     };
     const newTransport = (sessionManager: WideWindowSessionManager) =>

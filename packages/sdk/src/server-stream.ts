@@ -11,7 +11,7 @@ import {
 import { Code, ConnectError } from "@connectrpc/connect";
 import { endStreamFromJson, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { EnvelopeReader, FLAG_COMPRESSED, FLAG_END_STREAM, joinParts as join } from "@tether/protocol/envelope";
-import { type Connection, MAX_ATTEMPTS, readAll, responseOf } from "./connection.js";
+import { type Connection, MAX_ATTEMPTS, readAll, responseOf, retryDelay } from "./connection.js";
 import { ConnectionLostError } from "./errors.js";
 
 export { EnvelopeReader, FLAG_COMPRESSED, FLAG_END_STREAM };
@@ -66,6 +66,7 @@ export async function* serverStream<I extends DescMessage, O extends DescMessage
       } catch (err) {
         if (attempt >= MAX_ATTEMPTS || !connection.neverReachedAgent(stream)) throw err;
       }
+      await retryDelay(attempt, options.signal);
     }
     const status = Number(headers[":status"]);
     if (status !== 200) {
@@ -96,7 +97,10 @@ export async function* serverStream<I extends DescMessage, O extends DescMessage
     if (end?.error) throw end.error;
     if (end) return;
     if (options.signal?.aborted) throw new ConnectError("the call was cancelled", Code.Canceled);
-    throw new ConnectError("the stream ended without an end-of-stream message", Code.Unavailable);
+    // Not a ConnectError: a stream its session took down with it (the agent went away with
+    // GOAWAY ENHANCE_YOUR_CALM, then dropped the socket) may end rather than fail, and the
+    // catch below tells that lost connection (ConnectionLostError) from an agent's mistake.
+    throw new Error("the stream ended without an end-of-stream message");
   } catch (err) {
     if (err instanceof ConnectError) throw err;
     // A reset stream or a dropped connection: the agent went away mid-call, or closed the

@@ -36,9 +36,10 @@ export class ConnectionGuard {
   constructor(
     private readonly limits: AgentLimits,
     /**
-     * Streams whose headers pass this are not counted against the reset limit: the token's
-     * holder may run anything in the sandbox anyway, and the SDK cancels in bursts (it
-     * keeps under nghttp2's own rapid-reset defence, which still holds for everyone).
+     * Streams whose headers pass this are not counted against the reset limit (unless
+     * `limits.countTrustedResets`): the token's holder may run anything in the sandbox
+     * anyway, and the SDK cancels in bursts (it keeps under nghttp2's own rapid-reset
+     * defence, which still holds for everyone).
      */
     private readonly trusted?: (headers: http2.IncomingHttpHeaders) => boolean,
   ) {}
@@ -80,7 +81,7 @@ export class ConnectionGuard {
     conn.session = session;
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
       this.began(conn);
-      const counted = !this.trusted?.(headers);
+      const counted = this.limits.countTrustedResets || !this.trusted?.(headers);
       stream.once("close", () => {
         this.ended(conn);
         // Reset by the client (the agent's own resets after an answer are NO_ERROR).
@@ -108,10 +109,17 @@ export class ConnectionGuard {
     conn.resets = Math.min(this.limits.resetBurst, conn.resets + refill);
     conn.resetsAt = now;
     if (--conn.resets >= 0 || conn.socket.destroyed) return;
-    // The session's last GOAWAY says why; the socket is ended after it went out.
-    if (conn.session && !conn.session.destroyed)
-      conn.session.destroy(new Error("too many stream resets"), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
-    else conn.socket.destroy();
+    // Not session.destroy(): that resets each open stream from the agent's side, and Node's
+    // HTTP/2 (20.x) then spins writing empty DATA frames for a stream it has already let go
+    // of: the event loop stops and memory grows by GBs a minute (a client cancelling 500
+    // attached commands, cut after 50 resets, was enough). A GOAWAY, then the socket
+    // destroyed once it went out, ends the streams as a dropped connection does.
+    const session = conn.session;
+    if (session && !session.destroyed && !session.closed) {
+      // Names the last stream the agent took up, so the client knows which calls it may resend.
+      session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      setImmediate(() => conn.socket.destroy());
+    } else conn.socket.destroy();
     conn.closing = Date.now();
   }
 

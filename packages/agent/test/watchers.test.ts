@@ -13,14 +13,17 @@ function code(err: unknown): Code {
 }
 
 test("a polled watcher nobody polls is removed; one polled is kept", async () => {
-  const t = await startTestAgent({ accessToken: TOKEN, limits: { watcherIdleMs: 200 } });
+  // An idle limit well above the polling period below, so a loaded machine's pauses do not drop the polled one.
+  const t = await startTestAgent({ accessToken: TOKEN, limits: { watcherIdleMs: 1000 } });
   try {
     const dir = path.join(t.dir, "watched");
     mkdirSync(dir);
     const { watcherId: abandoned } = await t.files.createWatcher({ path: dir });
     const { watcherId: polled } = await t.files.createWatcher({ path: dir });
-    // Five idle periods, polling one watcher all along; events pile up meanwhile.
-    for (let i = 0; i < 20; i++) {
+    // Three idle periods, polling one watcher every 50 ms all along; events pile up meanwhile.
+    // (Polling the other to see whether it is gone would keep it alive.)
+    const start = Date.now();
+    for (let i = 0; Date.now() - start < 3000; i++) {
       writeFileSync(path.join(dir, `f${i}`), "x");
       await t.files.getWatcherEvents({ watcherId: polled });
       await sleep(50);

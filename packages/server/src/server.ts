@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import http from "node:http";
+import http2 from "node:http2";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import net from "node:net";
@@ -69,6 +70,56 @@ function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || (net.isIPv4(host) && host.startsWith("127."));
 }
 
+/** What every HTTP/2 connection opens with (RFC 9113, 3.4); no HTTP/1 request starts with "PRI ". */
+const H2_PREFACE_START = "PRI ";
+
+/**
+ * Cleartext HTTP/2 with prior knowledge (h2c) on the same port, for the sandbox proxy:
+ * @tether/sdk speaks HTTP/2 to agents (its file transfers, stdin and tunnels are raw
+ * full-duplex HTTP/2 streams), so a connection that opens with HTTP/2's preface goes to
+ * an HTTP/2 server whose requests the proxy forwards; any other goes to the HTTP/1 server
+ * as before. The API itself stays HTTP/1.1 (E2B's SDKs and our control client use it).
+ */
+function acceptH2c(server: http.Server, proxy: SandboxProxy, domain: string | undefined): { close(): void } {
+  const h2 = http2.createServer({ settings: { initialWindowSize: 16 << 20 } }, (req, res) => {
+    const target = proxyTarget(req.headers, domain);
+    if (target) {
+      proxy.handle(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse, target);
+      return;
+    }
+    const body = JSON.stringify({ code: 400, message: "the API speaks HTTP/1.1; HTTP/2 is for sandboxes' ports" });
+    res.writeHead(400, { "content-type": "application/json" });
+    res.end(body);
+  });
+  h2.on("sessionError", () => {});
+  // Clients keep HTTP/2 sessions open; closing the server ends them (new streams refused, open ones finish).
+  const sessions = new Set<http2.Http2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+  const http1 = server.listeners("connection") as ((socket: net.Socket) => void)[];
+  server.removeAllListeners("connection");
+  server.on("connection", (socket: net.Socket) => {
+    socket.once("data", (chunk: Buffer) => {
+      socket.pause();
+      socket.unshift(chunk);
+      if (chunk.subarray(0, H2_PREFACE_START.length).toString("latin1") === H2_PREFACE_START) {
+        // HTTP/2 reads what is already buffered on the socket (the unshifted preface) itself.
+        h2.emit("connection", socket);
+        return;
+      }
+      for (const listener of http1) listener.call(server, socket);
+      socket.resume();
+    });
+  });
+  return {
+    close: () => {
+      for (const session of sessions) session.close();
+    },
+  };
+}
+
 /**
  * `tether serve`: E2B's control plane and the sandbox proxy on one port, over the same
  * registry and backends as the CLI. Reconciles at start, runs expiry while it runs.
@@ -96,6 +147,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     proxy.forget(id),
   );
   const domain = options.domain;
+  let h2c: { close(): void } | undefined;
 
   const app = Fastify({
     loggerInstance: log,
@@ -117,6 +169,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         if (target) proxy.upgrade(req, socket, head, target);
         else socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
       });
+      if (!tls) h2c = acceptH2c(server, proxy, domain);
       // Streams through the proxy (a command's output, a watch) may be quiet for long.
       server.requestTimeout = 0;
       server.headersTimeout = 60_000;
@@ -214,6 +267,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     templates,
     close: async () => {
       expiry.stop();
+      h2c?.close();
       await app.close();
       proxy.close();
       db.close();

@@ -11,6 +11,7 @@ import { type DockerContainer, startBusybox } from "./docker.js";
 import { type Row, renderTable, writeResults } from "./report.js";
 import { measureSandbox } from "./sandbox.js";
 import { measureServer } from "./server.js";
+import { measureServerScale } from "./server-scale.js";
 import { measureSpawners } from "./spawner.js";
 import { type Timing, timeRuns } from "./stats.js";
 import { measureTunnels } from "./tunnel.js";
@@ -294,6 +295,9 @@ async function main(): Promise<void> {
     const served = await measureServer(log);
     if ("skipped" in served) log(`tether serve rows skipped: ${served.skipped}`);
     else rows.push(...served.rows);
+    const scaled = await measureServerScale(log);
+    if ("skipped" in scaled) log(`tether serve scale rows skipped: ${scaled.skipped}`);
+    else rows.push(...scaled.rows);
 
     process.stdout.write(`${renderTable(rows)}\n`);
     process.stdout.write(
@@ -315,6 +319,7 @@ async function main(): Promise<void> {
       createToFirstExec: backends.timings,
       dockerSandbox: "skipped" in sandbox ? { skipped: sandbox.skipped } : sandbox.results,
       server: "skipped" in served ? { skipped: served.skipped } : served.results,
+      serverScale: "skipped" in scaled ? { skipped: scaled.skipped } : scaled.results,
       load: os.loadavg(),
       rss: {
         idle: idleRss,

@@ -1,11 +1,11 @@
-import type { CreateOptions, SandboxFilter, SandboxInfo } from "@tether/host";
+import { type CreateOptions, SandboxCopy, type SandboxFilter, type SandboxInfo } from "@tether/host";
 import { type Agent, Sandbox, type SandboxInfo as ServerSandboxInfo, Tether } from "@tether/sdk";
 import { refuseLocalSandboxes, sandboxes } from "./sandboxes.js";
 
 /**
  * Where the CLI's sandboxes are: this machine's registry, or a tether serve (`--server
  * URL` / TETHER_SERVER, with TETHER_API_KEY). The commands that work both ways (ls,
- * create, exec, rm, pause, unpause) go through this; the others use `sandboxes()`, which
+ * create, exec, cp, rm, pause, unpause) go through this; the others use `sandboxes()`, which
  * refuses when a server is set.
  */
 export interface SandboxPlace {
@@ -16,6 +16,8 @@ export interface SandboxPlace {
   pause(id: string): Promise<void>;
   unpause(id: string): Promise<void>;
   connect(id: string, options?: { user?: string }): Promise<Agent>;
+  /** What `tether cp` copies with. */
+  copier(id: string): Promise<SandboxCopy>;
 }
 
 const local: SandboxPlace = {
@@ -26,6 +28,7 @@ const local: SandboxPlace = {
   pause: (id) => sandboxes().pause(id),
   unpause: (id) => sandboxes().unpause(id),
   connect: (id, options) => sandboxes().connect(id, options),
+  copier: (id) => sandboxes().copier(id),
 };
 
 /** What `tether create` may ask of a server: the rest a template fixes. */
@@ -79,6 +82,11 @@ export class RemotePlace implements SandboxPlace {
 
   async unpause(id: string): Promise<void> {
     (await Sandbox.connect(id, { tether: this.tether })).close();
+  }
+
+  /** Files stream through the agent's API: no directory is shared with a remote sandbox. */
+  async copier(id: string): Promise<SandboxCopy> {
+    return new SandboxCopy(await this.connect(id));
   }
 
   async connect(id: string, options: { user?: string } = {}): Promise<Agent> {

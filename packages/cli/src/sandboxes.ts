@@ -16,7 +16,7 @@ export function sandboxes(): Sandboxes {
   if (remoteCommand !== undefined) {
     throw new Error(
       `tether ${remoteCommand} works on this machine's sandboxes only, not through --server (TETHER_SERVER): ` +
-        "through a server: ls, create, exec, rm, pause, unpause",
+        "through a server: ls, create, exec, cp, rm, pause, unpause",
     );
   }
   if (!shared) {
@@ -38,7 +38,7 @@ export function connectSandbox(id: string, user?: string): Promise<Agent> {
 
 /** What `tether cp` copies with (see Sandboxes.copier), with connectSandbox's errors. */
 export function sandboxCopier(id: string): Promise<SandboxCopy> {
-  return explained(id, () => sandboxes().copier(id));
+  return explained(id, () => place().copier(id));
 }
 
 /** Runs `connect`; a sandbox in state error says why it cannot be used. */

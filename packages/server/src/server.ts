@@ -101,7 +101,11 @@ function acceptH2c(server: http.Server, proxy: SandboxProxy, domain: string | un
   const http1 = server.listeners("connection") as ((socket: net.Socket) => void)[];
   server.removeAllListeners("connection");
   server.on("connection", (socket: net.Socket) => {
+    // Until the first bytes say which protocol, no server's timeouts watch the connection.
+    const silent = setTimeout(() => socket.destroy(), server.headersTimeout || 60_000);
+    socket.once("close", () => clearTimeout(silent));
     socket.once("data", (chunk: Buffer) => {
+      clearTimeout(silent);
       socket.pause();
       socket.unshift(chunk);
       if (chunk.subarray(0, H2_PREFACE_START.length).toString("latin1") === H2_PREFACE_START) {

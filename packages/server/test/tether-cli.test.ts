@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
@@ -58,7 +58,7 @@ async function listed(
   return JSON.parse(ls.stdout);
 }
 
-test("create, ls, exec, pause, unpause, rm through the server; local-only commands say so", { skip }, async () => {
+test("create, ls, exec, cp, pause, unpause, rm through the server; local-only commands say so", { skip }, async () => {
   const created = await tether(["create", "busybox", "--label", "purpose=cli", "-e", "GREETING=hi"]);
   assert.equal(created.code, 0, created.stderr);
   const id = created.stdout.trim();
@@ -73,6 +73,15 @@ test("create, ls, exec, pause, unpause, rm through the server; local-only comman
   });
   assert.equal(exec.stdout, "hi\n");
   assert.equal(exec.code, 3, exec.stderr);
+
+  // cp both ways, streamed through the agent's file API (nothing is shared with a remote sandbox).
+  const local = path.join(cliHome, "in.txt");
+  await writeFile(local, "copied through the server");
+  const cpIn = await tether(["cp", local, `${id}:/tmp/in.txt`]);
+  assert.equal(cpIn.code, 0, cpIn.stderr);
+  const cpOut = await tether(["cp", `${id}:/tmp/in.txt`, path.join(cliHome, "out.txt")]);
+  assert.equal(cpOut.code, 0, cpOut.stderr);
+  assert.equal(await readFile(path.join(cliHome, "out.txt"), "utf8"), "copied through the server");
 
   assert.equal((await tether(["pause", id])).code, 0);
   assert.deepEqual(

@@ -4,6 +4,7 @@ import http2 from "node:http2";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import net from "node:net";
+import type { TLSSocket } from "node:tls";
 import fastifySwagger from "@fastify/swagger";
 import { type ExpiryLoop, Sandboxes, SandboxNotFoundError, startExpiryLoop } from "@tether/host";
 import type Database from "better-sqlite3";
@@ -74,13 +75,19 @@ function isLoopback(host: string): boolean {
 const H2_PREFACE_START = "PRI ";
 
 /**
- * Cleartext HTTP/2 with prior knowledge (h2c) on the same port, for the sandbox proxy:
- * @tether/sdk speaks HTTP/2 to agents (its file transfers, stdin and tunnels are raw
- * full-duplex HTTP/2 streams), so a connection that opens with HTTP/2's preface goes to
- * an HTTP/2 server whose requests the proxy forwards; any other goes to the HTTP/1 server
- * as before. The API itself stays HTTP/1.1 (E2B's SDKs and our control client use it).
+ * HTTP/2 on the same port, for the sandbox proxy: @tether/sdk speaks HTTP/2 to agents
+ * (its file transfers, stdin and tunnels are raw full-duplex HTTP/2 streams). In clear, a
+ * connection that opens with HTTP/2's preface (prior knowledge, h2c) goes to an HTTP/2
+ * server whose requests the proxy forwards; over TLS, one that negotiated `h2` by ALPN.
+ * Any other goes to the HTTP/1 server as before. The API itself stays HTTP/1.1 (E2B's
+ * SDKs and our control client use it).
  */
-function acceptH2c(server: http.Server, proxy: SandboxProxy, domain: string | undefined): { close(): void } {
+function acceptHttp2(
+  server: http.Server,
+  tls: boolean,
+  proxy: SandboxProxy,
+  domain: string | undefined,
+): { close(): void } {
   const h2 = http2.createServer({ settings: { initialWindowSize: 16 << 20 } }, (req, res) => {
     const target = proxyTarget(req.headers, domain);
     if (target) {
@@ -98,6 +105,15 @@ function acceptH2c(server: http.Server, proxy: SandboxProxy, domain: string | un
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
   });
+  if (tls) {
+    const http1 = server.listeners("secureConnection") as ((socket: TLSSocket) => void)[];
+    server.removeAllListeners("secureConnection");
+    server.on("secureConnection", (socket: TLSSocket) => {
+      if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
+      else for (const listener of http1) listener.call(server, socket);
+    });
+    return { close: () => closeAll(sessions) };
+  }
   const http1 = server.listeners("connection") as ((socket: net.Socket) => void)[];
   server.removeAllListeners("connection");
   server.on("connection", (socket: net.Socket) => {
@@ -117,11 +133,11 @@ function acceptH2c(server: http.Server, proxy: SandboxProxy, domain: string | un
       socket.resume();
     });
   });
-  return {
-    close: () => {
-      for (const session of sessions) session.close();
-    },
-  };
+  return { close: () => closeAll(sessions) };
+}
+
+function closeAll(sessions: Set<http2.Http2Session>): void {
+  for (const session of sessions) session.close();
 }
 
 /**
@@ -151,7 +167,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     proxy.forget(id),
   );
   const domain = options.domain;
-  let h2c: { close(): void } | undefined;
+  let http2Clients: { close(): void } | undefined;
 
   const app = Fastify({
     loggerInstance: log,
@@ -164,7 +180,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       };
       const server = tls
         ? https.createServer(
-            { cert: readFileSync(options.tlsCert as string), key: readFileSync(options.tlsKey as string) },
+            {
+              cert: readFileSync(options.tlsCert as string),
+              key: readFileSync(options.tlsKey as string),
+              ALPNProtocols: ["h2", "http/1.1"],
+            },
             route,
           )
         : http.createServer(route);
@@ -173,7 +193,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         if (target) proxy.upgrade(req, socket, head, target);
         else socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
       });
-      if (!tls) h2c = acceptH2c(server, proxy, domain);
+      http2Clients = acceptHttp2(server, tls, proxy, domain);
       // Streams through the proxy (a command's output, a watch) may be quiet for long.
       server.requestTimeout = 0;
       server.headersTimeout = 60_000;
@@ -271,7 +291,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     templates,
     close: async () => {
       expiry.stop();
-      h2c?.close();
+      http2Clients?.close();
       await app.close();
       proxy.close();
       db.close();

@@ -71,6 +71,10 @@ function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || (net.isIPv4(host) && host.startsWith("127."));
 }
 
+/** HTTP/2 flow-control windows of the proxy's sessions, as wide as the SDK's own (see its connection.ts). */
+export const HTTP2_STREAM_WINDOW = 16 << 20;
+export const HTTP2_SESSION_WINDOW = 64 << 20;
+
 /** What every HTTP/2 connection opens with (RFC 9113, 3.4); no HTTP/1 request starts with "PRI ". */
 const H2_PREFACE_START = "PRI ";
 
@@ -88,7 +92,7 @@ function acceptHttp2(
   proxy: SandboxProxy,
   domain: string | undefined,
 ): { close(): void } {
-  const h2 = http2.createServer({ settings: { initialWindowSize: 16 << 20 } }, (req, res) => {
+  const h2 = http2.createServer({ settings: { initialWindowSize: HTTP2_STREAM_WINDOW } }, (req, res) => {
     const target = proxyTarget(req.headers, domain);
     if (target) {
       proxy.handle(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse, target);
@@ -102,6 +106,8 @@ function acceptHttp2(
   // Clients keep HTTP/2 sessions open; closing the server ends them (new streams refused, open ones finish).
   const sessions = new Set<http2.Http2Session>();
   h2.on("session", (session) => {
+    // Node's 64 KiB connection window would stall uploads every 64 KiB (the SDK widens its own side too).
+    session.once("connect", () => session.setLocalWindowSize(HTTP2_SESSION_WINDOW));
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
   });

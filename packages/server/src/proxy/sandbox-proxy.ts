@@ -225,6 +225,8 @@ export class SandboxProxy {
       createConnection: () => net.connect(socket),
       settings: { initialWindowSize: 16 << 20 },
     });
+    // Node's 64 KiB connection window would stall a command's output every 64 KiB.
+    session.once("connect", () => session.setLocalWindowSize(64 << 20));
     // Errors reach the session's streams; the session itself is dropped and dialled again.
     session.on("error", () => {});
     session.once("close", () => {

@@ -1,4 +1,5 @@
 import { Agent } from "../agent.js";
+import { TetherError } from "../errors.js";
 import { field, Tether, type TetherOptions } from "./tether.js";
 
 /** The port tetherd listens on inside a sandbox, which the server's proxy routes by. */
@@ -69,7 +70,8 @@ function seconds(ms: number): number {
 
 function infoOf(body: unknown): SandboxInfo {
   const state = field<string>(body, "state", "string");
-  if (state !== "running" && state !== "paused") throw new TypeError(`unknown sandbox state ${state}`);
+  if (state !== "running" && state !== "paused")
+    throw new TetherError(`the server says a sandbox is ${state}, a state this SDK does not know`);
   return {
     sandboxId: field<string>(body, "sandboxID", "string"),
     templateId: field<string>(body, "templateID", "string"),
@@ -141,7 +143,7 @@ export class Sandbox extends Agent {
     if (options.limit !== undefined) query.set("limit", String(options.limit));
     if (options.nextToken) query.set("nextToken", options.nextToken);
     const answer = await tether.request("GET", `/v2/sandboxes?${query}`);
-    if (!Array.isArray(answer.body)) throw new TypeError("the server's sandbox list is not an array");
+    if (!Array.isArray(answer.body)) throw new TetherError("the server's sandbox list is not an array");
     return { sandboxes: answer.body.map(infoOf), nextToken: answer.headers.get("x-next-token") || undefined };
   }
 

@@ -1,5 +1,6 @@
 import { timingSafeEqual } from "node:crypto";
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
+import http2 from "node:http2";
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import type { Sandboxes, SandboxInfo } from "@tether/host";
@@ -43,7 +44,8 @@ class TrafficRefused extends Error {
 function forwardHeaders(headers: IncomingHttpHeaders): http.OutgoingHttpHeaders {
   const out: http.OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (value !== undefined && !HOP.has(name)) out[name] = value;
+    // HTTP/2's pseudo-headers (:method, :path, ...) are its request line, not headers to forward.
+    if (value !== undefined && !HOP.has(name) && !name.startsWith(":")) out[name] = value;
   }
   return out;
 }
@@ -64,6 +66,12 @@ export class SandboxProxy {
   private readonly agents = new Map<string, Promise<Agent>>();
   /** Connections to agents' sockets are kept between requests: a new one per request costs more than the hop itself. */
   private readonly pool = new http.Agent({ keepAlive: true, maxFreeSockets: 64 });
+  /**
+   * HTTP/2 sessions to agents' sockets, per sandbox, for clients that speak HTTP/2 to the
+   * proxy (@tether/sdk): their tunnels are full-duplex streams the agent serves over
+   * HTTP/2 only, and stream resets (cancels, REFUSED_STREAM) pass through as they are.
+   */
+  private readonly h2Sessions = new Map<string, http2.ClientHttp2Session>();
 
   constructor(
     private readonly sandboxes: Sandboxes,
@@ -110,6 +118,8 @@ export class SandboxProxy {
     const agent = this.agents.get(id);
     this.agents.delete(id);
     agent?.then((a) => a.close()).catch(() => {});
+    this.h2Sessions.get(id)?.close();
+    this.h2Sessions.delete(id);
   }
 
   /** Closes the agent connections the proxy holds (tunnels). */
@@ -143,6 +153,10 @@ export class SandboxProxy {
       ) {
         (options.headers as http.OutgoingHttpHeaders)["x-access-token"] = token;
       }
+      if (req.httpVersionMajor >= 2) {
+        this.forwardH2(req, res, target, info, options.headers as http.OutgoingHttpHeaders);
+        return;
+      }
     } else {
       const direct = this.directAddress(info);
       if (direct) {
@@ -156,7 +170,9 @@ export class SandboxProxy {
     const upstream = http.request(options);
     upstream.on("response", (answer) => {
       const headers = forwardHeaders(answer.headers);
-      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
+      // HTTP/2 has no status message (Node warns when given one).
+      if (req.httpVersionMajor >= 2) res.writeHead(answer.statusCode ?? 502, headers);
+      else res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
       answer.pipe(res);
       answer.on("error", () => res.destroy());
     });
@@ -166,6 +182,58 @@ export class SandboxProxy {
       if (!res.writableFinished) upstream.destroy();
     });
     req.pipe(upstream);
+  }
+
+  /** An HTTP/2 request to the agent, forwarded on an HTTP/2 session to its socket. */
+  private forwardH2(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: ProxyTarget,
+    info: SandboxInfo,
+    headers: http.OutgoingHttpHeaders,
+  ): void {
+    const upstream = this.agentSession(info).request({
+      ...headers,
+      ":method": req.method ?? "GET",
+      ":path": req.url ?? "/",
+    });
+    upstream.on("response", (answer) => {
+      res.writeHead(Number(answer[":status"] ?? 502), forwardHeaders(answer));
+      upstream.pipe(res);
+    });
+    upstream.on("trailers", (trailers) => res.addTrailers(forwardHeaders(trailers)));
+    upstream.on("error", (err) => this.fail(res, target, err));
+    // A reset passes through both ways: the client's cancel to the agent, the agent's
+    // reset (REFUSED_STREAM says it never ran the request) to the client.
+    upstream.on("close", () => {
+      const code = upstream.rstCode ?? http2.constants.NGHTTP2_NO_ERROR;
+      if (code !== http2.constants.NGHTTP2_NO_ERROR && !res.writableFinished) {
+        (res as unknown as http2.Http2ServerResponse).stream.close(code);
+      }
+    });
+    res.on("close", () => {
+      if (!res.writableFinished && !upstream.closed) upstream.close(http2.constants.NGHTTP2_CANCEL);
+    });
+    req.pipe(upstream);
+  }
+
+  private agentSession(info: SandboxInfo): http2.ClientHttp2Session {
+    const kept = this.h2Sessions.get(info.id);
+    if (kept && !kept.closed && !kept.destroyed) return kept;
+    const socket = info.endpoint?.socket ?? "";
+    const session = http2.connect("http://localhost", {
+      createConnection: () => net.connect(socket),
+      settings: { initialWindowSize: 16 << 20 },
+    });
+    // Node's 64 KiB connection window would stall a command's output every 64 KiB.
+    session.once("connect", () => session.setLocalWindowSize(64 << 20));
+    // Errors reach the session's streams; the session itself is dropped and dialled again.
+    session.on("error", () => {});
+    session.once("close", () => {
+      if (this.h2Sessions.get(info.id) === session) this.h2Sessions.delete(info.id);
+    });
+    this.h2Sessions.set(info.id, session);
+    return session;
   }
 
   /** A byte stream to the target port, for upgrades. */

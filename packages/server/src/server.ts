@@ -1,10 +1,8 @@
 import { readFileSync } from "node:fs";
 import http from "node:http";
-import http2 from "node:http2";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import net from "node:net";
-import type { TLSSocket } from "node:tls";
 import fastifySwagger from "@fastify/swagger";
 import { type ExpiryLoop, Sandboxes, SandboxNotFoundError, startExpiryLoop } from "@tether/host";
 import type Database from "better-sqlite3";
@@ -27,6 +25,7 @@ import { dashboardTemplates } from "./dashboard/templates.js";
 import { Terminals } from "./dashboard/terminal.js";
 import { ApiError, UnauthorizedError } from "./errors.js";
 import { ServerMetrics } from "./metrics.js";
+import { acceptHttp2 } from "./proxy/http2.js";
 import { proxyTarget } from "./proxy/route.js";
 import { SandboxProxy } from "./proxy/sandbox-proxy.js";
 import { openServerDatabase } from "./store/database.js";
@@ -74,81 +73,6 @@ export interface RunningServer {
 
 function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || (net.isIPv4(host) && host.startsWith("127."));
-}
-
-/** HTTP/2 flow-control windows of the proxy's sessions, as wide as the SDK's own (see its connection.ts). */
-export const HTTP2_STREAM_WINDOW = 16 << 20;
-export const HTTP2_SESSION_WINDOW = 64 << 20;
-
-/** What every HTTP/2 connection opens with (RFC 9113, 3.4); no HTTP/1 request starts with "PRI ". */
-const H2_PREFACE_START = "PRI ";
-
-/**
- * HTTP/2 on the same port, for the sandbox proxy: @tether/sdk speaks HTTP/2 to agents
- * (its file transfers, stdin and tunnels are raw full-duplex HTTP/2 streams). In clear, a
- * connection that opens with HTTP/2's preface (prior knowledge, h2c) goes to an HTTP/2
- * server whose requests the proxy forwards; over TLS, one that negotiated `h2` by ALPN.
- * Any other goes to the HTTP/1 server as before. The API itself stays HTTP/1.1 (E2B's
- * SDKs and our control client use it).
- */
-function acceptHttp2(
-  server: http.Server,
-  tls: boolean,
-  proxy: SandboxProxy,
-  domain: string | undefined,
-): { close(): void } {
-  const h2 = http2.createServer({ settings: { initialWindowSize: HTTP2_STREAM_WINDOW } }, (req, res) => {
-    const target = proxyTarget(req.headers, domain);
-    if (target) {
-      proxy.handle(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse, target);
-      return;
-    }
-    const body = JSON.stringify({ code: 400, message: "the API speaks HTTP/1.1; HTTP/2 is for sandboxes' ports" });
-    res.writeHead(400, { "content-type": "application/json" });
-    res.end(body);
-  });
-  h2.on("sessionError", () => {});
-  // Clients keep HTTP/2 sessions open; closing the server ends them (new streams refused, open ones finish).
-  const sessions = new Set<http2.Http2Session>();
-  h2.on("session", (session) => {
-    // Node's 64 KiB connection window would stall uploads every 64 KiB (the SDK widens its own side too).
-    session.once("connect", () => session.setLocalWindowSize(HTTP2_SESSION_WINDOW));
-    sessions.add(session);
-    session.once("close", () => sessions.delete(session));
-  });
-  if (tls) {
-    const http1 = server.listeners("secureConnection") as ((socket: TLSSocket) => void)[];
-    server.removeAllListeners("secureConnection");
-    server.on("secureConnection", (socket: TLSSocket) => {
-      if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
-      else for (const listener of http1) listener.call(server, socket);
-    });
-    return { close: () => closeAll(sessions) };
-  }
-  const http1 = server.listeners("connection") as ((socket: net.Socket) => void)[];
-  server.removeAllListeners("connection");
-  server.on("connection", (socket: net.Socket) => {
-    // Until the first bytes say which protocol, no server's timeouts watch the connection.
-    const silent = setTimeout(() => socket.destroy(), server.headersTimeout || 60_000);
-    socket.once("close", () => clearTimeout(silent));
-    socket.once("data", (chunk: Buffer) => {
-      clearTimeout(silent);
-      socket.pause();
-      socket.unshift(chunk);
-      if (chunk.subarray(0, H2_PREFACE_START.length).toString("latin1") === H2_PREFACE_START) {
-        // HTTP/2 reads what is already buffered on the socket (the unshifted preface) itself.
-        h2.emit("connection", socket);
-        return;
-      }
-      for (const listener of http1) listener.call(server, socket);
-      socket.resume();
-    });
-  });
-  return { close: () => closeAll(sessions) };
-}
-
-function closeAll(sessions: Set<http2.Http2Session>): void {
-  for (const session of sessions) session.close();
 }
 
 /**

@@ -65,7 +65,7 @@ after(async () => {
 
 test("a 256 MiB upload and download stream through the proxy; the server's RSS stays under 200 MB", {
   skip,
-}, async () => {
+}, async (t) => {
   const created = await request(url, {
     method: "POST",
     path: "/v2/sandboxes",
@@ -120,6 +120,7 @@ test("a 256 MiB upload and download stream through the proxy; the server's RSS s
   });
   assert.equal(received, SIZE);
   const peak = peakRss(server.pid as number);
+  t.diagnostic(`the server's peak RSS: ${Math.round(peak / 2 ** 20)} MiB`);
   assert.ok(peak < RSS_LIMIT, `the server's peak RSS was ${Math.round(peak / 2 ** 20)} MiB`);
 });
 

@@ -26,6 +26,10 @@ const HOP = new Set([
 /** How long a looked-up sandbox is trusted before it is looked up again (each lookup asks the engine). */
 const LOOKUP_TTL_MS = 1000;
 
+/** HTTP/2 flow-control windows of the proxy's sessions, as wide as the SDK's own (see its connection.ts). */
+export const HTTP2_STREAM_WINDOW = 16 << 20;
+export const HTTP2_SESSION_WINDOW = 64 << 20;
+
 /** Why a request could not reach its sandbox: E2B's proxy answers 502 with this body, which the SDK reads as "not running". */
 class Unreachable extends Error {
   constructor(
@@ -223,10 +227,10 @@ export class SandboxProxy {
     const socket = info.endpoint?.socket ?? "";
     const session = http2.connect("http://localhost", {
       createConnection: () => net.connect(socket),
-      settings: { initialWindowSize: 16 << 20 },
+      settings: { initialWindowSize: HTTP2_STREAM_WINDOW },
     });
     // Node's 64 KiB connection window would stall a command's output every 64 KiB.
-    session.once("connect", () => session.setLocalWindowSize(64 << 20));
+    session.once("connect", () => session.setLocalWindowSize(HTTP2_SESSION_WINDOW));
     // Errors reach the session's streams; the session itself is dropped and dialled again.
     session.on("error", () => {});
     session.once("close", () => {

@@ -25,7 +25,7 @@ import { dashboardTemplates } from "./dashboard/templates.js";
 import { Terminals } from "./dashboard/terminal.js";
 import { ApiError, UnauthorizedError } from "./errors.js";
 import { ServerMetrics } from "./metrics.js";
-import { acceptHttp2 } from "./proxy/http2.js";
+import { acceptHttp2, type Http2Clients } from "./proxy/http2.js";
 import { proxyTarget } from "./proxy/route.js";
 import { SandboxProxy } from "./proxy/sandbox-proxy.js";
 import { openServerDatabase } from "./store/database.js";
@@ -106,7 +106,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   terminals = new Terminals(keys, teamSandboxes, sandboxes, log.child({ part: "terminal" }));
   const watch = new SandboxWatch(sandboxes, log.child({ part: "dashboard" }));
   const domain = options.domain;
-  let http2Clients: { close(): void } | undefined;
+  let http2Clients: Http2Clients | undefined;
 
   const app = Fastify({
     loggerInstance: log,
@@ -247,7 +247,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       // waited for (the sandboxes keep running), and connections still open after a grace
       // period are closed.
       proxy.close();
-      const force = setTimeout(() => app.server.closeAllConnections(), 5_000);
+      const force = setTimeout(() => {
+        app.server.closeAllConnections();
+        http2Clients?.destroy();
+      }, 5_000);
       try {
         await app.close();
       } finally {

@@ -16,12 +16,20 @@ const H2_PREFACE_START = "PRI ";
  * Any other goes to the HTTP/1 server as before. The API itself stays HTTP/1.1 (E2B's
  * SDKs and our control client use it).
  */
+/** The HTTP/2 client sessions, which the HTTP/1 server's close does not see. */
+export interface Http2Clients {
+  /** Refuses new streams; open ones may finish. */
+  close(): void;
+  /** Cuts what is still open. */
+  destroy(): void;
+}
+
 export function acceptHttp2(
   server: http.Server,
   tls: boolean,
   proxy: SandboxProxy,
   domain: string | undefined,
-): { close(): void } {
+): Http2Clients {
   const h2 = http2.createServer({ settings: { initialWindowSize: HTTP2_STREAM_WINDOW } }, (req, res) => {
     const target = proxyTarget(req.headers, domain);
     if (target) {
@@ -36,7 +44,7 @@ export function acceptHttp2(
   // Clients keep HTTP/2 sessions open; closing the server ends them (new streams refused, open ones finish).
   const sessions = new Set<http2.Http2Session>();
   h2.on("session", (session) => {
-    // Node's 64 KiB connection window would stall uploads every 64 KiB (the SDK widens its own side too).
+    // Node's 64 KiB connection window would be shared by all of a client's streams.
     session.once("connect", () => session.setLocalWindowSize(HTTP2_SESSION_WINDOW));
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
@@ -90,10 +98,13 @@ function parseFromStream(socket: net.Socket): void {
   socket.off("data", noop);
 }
 
-function clientsOf(sessions: Set<http2.Http2Session>): { close(): void } {
+function clientsOf(sessions: Set<http2.Http2Session>): Http2Clients {
   return {
     close: () => {
       for (const session of sessions) session.close();
+    },
+    destroy: () => {
+      for (const session of sessions) session.destroy();
     },
   };
 }

@@ -26,9 +26,17 @@ const HOP = new Set([
 /** How long a looked-up sandbox is trusted before it is looked up again (each lookup asks the engine). */
 const LOOKUP_TTL_MS = 1000;
 
-/** HTTP/2 flow-control windows of the proxy's sessions, as wide as the SDK's own (see its connection.ts). */
-export const HTTP2_STREAM_WINDOW = 16 << 20;
-export const HTTP2_SESSION_WINDOW = 64 << 20;
+/**
+ * HTTP/2 flow-control windows of the proxy's sessions (from clients, to agents). A stream's
+ * window is what its sender may have in flight that the proxy has not passed on: the proxy
+ * reads a stream only as fast as the other side takes it, so each proxied stream may hold
+ * up to this much in the server's memory, each way. The SDK's 16 MiB (its connection.ts)
+ * cost 23 MB more peak RSS for one upload beside one download; 1 MiB cost none measurable
+ * and still lets a client 20 ms away send 50 MB/s a stream. The session's window is wider
+ * (Node's 64 KiB for the whole connection would stall several streams at once).
+ */
+export const HTTP2_STREAM_WINDOW = 1 << 20;
+export const HTTP2_SESSION_WINDOW = 4 << 20;
 
 /** Why a request could not reach its sandbox: E2B's proxy answers 502 with this body, which the SDK reads as "not running". */
 class Unreachable extends Error {
@@ -71,11 +79,15 @@ export class SandboxProxy {
   /** Connections to agents' sockets are kept between requests: a new one per request costs more than the hop itself. */
   private readonly pool = new http.Agent({ keepAlive: true, maxFreeSockets: 64 });
   /**
-   * HTTP/2 sessions to agents' sockets, per sandbox, for clients that speak HTTP/2 to the
-   * proxy (@tether/sdk): their tunnels are full-duplex streams the agent serves over
-   * HTTP/2 only, and stream resets (cancels, REFUSED_STREAM) pass through as they are.
+   * HTTP/2 sessions to agents' sockets, for clients that speak HTTP/2 to the proxy
+   * (@tether/sdk): their tunnels are full-duplex streams the agent serves over HTTP/2 only,
+   * and stream resets (cancels, REFUSED_STREAM) pass through as they are. Per sandbox, one
+   * for each client session that reaches it, never shared: the SDK keeps bulk going one way
+   * per connection (uploads on a second one), because two Node peers pushing both ways on
+   * one connection can each wait for the other to read, for ever; one agent session for
+   * both of a client's would bring that back (an upload beside a download stalled for good).
    */
-  private readonly h2Sessions = new Map<string, http2.ClientHttp2Session>();
+  private readonly h2Sessions = new Map<string, Map<http2.Http2Session, http2.ClientHttp2Session>>();
 
   constructor(
     private readonly sandboxes: Sandboxes,
@@ -122,13 +134,14 @@ export class SandboxProxy {
     const agent = this.agents.get(id);
     this.agents.delete(id);
     agent?.then((a) => a.close()).catch(() => {});
-    this.h2Sessions.get(id)?.close();
+    // Cut, as the HTTP/1 streams are: the agent is going away, or the server is.
+    for (const session of this.h2Sessions.get(id)?.values() ?? []) session.destroy();
     this.h2Sessions.delete(id);
   }
 
-  /** Closes the agent connections the proxy holds (tunnels). */
+  /** Closes the agent connections the proxy holds (tunnels, HTTP/2 sessions). */
   close(): void {
-    for (const id of [...this.agents.keys()]) this.forget(id);
+    for (const id of new Set([...this.agents.keys(), ...this.h2Sessions.keys()])) this.forget(id);
     this.pool.destroy();
   }
 
@@ -196,7 +209,8 @@ export class SandboxProxy {
     info: SandboxInfo,
     headers: http.OutgoingHttpHeaders,
   ): void {
-    const upstream = this.agentSession(info).request({
+    const client = (req as unknown as http2.Http2ServerRequest).stream.session as http2.Http2Session;
+    const upstream = this.agentSession(info, client).request({
       ...headers,
       ":method": req.method ?? "GET",
       ":path": req.url ?? "/",
@@ -221,22 +235,33 @@ export class SandboxProxy {
     req.pipe(upstream);
   }
 
-  private agentSession(info: SandboxInfo): http2.ClientHttp2Session {
-    const kept = this.h2Sessions.get(info.id);
+  /** The session to the sandbox's agent that carries this client session's streams. */
+  private agentSession(info: SandboxInfo, client: http2.Http2Session): http2.ClientHttp2Session {
+    let sessions = this.h2Sessions.get(info.id);
+    const kept = sessions?.get(client);
     if (kept && !kept.closed && !kept.destroyed) return kept;
+    if (!sessions) {
+      sessions = new Map();
+      this.h2Sessions.set(info.id, sessions);
+    }
     const socket = info.endpoint?.socket ?? "";
     const session = http2.connect("http://localhost", {
       createConnection: () => net.connect(socket),
       settings: { initialWindowSize: HTTP2_STREAM_WINDOW },
     });
-    // Node's 64 KiB connection window would stall a command's output every 64 KiB.
     session.once("connect", () => session.setLocalWindowSize(HTTP2_SESSION_WINDOW));
     // Errors reach the session's streams; the session itself is dropped and dialled again.
     session.on("error", () => {});
+    const closeWithClient = () => session.close();
+    client.once("close", closeWithClient);
     session.once("close", () => {
-      if (this.h2Sessions.get(info.id) === session) this.h2Sessions.delete(info.id);
+      client.off("close", closeWithClient);
+      const current = this.h2Sessions.get(info.id);
+      if (current?.get(client) !== session) return;
+      current.delete(client);
+      if (current.size === 0) this.h2Sessions.delete(info.id);
     });
-    this.h2Sessions.set(info.id, session);
+    sessions.set(client, session);
     return session;
   }
 

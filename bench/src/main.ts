@@ -13,6 +13,7 @@ import { type DockerContainer, startBusybox } from "./docker.js";
 import { type Row, renderTable, writeResults } from "./report.js";
 import { measureSandbox } from "./sandbox.js";
 import { measureServer } from "./server.js";
+import { measureServerScale } from "./server-scale.js";
 import { measureSpawners } from "./spawner.js";
 import { type Timing, timeRuns } from "./stats.js";
 import { measureTerminal } from "./terminal.js";
@@ -306,6 +307,9 @@ async function main(): Promise<void> {
     const terminal = await measureTerminal(log);
     if ("skipped" in terminal) log(`terminal rows skipped: ${terminal.skipped}`);
     else rows.push(...terminal.rows);
+    const scaled = await measureServerScale(log);
+    if ("skipped" in scaled) log(`tether serve scale rows skipped: ${scaled.skipped}`);
+    else rows.push(...scaled.rows);
 
     process.stdout.write(`${renderTable(rows)}\n`);
     process.stdout.write(
@@ -330,6 +334,7 @@ async function main(): Promise<void> {
       concurrentCreates: "skipped" in creates ? { skipped: creates.skipped } : creates.results,
       density: "skipped" in density ? { skipped: density.skipped } : density.results,
       terminal: "skipped" in terminal ? { skipped: terminal.skipped } : terminal.results,
+      serverScale: "skipped" in scaled ? { skipped: scaled.skipped } : scaled.results,
       load: os.loadavg(),
       rss: {
         idle: idleRss,

@@ -54,3 +54,6 @@ export class ListenError extends TetherCliError {
     super(`cannot listen on 127.0.0.1:${port}: ${cause.message}`, { cause });
   }
 }
+
+/** What a command or option cannot do through `--server` (TETHER_SERVER): a server's templates and API fix it. */
+export class NotThroughServerError extends TetherCliError {}

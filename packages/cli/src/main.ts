@@ -26,6 +26,7 @@ import { stopCommand } from "./commands/stop.js";
 import { templateCommand } from "./commands/template.js";
 import { unpauseCommand } from "./commands/unpause.js";
 import { EXIT } from "./options.js";
+import { useServer } from "./place.js";
 
 const { version } = createRequire(import.meta.url)("../../package.json") as { version: string };
 
@@ -38,6 +39,15 @@ export async function main(argv = process.argv): Promise<void> {
     .enablePositionalOptions()
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
+    .option(
+      "--server <url>",
+      "work on a tether serve's sandboxes instead of this machine's (env TETHER_SERVER; key: TETHER_API_KEY)",
+    )
+    .hook("preAction", (root, command) => {
+      const server = root.opts<{ server?: string }>().server ?? process.env.TETHER_SERVER;
+      // `tether serve` is the server: its own TETHER_SERVER does not make it a client.
+      if (server && command.name() !== "serve") useServer(server, process.env.TETHER_API_KEY, command.name());
+    })
     .addCommand(agentCommand())
     .addCommand(runCommand())
     .addCommand(createCommand())

@@ -1,11 +1,25 @@
 import { type SandboxCopy, Sandboxes, SandboxNotRunningError } from "@tether/host";
 import type { Agent } from "@tether/sdk";
-import { SandboxFailedError } from "./errors.js";
+import { NotThroughServerError, SandboxFailedError } from "./errors.js";
+import { place } from "./place.js";
 
 let shared: Sandboxes | undefined;
+/** The command run with --server: this machine's sandboxes are not its to touch. */
+let remoteCommand: string | undefined;
+
+/** After this, `sandboxes()` refuses: the command works through a server (see place.ts). */
+export function refuseLocalSandboxes(command: string): void {
+  remoteCommand = command;
+}
 
 /** The host's sandboxes (Docker, under TETHER_HOME), made on first use. */
 export function sandboxes(): Sandboxes {
+  if (remoteCommand !== undefined) {
+    throw new NotThroughServerError(
+      `tether ${remoteCommand} works on this machine's sandboxes only, not through --server (TETHER_SERVER): ` +
+        "through a server: ls, create, exec, cp, rm, pause, unpause",
+    );
+  }
   if (!shared) {
     shared = new Sandboxes();
     const readOnly = shared.registry?.readOnly;
@@ -20,12 +34,12 @@ export function sandboxes(): Sandboxes {
 
 /** Connects to a running sandbox's agent; the error names the sandbox when it is missing, stopped or broken. */
 export function connectSandbox(id: string, user?: string): Promise<Agent> {
-  return explained(id, () => sandboxes().connect(id, { user }));
+  return explained(id, () => place().connect(id, user === undefined ? {} : { user }));
 }
 
 /** What `tether cp` copies with (see Sandboxes.copier), with connectSandbox's errors. */
 export function sandboxCopier(id: string): Promise<SandboxCopy> {
-  return explained(id, () => sandboxes().copier(id));
+  return explained(id, () => place().copier(id));
 }
 
 /** Runs `connect`; a sandbox in state error says why it cannot be used. */

@@ -18,6 +18,8 @@ export type ConnectionOptions = AgentTarget & {
   user?: string;
   /** Give up connecting after this long; default 10 s. */
   connectTimeoutMs?: number;
+  /** Sent on every request: the routing headers of a proxy in front of the agent (tether serve's). */
+  headers?: Record<string, string>;
 };
 
 /**
@@ -208,7 +210,7 @@ export class Connection {
 
   /** Headers for a call: the access token, and the user as Basic auth (envd's convention). */
   headers(user: string | undefined = this.user): Record<string, string> {
-    const headers: Record<string, string> = {};
+    const headers: Record<string, string> = { ...this.options.headers };
     if (this.accessToken) headers[ACCESS_TOKEN_HEADER] = this.accessToken;
     if (user) headers.authorization = basicAuth(user);
     return headers;
@@ -226,9 +228,14 @@ export class Connection {
   ): Promise<http2.ClientHttp2Stream> {
     const session = options.upstream ? this.upstreamSession : this.session;
     // No keep-alive PINGs are configured, so reads need not be reported to the manager.
-    const stream = await session.request(method, path, headers, {
-      endStream: method === "GET" || method === "HEAD",
-    });
+    const stream = await session.request(
+      method,
+      path,
+      { ...this.options.headers, ...headers },
+      {
+        endStream: method === "GET" || method === "HEAD",
+      },
+    );
     this.rawStreams.add(stream);
     stream.once("close", () => this.rawStreams.delete(stream));
     return stream;

@@ -221,3 +221,34 @@ export function httpError(status: number, body: string, what: string): TetherErr
       return new TetherError(`${message} [HTTP ${status}]`);
   }
 }
+
+/** tether serve answered with an error (`status` is its HTTP status). */
+export class ServerError extends TetherError {
+  readonly status: number;
+
+  constructor(message: string, options: { status: number; cause?: unknown }) {
+    super(message, options);
+    this.status = options.status;
+  }
+}
+
+/** The server has no such sandbox, or not for this API key's team. */
+export class SandboxNotFoundError extends NotFoundError {
+  readonly sandboxId: string;
+
+  constructor(message: string, options: { sandboxId: string; cause?: unknown }) {
+    super(message, options);
+    this.sandboxId = options.sandboxId;
+  }
+}
+
+/** The team is at its sandbox limit or its queue of creates is full: try again after `retryAfterMs`. */
+export class RateLimitError extends ServerError {
+  /** What the server's Retry-After said, in ms (1 s when it said nothing). */
+  readonly retryAfterMs: number;
+
+  constructor(message: string, options: { retryAfterMs: number; cause?: unknown }) {
+    super(message, { status: 429, cause: options.cause });
+    this.retryAfterMs = options.retryAfterMs;
+  }
+}

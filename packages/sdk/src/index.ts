@@ -32,7 +32,10 @@ export {
   NotFoundError,
   PermissionDeniedError,
   PortUnreachableError,
+  RateLimitError,
   ResourceExhaustedError,
+  SandboxNotFoundError,
+  ServerError,
   TetherError,
   TimeoutError,
   TransferUnavailableError,
@@ -48,6 +51,18 @@ export {
 } from "./files/index.js";
 export { type ListeningPort, type PortEvent, Ports } from "./ports/index.js";
 export { Pty, PtyHandle, type PtyOptions, type PtySize } from "./pty/index.js";
+export {
+  Sandbox,
+  type SandboxConnectOptions,
+  type SandboxCreateOptions,
+  type SandboxInfo,
+  type SandboxListOptions,
+  type SandboxPage,
+  type SandboxState,
+  type ServerOptions,
+  Tether,
+  type TetherOptions,
+} from "./server/index.js";
 export { type TunnelOptions, TunnelStream, type TunnelTarget } from "./tunnel/index.js";
 export {
   type RepositorySpec,

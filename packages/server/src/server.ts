@@ -25,6 +25,7 @@ import { dashboardTemplates } from "./dashboard/templates.js";
 import { Terminals } from "./dashboard/terminal.js";
 import { ApiError, UnauthorizedError } from "./errors.js";
 import { ServerMetrics } from "./metrics.js";
+import { acceptHttp2, type Http2Clients } from "./proxy/http2.js";
 import { proxyTarget } from "./proxy/route.js";
 import { SandboxProxy } from "./proxy/sandbox-proxy.js";
 import { openServerDatabase } from "./store/database.js";
@@ -105,6 +106,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   terminals = new Terminals(keys, teamSandboxes, sandboxes, log.child({ part: "terminal" }));
   const watch = new SandboxWatch(sandboxes, log.child({ part: "dashboard" }));
   const domain = options.domain;
+  let http2Clients: Http2Clients | undefined;
 
   const app = Fastify({
     loggerInstance: log,
@@ -117,7 +119,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       };
       const server = tls
         ? https.createServer(
-            { cert: readFileSync(options.tlsCert as string), key: readFileSync(options.tlsKey as string) },
+            {
+              cert: readFileSync(options.tlsCert as string),
+              key: readFileSync(options.tlsKey as string),
+              ALPNProtocols: ["h2", "http/1.1"],
+            },
             route,
           )
         : http.createServer(route);
@@ -127,6 +133,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         else if (terminals?.handles(req)) terminals.upgrade(req, socket, head);
         else socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
       });
+      http2Clients = acceptHttp2(server, tls, proxy, domain);
       // Streams through the proxy (a command's output, a watch) may be quiet for long.
       server.requestTimeout = 0;
       server.headersTimeout = 60_000;
@@ -235,11 +242,15 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       expiry.stop();
       watch.close();
       terminals?.close();
+      http2Clients?.close();
       // Proxied streams (a command's output, a watch) may last for ever: they are cut, not
       // waited for (the sandboxes keep running), and connections still open after a grace
       // period are closed.
       proxy.close();
-      const force = setTimeout(() => app.server.closeAllConnections(), 5_000);
+      const force = setTimeout(() => {
+        app.server.closeAllConnections();
+        http2Clients?.destroy();
+      }, 5_000);
       try {
         await app.close();
       } finally {

@@ -9,6 +9,7 @@ import { pipeline } from "node:stream/promises";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { removeHome, Sandboxes } from "@tether/host";
+import { Sandbox, Tether } from "@tether/sdk";
 import { eventually, request } from "./support/http.js";
 import { DEBIAN, dockerSkipReason } from "./support/server.js";
 
@@ -16,6 +17,7 @@ import { DEBIAN, dockerSkipReason } from "./support/server.js";
  * A real `tether serve` process, so its own peak RSS can be read: a body streamed
  * through the proxy must not be held in the server's memory (256 MiB each way is
  * enough to show it: held whole, either would put the server well over the limit).
+ * Both ways of reaching the agent: HTTP/1.1 as E2B's SDKs speak it, HTTP/2 as ours does.
  */
 const skip = await dockerSkipReason();
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "cli", "bin", "tether.js");
@@ -25,6 +27,7 @@ let home: string;
 let server: ChildProcess;
 let url: string;
 let key: string;
+let sandboxID: string;
 
 function tether(...args: string[]): string {
   return execFileSync(process.execPath, [cli, ...args], {
@@ -63,9 +66,22 @@ after(async () => {
   await removeHome(home);
 });
 
+/** A stream of `size` bytes made as it is read. */
+function generated(size: number): Readable {
+  const chunk = Buffer.alloc(1 << 20, 7);
+  let sent = 0;
+  return new Readable({
+    read() {
+      if (sent >= size) return void this.push(null);
+      sent += chunk.length;
+      this.push(chunk);
+    },
+  });
+}
+
 test("a 256 MiB upload and download stream through the proxy; the server's RSS stays under 200 MB", {
   skip,
-}, async () => {
+}, async (t) => {
   const created = await request(url, {
     method: "POST",
     path: "/v2/sandboxes",
@@ -73,19 +89,13 @@ test("a 256 MiB upload and download stream through the proxy; the server's RSS s
     body: JSON.stringify({ templateID: "debian" }),
   });
   assert.equal(created.status, 201, created.body);
-  const { sandboxID, envdAccessToken } = JSON.parse(created.body);
+  const answer = JSON.parse(created.body);
+  sandboxID = answer.sandboxID;
+  const envdAccessToken = answer.envdAccessToken;
   const target = new URL(url);
   const headers = { "e2b-sandbox-id": sandboxID, "e2b-sandbox-port": "49983", "x-access-token": envdAccessToken };
 
-  const chunk = Buffer.alloc(1 << 20, 7);
-  let sent = 0;
-  const body = new Readable({
-    read() {
-      if (sent >= SIZE) return void this.push(null);
-      sent += chunk.length;
-      this.push(chunk);
-    },
-  });
+  const body = generated(SIZE);
   const uploaded = await new Promise<number>((resolve, reject) => {
     const req = http.request(
       {
@@ -120,6 +130,29 @@ test("a 256 MiB upload and download stream through the proxy; the server's RSS s
   });
   assert.equal(received, SIZE);
   const peak = peakRss(server.pid as number);
+  t.diagnostic(`the server's peak RSS: ${Math.round(peak / 2 ** 20)} MiB`);
+  assert.ok(peak < RSS_LIMIT, `the server's peak RSS was ${Math.round(peak / 2 ** 20)} MiB`);
+});
+
+test("our SDK's 256 MiB upload and download over HTTP/2, at the same time, stream through the proxy; the RSS stays under 200 MB", {
+  skip,
+}, async (t) => {
+  const sandbox = await Sandbox.connect(sandboxID, { tether: new Tether({ apiUrl: url, apiKey: key }) });
+  try {
+    // /tmp/big.bin is the first test's: one file goes down while the other goes up.
+    let received = 0;
+    const download = sandbox.files.read("/tmp/big.bin", { format: "stream" }).then(async (stream) => {
+      for await (const piece of stream) received += (piece as Buffer).length;
+    });
+    const upload = sandbox.files.write("/tmp/big2.bin", generated(SIZE));
+    await Promise.all([download, upload]);
+    assert.equal(received, SIZE);
+    assert.equal((await sandbox.files.stat("/tmp/big2.bin")).size, SIZE);
+  } finally {
+    sandbox.close();
+  }
+  const peak = peakRss(server.pid as number);
+  t.diagnostic(`the server's peak RSS: ${Math.round(peak / 2 ** 20)} MiB`);
   assert.ok(peak < RSS_LIMIT, `the server's peak RSS was ${Math.round(peak / 2 ** 20)} MiB`);
 });
 

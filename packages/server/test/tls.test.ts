@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import http2 from "node:http2";
 import https from "node:https";
 import os from "node:os";
 import path from "node:path";
@@ -35,7 +36,29 @@ function get(url: string, headers: Record<string, string> = {}): Promise<{ statu
   });
 }
 
-test("with --tls-cert and --tls-key the API is served over HTTPS", { skip }, async () => {
+function h2get(
+  session: http2.ClientHttp2Session,
+  headers: Record<string, string>,
+  path = "/health",
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request({ ":path": path, ...headers });
+    let status = 0;
+    let body = "";
+    stream.on("response", (h) => {
+      status = Number(h[":status"]);
+    });
+    stream.on("data", (d: Buffer) => {
+      body += d;
+    });
+    stream.on("end", () => resolve({ status, body }));
+    stream.on("error", reject);
+  });
+}
+
+test("with --tls-cert and --tls-key the API is served over HTTPS, and HTTP/2 (ALPN h2) reaches the proxy", {
+  skip,
+}, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "tether-server-tls-"));
   const cert = path.join(dir, "cert.pem");
   const key = path.join(dir, "key.pem");
@@ -77,6 +100,20 @@ test("with --tls-cert and --tls-key the API is served over HTTPS", { skip }, asy
     const doc = await get(`${server.url}/openapi.json`, { "x-api-key": apiKey });
     assert.equal(doc.status, 200);
     assert.ok(JSON.parse(doc.body).paths["/v2/sandboxes"]);
+
+    // HTTP/2 by ALPN (what @tether/sdk speaks to agents) goes to the sandbox proxy; the
+    // API stays HTTP/1.1 and says so.
+    const session = http2.connect(server.url, { rejectUnauthorized: false });
+    try {
+      const proxied = await h2get(session, { "e2b-sandbox-id": "nosuchsandbox", "e2b-sandbox-port": "49983" });
+      assert.equal(proxied.status, 502);
+      assert.match(proxied.body, /sandbox nosuchsandbox not found/);
+      const api = await h2get(session, { "x-api-key": apiKey }, "/v2/sandboxes");
+      assert.equal(api.status, 400);
+      assert.match(api.body, /the API speaks HTTP\/1\.1/);
+    } finally {
+      session.close();
+    }
   } finally {
     await server.close();
     sandboxes.close();

@@ -8,7 +8,8 @@ import {
   warnIfUnisolated,
 } from "../lifecycle-options.js";
 import { optionsAfterTarget } from "../options.js";
-import { progress, sandboxes } from "../sandboxes.js";
+import { place } from "../place.js";
+import { progress } from "../sandboxes.js";
 
 /** `tether create IMAGE [options]` or `tether create --backend bwrap|local`: creates and starts a sandbox, prints its id. */
 export function createCommand(): Command {
@@ -56,7 +57,7 @@ export function createCommand(): Command {
       progress(from ? `creating a sandbox from ${from}` : `creating a ${flags.backend} sandbox`);
       const options = { ...createOptionsFrom(flags), ...lifecycleOptionsFrom(flags) };
       if (argv.length > 0) options.command = argv;
-      const info = await sandboxes().create(from, options);
+      const info = await place().create(from, options);
       warnIfUnisolated(info);
       process.stdout.write(`${info.id}\n`);
     });

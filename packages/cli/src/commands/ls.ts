@@ -2,7 +2,7 @@ import { SANDBOX_STATES, type SandboxInfo, type SandboxState } from "@tether/hos
 import { Command, InvalidArgumentError } from "commander";
 import { collectLabel } from "../create-options.js";
 import { backendLabel } from "../lifecycle-options.js";
-import { sandboxes } from "../sandboxes.js";
+import { place } from "../place.js";
 import { formatTable } from "../table.js";
 
 /** Collects `--state S` (repeatable, or comma-separated). */
@@ -28,7 +28,7 @@ export function lsCommand(): Command {
     .option("--label <KEY=VALUE>", "only sandboxes with this label (repeatable)", collectLabel, {})
     .option("--state <state>", `only sandboxes in this state (repeatable): ${SANDBOX_STATES.join(", ")}`, collectStates)
     .action(async (flags: { json?: boolean; label: Record<string, string>; state?: SandboxState[] }) => {
-      const list = await sandboxes().list({ labels: flags.label, states: flags.state });
+      const list = await place().list({ labels: flags.label, states: flags.state });
       list.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
       if (flags.json) {
         process.stdout.write(`${JSON.stringify(list.map(publicView), null, 2)}\n`);

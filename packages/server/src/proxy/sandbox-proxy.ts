@@ -1,5 +1,6 @@
 import { timingSafeEqual } from "node:crypto";
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
+import http2 from "node:http2";
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import type { Sandboxes, SandboxInfo } from "@tether/host";
@@ -25,6 +26,18 @@ const HOP = new Set([
 /** How long a looked-up sandbox is trusted before it is looked up again (each lookup asks the engine). */
 const LOOKUP_TTL_MS = 1000;
 
+/**
+ * HTTP/2 flow-control windows of the proxy's sessions (from clients, to agents). A stream's
+ * window is what its sender may have in flight that the proxy has not passed on: the proxy
+ * reads a stream only as fast as the other side takes it, so each proxied stream may hold
+ * up to this much in the server's memory, each way. The SDK's 16 MiB (its connection.ts)
+ * cost 23 MB more peak RSS for one upload beside one download; 1 MiB cost none measurable
+ * and still lets a client 20 ms away send 50 MB/s a stream. The session's window is wider
+ * (Node's 64 KiB for the whole connection would stall several streams at once).
+ */
+export const HTTP2_STREAM_WINDOW = 1 << 20;
+export const HTTP2_SESSION_WINDOW = 4 << 20;
+
 /** Why a request could not reach its sandbox: E2B's proxy answers 502 with this body, which the SDK reads as "not running". */
 class Unreachable extends Error {
   constructor(
@@ -43,7 +56,8 @@ class TrafficRefused extends Error {
 function forwardHeaders(headers: IncomingHttpHeaders): http.OutgoingHttpHeaders {
   const out: http.OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (value !== undefined && !HOP.has(name)) out[name] = value;
+    // HTTP/2's pseudo-headers (:method, :path, ...) are its request line, not headers to forward.
+    if (value !== undefined && !HOP.has(name) && !name.startsWith(":")) out[name] = value;
   }
   return out;
 }
@@ -64,6 +78,16 @@ export class SandboxProxy {
   private readonly agents = new Map<string, Promise<Agent>>();
   /** Connections to agents' sockets are kept between requests: a new one per request costs more than the hop itself. */
   private readonly pool = new http.Agent({ keepAlive: true, maxFreeSockets: 64 });
+  /**
+   * HTTP/2 sessions to agents' sockets, for clients that speak HTTP/2 to the proxy
+   * (@tether/sdk): their tunnels are full-duplex streams the agent serves over HTTP/2 only,
+   * and stream resets (cancels, REFUSED_STREAM) pass through as they are. Per sandbox, one
+   * for each client session that reaches it, never shared: the SDK keeps bulk going one way
+   * per connection (uploads on a second one), because two Node peers pushing both ways on
+   * one connection can each wait for the other to read, for ever; one agent session for
+   * both of a client's would bring that back (an upload beside a download stalled for good).
+   */
+  private readonly h2Sessions = new Map<string, Map<http2.Http2Session, http2.ClientHttp2Session>>();
 
   constructor(
     private readonly sandboxes: Sandboxes,
@@ -110,11 +134,14 @@ export class SandboxProxy {
     const agent = this.agents.get(id);
     this.agents.delete(id);
     agent?.then((a) => a.close()).catch(() => {});
+    // Cut, as the HTTP/1 streams are: the agent is going away, or the server is.
+    for (const session of this.h2Sessions.get(id)?.values() ?? []) session.destroy();
+    this.h2Sessions.delete(id);
   }
 
-  /** Closes the agent connections the proxy holds (tunnels). */
+  /** Closes the agent connections the proxy holds (tunnels, HTTP/2 sessions). */
   close(): void {
-    for (const id of [...this.agents.keys()]) this.forget(id);
+    for (const id of new Set([...this.agents.keys(), ...this.h2Sessions.keys()])) this.forget(id);
     this.pool.destroy();
   }
 
@@ -143,6 +170,10 @@ export class SandboxProxy {
       ) {
         (options.headers as http.OutgoingHttpHeaders)["x-access-token"] = token;
       }
+      if (req.httpVersionMajor >= 2) {
+        this.forwardH2(req, res, target, info, options.headers as http.OutgoingHttpHeaders);
+        return;
+      }
     } else {
       const direct = this.directAddress(info);
       if (direct) {
@@ -156,7 +187,9 @@ export class SandboxProxy {
     const upstream = http.request(options);
     upstream.on("response", (answer) => {
       const headers = forwardHeaders(answer.headers);
-      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
+      // HTTP/2 has no status message (Node warns when given one).
+      if (req.httpVersionMajor >= 2) res.writeHead(answer.statusCode ?? 502, headers);
+      else res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
       answer.pipe(res);
       answer.on("error", () => res.destroy());
     });
@@ -166,6 +199,70 @@ export class SandboxProxy {
       if (!res.writableFinished) upstream.destroy();
     });
     req.pipe(upstream);
+  }
+
+  /** An HTTP/2 request to the agent, forwarded on an HTTP/2 session to its socket. */
+  private forwardH2(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: ProxyTarget,
+    info: SandboxInfo,
+    headers: http.OutgoingHttpHeaders,
+  ): void {
+    const client = (req as unknown as http2.Http2ServerRequest).stream.session as http2.Http2Session;
+    const upstream = this.agentSession(info, client).request({
+      ...headers,
+      ":method": req.method ?? "GET",
+      ":path": req.url ?? "/",
+    });
+    upstream.on("response", (answer) => {
+      res.writeHead(Number(answer[":status"] ?? 502), forwardHeaders(answer));
+      upstream.pipe(res);
+    });
+    upstream.on("trailers", (trailers) => res.addTrailers(forwardHeaders(trailers)));
+    upstream.on("error", (err) => this.fail(res, target, err));
+    // A reset passes through both ways: the client's cancel to the agent, the agent's
+    // reset (REFUSED_STREAM says it never ran the request) to the client.
+    upstream.on("close", () => {
+      const code = upstream.rstCode ?? http2.constants.NGHTTP2_NO_ERROR;
+      if (code !== http2.constants.NGHTTP2_NO_ERROR && !res.writableFinished) {
+        (res as unknown as http2.Http2ServerResponse).stream.close(code);
+      }
+    });
+    res.on("close", () => {
+      if (!res.writableFinished && !upstream.closed) upstream.close(http2.constants.NGHTTP2_CANCEL);
+    });
+    req.pipe(upstream);
+  }
+
+  /** The session to the sandbox's agent that carries this client session's streams. */
+  private agentSession(info: SandboxInfo, client: http2.Http2Session): http2.ClientHttp2Session {
+    let sessions = this.h2Sessions.get(info.id);
+    const kept = sessions?.get(client);
+    if (kept && !kept.closed && !kept.destroyed) return kept;
+    if (!sessions) {
+      sessions = new Map();
+      this.h2Sessions.set(info.id, sessions);
+    }
+    const socket = info.endpoint?.socket ?? "";
+    const session = http2.connect("http://localhost", {
+      createConnection: () => net.connect(socket),
+      settings: { initialWindowSize: HTTP2_STREAM_WINDOW },
+    });
+    session.once("connect", () => session.setLocalWindowSize(HTTP2_SESSION_WINDOW));
+    // Errors reach the session's streams; the session itself is dropped and dialled again.
+    session.on("error", () => {});
+    const closeWithClient = () => session.close();
+    client.once("close", closeWithClient);
+    session.once("close", () => {
+      client.off("close", closeWithClient);
+      const current = this.h2Sessions.get(info.id);
+      if (current?.get(client) !== session) return;
+      current.delete(client);
+      if (current.size === 0) this.h2Sessions.delete(info.id);
+    });
+    sessions.set(client, session);
+    return session;
   }
 
   /** A byte stream to the target port, for upgrades. */

@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { chmod, copyFile, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { readFileSync, statSync } from "node:fs";
+import { chmod, copyFile, mkdir, mkdtemp, readdir, rename, rm, rmdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
@@ -160,8 +160,9 @@ async function holdsBundle(dir: string, hash: string): Promise<boolean> {
 async function wholeBundle(dir: string, hash: string): Promise<BundleManifest | undefined> {
   const existing = await readManifest(dir);
   if (existing?.contentHash !== hash) return undefined;
+  // Synchronous stats, as for the stamp: every create checks these.
   for (const file of existing.files) {
-    const info = await stat(path.join(dir, file.path)).catch(() => undefined);
+    const info = statSync(path.join(dir, file.path), { throwIfNoEntry: false });
     if (!info?.isFile() || info.size !== file.size) return undefined;
   }
   return existing;

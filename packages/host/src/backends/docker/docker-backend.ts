@@ -150,6 +150,9 @@ export class DockerBackend implements SandboxBackend {
 
   async create(input: SandboxSpec): Promise<SandboxInfo> {
     const spec = await validateSpec(input);
+    // The image is looked up while the engine describes itself: one round trip's wait instead of two.
+    const imageLookup = this.inspectImage(spec.image);
+    imageLookup.catch(() => {});
     const engine = await this.engine();
     return this.call(async () => {
       this.checkRuntime(spec, engine);
@@ -170,7 +173,7 @@ export class DockerBackend implements SandboxBackend {
         let bundle: BuiltBundle;
         let existing: Docker.ContainerInfo | undefined;
         [image, bundle, existing, accessToken] = await Promise.all([
-          this.inspectImage(spec.image, engine),
+          imageLookup,
           this.bundleForUse(),
           spec.id ? this.containerWithId(spec.id) : undefined,
           madeDir,
@@ -499,11 +502,14 @@ export class DockerBackend implements SandboxBackend {
     }
   }
 
-  private async inspectImage(image: string, engine: Engine): Promise<Docker.ImageInspectInfo> {
+  private async inspectImage(image: string): Promise<Docker.ImageInspectInfo> {
     try {
       return await this.docker.getImage(image).inspect();
     } catch (err) {
-      if (statusOf(err) === 404) throw new ImageNotFoundError(image, `${engine.kind} at ${engine.endpoint}`);
+      if (statusOf(err) === 404) {
+        const engine = await this.engine();
+        throw new ImageNotFoundError(image, `${engine.kind} at ${engine.endpoint}`);
+      }
       throw err;
     }
   }

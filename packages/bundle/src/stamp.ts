@@ -61,6 +61,11 @@ export async function writeStamp(
 
 /** The content hash the stamp under `root` records, if every input is as it was then. */
 export async function stampedHash(root: string, sourcesKey: string): Promise<string | undefined> {
+  return (await validStamp(root, sourcesKey))?.contentHash;
+}
+
+/** The stamp under `root` for these sources, if every input is as it was then. */
+export async function validStamp(root: string, sourcesKey: string): Promise<BundleStamp | undefined> {
   let stamp: BundleStamp;
   try {
     stamp = JSON.parse(await readFile(stampFile(root, sourcesKey), "utf8")) as BundleStamp;
@@ -75,5 +80,5 @@ export async function stampedHash(root: string, sourcesKey: string): Promise<str
     const info = statSync(input.path, { throwIfNoEntry: false });
     return info?.isFile() === true && info.size === input.size && info.mtimeMs === input.mtimeMs;
   });
-  return same ? stamp.contentHash : undefined;
+  return same ? stamp : undefined;
 }

@@ -1,0 +1,18 @@
+// Part of `npm run build`: this checkout's agent bundle, prepared in the user's cache
+// (~/.cache/tether/bundle). A TETHER_HOME without it (a fresh one, the tests' roots) then links
+// it instead of building its own at its first create: fetching the pinned Node runtime with
+// npm pack, esbuild, a compile cache, tens of seconds on a loaded host while every create
+// started meanwhile waits. Where it cannot be prepared (offline, no writable cache), the
+// build goes on and the first create builds it, as before.
+import { buildBundle } from "../dist/src/index.js";
+import { userBundleRoot } from "../dist/src/location.js";
+
+const root = userBundleRoot();
+try {
+  const bundle = await buildBundle({ root });
+  if (!bundle.reused) process.stderr.write(`tether: prepared the agent bundle in ${bundle.dir}\n`);
+} catch (err) {
+  process.stderr.write(
+    `tether: the agent bundle was not prepared in ${root} (${err instanceof Error ? err.message : err}); the first create will build it\n`,
+  );
+}

@@ -11,7 +11,10 @@ import type { Row } from "./report.js";
 
 const run = promisify(execFile);
 const CONCURRENT = Number(process.env.BENCH_CONCURRENT_CREATES ?? 10);
-const TETHER_CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../packages/cli/bin/tether.js");
+/** The `tether` to run; BENCH_TETHER_CLI names another build's bin/tether.js (to compare two in one sitting). */
+const TETHER_CLI =
+  process.env.BENCH_TETHER_CLI ??
+  path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../packages/cli/bin/tether.js");
 
 export interface ConcurrentCreates {
   concurrent: number;

@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { chmod, copyFile, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { readFileSync, statSync } from "node:fs";
+import { chmod, copyFile, mkdir, mkdtemp, readdir, realpath, rename, rm, rmdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
@@ -11,17 +11,24 @@ import type { BundleEntry } from "./entries.js";
 import { contentHash, describeEntries } from "./hash.js";
 import { agentCommand, DEFAULT_MOUNT_POINT } from "./layout.js";
 import { sharedLibraries } from "./libraries.js";
-import { bundleDirFor, defaultBundleRoot } from "./location.js";
+import { linkTree } from "./link-tree.js";
+import { bundleDirFor, defaultBundleRoot, userBundleRoot } from "./location.js";
 import { type BundleManifest, MANIFEST_FILE, readManifest, VERSION_FILE, versionText } from "./manifest.js";
 import { markBundleUsed } from "./prune.js";
 import { ensureNodeRuntime, NODE_RUNTIME } from "./runtime.js";
-import { stampedHash, stampInputs, writeStamp } from "./stamp.js";
+import { stampedHash, stampInputs, validStamp, writeStamp } from "./stamp.js";
 
 export interface BuildBundleOptions {
   /** Directory to build into; default: one per content hash under `root`. */
   outDir?: string;
   /** Where hash-named bundle directories go when no `outDir` is given; default `defaultBundleRoot()`. */
   root?: string;
+  /**
+   * Where to take this checkout's bundle from when `root` has none: linked into `root` rather
+   * than built again, while that root's stamp vouches for it. Default `userBundleRoot()` (where
+   * `npm run build` prepares it); false for none.
+   */
+  seedRoot?: string | false;
 }
 
 /** A bundle on disk. */
@@ -67,8 +74,45 @@ export async function buildBundle(options: BuildBundleOptions = {}): Promise<Bui
   if (stamped) return stamped;
   return withBuildLock(root, async () => {
     // Another process may have built it while this one waited for the lock.
-    return (await stampedBundle(root, sourcesKey)) ?? buildUnlocked(root, agent, sourcesKey, undefined);
+    return (
+      (await stampedBundle(root, sourcesKey)) ??
+      (await linkedBundle(options.seedRoot ?? userBundleRoot(), root, sourcesKey)) ??
+      buildUnlocked(root, agent, sourcesKey, undefined)
+    );
   });
+}
+
+/**
+ * The bundle of these sources that `seedRoot`'s stamp names, linked into `root` (see linkTree)
+ * with that stamp: a fresh TETHER_HOME's first create takes the bundle `npm run build` made
+ * instead of fetching a runtime and building one (tens of seconds on a loaded host). Undefined
+ * when the seed root has none, or it cannot be linked: then it is built.
+ */
+async function linkedBundle(
+  seedRoot: string | false,
+  root: string,
+  sourcesKey: string,
+): Promise<BuiltBundle | undefined> {
+  if (seedRoot === false || (await realDir(seedRoot)) === (await realDir(root))) return undefined;
+  try {
+    const stamp = await validStamp(seedRoot, sourcesKey);
+    if (!stamp) return undefined;
+    const from = path.resolve(bundleDirFor(stamp.contentHash, seedRoot));
+    const manifest = await wholeBundle(from, stamp.contentHash);
+    if (!manifest) return undefined;
+    const dir = path.resolve(bundleDirFor(stamp.contentHash, root));
+    let reused = await holdsBundle(dir, stamp.contentHash);
+    if (reused) await markBundleUsed(dir);
+    else reused = await placeBundle(dir, stamp.contentHash, (staging) => linkTree(from, staging));
+    await writeStamp(root, sourcesKey, stamp.contentHash, stamp.inputs);
+    return { ...manifest, dir, reused };
+  } catch {
+    return undefined;
+  }
+}
+
+async function realDir(dir: string): Promise<string> {
+  return realpath(dir).catch(() => path.resolve(dir));
 }
 
 async function buildUnlocked(
@@ -160,8 +204,9 @@ async function holdsBundle(dir: string, hash: string): Promise<boolean> {
 async function wholeBundle(dir: string, hash: string): Promise<BundleManifest | undefined> {
   const existing = await readManifest(dir);
   if (existing?.contentHash !== hash) return undefined;
+  // Synchronous stats, as for the stamp: every create checks these.
   for (const file of existing.files) {
-    const info = await stat(path.join(dir, file.path)).catch(() => undefined);
+    const info = statSync(path.join(dir, file.path), { throwIfNoEntry: false });
     if (!info?.isFile() || info.size !== file.size) return undefined;
   }
   return existing;
@@ -172,11 +217,7 @@ async function wholeBundle(dir: string, hash: string): Promise<BundleManifest | 
  * Returns true when a concurrent build put the same bundle there first.
  */
 async function writeBundle(dir: string, entries: readonly BundleEntry[], manifest: BundleManifest): Promise<boolean> {
-  const parent = path.dirname(dir);
-  await mkdir(parent, { recursive: true });
-  const staging = await mkdtemp(path.join(parent, `.${path.basename(dir)}.partial-`));
-  try {
-    await chmod(staging, 0o755);
+  return placeBundle(dir, manifest.contentHash, async (staging) => {
     for (const entry of entries) {
       const target = path.join(staging, entry.path);
       await mkdirs(staging, path.dirname(entry.path));
@@ -187,15 +228,29 @@ async function writeBundle(dir: string, entries: readonly BundleEntry[], manifes
     await writeCompileCache(staging, manifest);
     await writeFile(path.join(staging, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 });
     await writeFile(path.join(staging, VERSION_FILE), versionText(manifest), { mode: 0o644 });
+  });
+}
+
+/**
+ * Fills a staging directory beside `dir` with `fill`, then renames it into place, so `dir` never
+ * holds half a bundle. Returns true when a concurrent build put the same bundle there first.
+ */
+async function placeBundle(dir: string, hash: string, fill: (staging: string) => Promise<void>): Promise<boolean> {
+  const parent = path.dirname(dir);
+  await mkdir(parent, { recursive: true });
+  const staging = await mkdtemp(path.join(parent, `.${path.basename(dir)}.partial-`));
+  try {
+    await chmod(staging, 0o755);
+    await fill(staging);
 
     // A concurrent build of the same bundle may have finished meanwhile: keep its directory, which
     // a running sandbox may already have mounted.
-    if (await holdsBundle(dir, manifest.contentHash)) return true;
+    if (await holdsBundle(dir, hash)) return true;
     await moveAside(dir, staging);
     try {
       await rename(staging, dir);
     } catch (err) {
-      if (isCode(err, "ENOTEMPTY", "EEXIST") && (await holdsBundle(dir, manifest.contentHash))) return true;
+      if (isCode(err, "ENOTEMPTY", "EEXIST") && (await holdsBundle(dir, hash))) return true;
       throw err;
     }
     return false;

@@ -7,6 +7,15 @@ import path from "node:path";
  */
 export function defaultBundleRoot(env: NodeJS.ProcessEnv = process.env): string {
   if (env.TETHER_HOME) return path.join(env.TETHER_HOME, "bundle");
+  return userBundleRoot(env);
+}
+
+/**
+ * The user's bundles, whatever TETHER_HOME says: `$XDG_CACHE_HOME/tether/bundle`, else
+ * `~/.cache/tether/bundle`. `npm run build` prepares the checkout's bundle there, and a root
+ * without it (a fresh TETHER_HOME) links it from there instead of building it again.
+ */
+export function userBundleRoot(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "tether", "bundle");
 }
 

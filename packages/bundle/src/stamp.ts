@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { statSync } from "node:fs";
 import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 
@@ -60,6 +61,11 @@ export async function writeStamp(
 
 /** The content hash the stamp under `root` records, if every input is as it was then. */
 export async function stampedHash(root: string, sourcesKey: string): Promise<string | undefined> {
+  return (await validStamp(root, sourcesKey))?.contentHash;
+}
+
+/** The stamp under `root` for these sources, if every input is as it was then. */
+export async function validStamp(root: string, sourcesKey: string): Promise<BundleStamp | undefined> {
   let stamp: BundleStamp;
   try {
     stamp = JSON.parse(await readFile(stampFile(root, sourcesKey), "utf8")) as BundleStamp;
@@ -68,11 +74,11 @@ export async function stampedHash(root: string, sourcesKey: string): Promise<str
   }
   if (stamp.format !== 1 || typeof stamp.contentHash !== "string" || !Array.isArray(stamp.inputs)) return undefined;
   if (stamp.inputs.length === 0) return undefined;
-  const same = await Promise.all(
-    stamp.inputs.map(async (input) => {
-      const info = await stat(input.path).catch(() => undefined);
-      return info?.isFile() === true && info.size === input.size && info.mtimeMs === input.mtimeMs;
-    }),
-  );
-  return same.every(Boolean) ? stamp.contentHash : undefined;
+  // Synchronous stats: a few hundred of them take a millisecond or two this way, where as many
+  // promises cost every create about 40 ms of CPU.
+  const same = stamp.inputs.every((input) => {
+    const info = statSync(input.path, { throwIfNoEntry: false });
+    return info?.isFile() === true && info.size === input.size && info.mtimeMs === input.mtimeMs;
+  });
+  return same ? stamp : undefined;
 }

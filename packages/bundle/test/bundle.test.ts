@@ -247,9 +247,29 @@ describe("content hash and caching", () => {
     rmSync(root, { recursive: true });
   });
 
+  // Before the stamp's test, which leaves the agent's main module with another mtime (and so
+  // every stamp of it stale).
+  test("a root without the bundle links the one a seed root's stamp names (compile cache too), and is stamped itself", async () => {
+    const root = path.join(scratch, "seeded");
+    const seeded = await buildBundle({ root, seedRoot: path.dirname(bundle.dir) });
+    assert.deepEqual([seeded.reused, seeded.contentHash], [false, bundle.contentHash]);
+    assert.equal(seeded.dir, path.join(root, bundle.contentHash.slice(0, 16)));
+    assert.equal(await verifyBundle(seeded.dir), bundle.contentHash);
+    const files = (dir: string) => readdirSync(dir, { recursive: true, encoding: "utf8" }).sort();
+    assert.deepEqual(files(seeded.dir), files(bundle.dir));
+    const node = (dir: string) => statSync(path.join(dir, "bin", "node"));
+    assert.equal(node(seeded.dir).ino, node(bundle.dir).ino, "hard-linked (the same file system), not copied");
+
+    // Now the root's own stamp names it.
+    const again = await buildBundle({ root, seedRoot: false });
+    assert.deepEqual([again.reused, again.dir], [true, seeded.dir]);
+    rmSync(root, { recursive: true });
+  });
+
   test("under a root, the stamp names the bundle while its inputs are unchanged; a change or a damaged bundle makes it again", async () => {
     const root = path.join(scratch, "stamped");
-    const first = await buildBundle({ root });
+    // Built here, not linked from the user's cache.
+    const first = await buildBundle({ root, seedRoot: false });
     const [stampName] = readdirSync(root).filter((name) => /^inputs-[0-9a-f]{16}\.json$/.test(name));
     assert.ok(stampName, `no stamp in ${readdirSync(root)}`);
     const stampFile = path.join(root, stampName);
@@ -262,7 +282,7 @@ describe("content hash and caching", () => {
       "and the runtime",
     );
 
-    const again = await buildBundle({ root });
+    const again = await buildBundle({ root, seedRoot: false });
     assert.deepEqual([again.reused, again.contentHash, again.dir], [true, first.contentHash, first.dir]);
     assert.equal(statSync(stampFile).mtimeMs, stamped, "named by the stamp, not worked out again");
 
@@ -270,7 +290,7 @@ describe("content hash and caching", () => {
     const touched = statSync(agentModule.path);
     utimesSync(agentModule.path, touched.atime, new Date(touched.mtimeMs + 2000));
     try {
-      const rebuilt = await buildBundle({ root });
+      const rebuilt = await buildBundle({ root, seedRoot: false });
       assert.equal(rebuilt.contentHash, first.contentHash);
       assert.notEqual(statSync(stampFile).mtimeMs, stamped);
     } finally {
@@ -279,7 +299,7 @@ describe("content hash and caching", () => {
 
     // A file of the bundle gone: the stamp does not vouch for it; the bundle is made whole again.
     rmSync(path.join(first.dir, "tetherd.js"));
-    const repaired = await buildBundle({ root });
+    const repaired = await buildBundle({ root, seedRoot: false });
     assert.equal(repaired.reused, false);
     assert.equal(await verifyBundle(repaired.dir), first.contentHash);
     rmSync(root, { recursive: true });

@@ -171,6 +171,8 @@ export class Sandboxes {
     const spec: SandboxSpec = { ...specOptions, id, name, image: image || HOST_IMAGE };
     // Bad input changes nothing: checked before the record is written.
     const valid = await validateSpec(spec);
+    // The backend's look-ups (the engine, the image) go on while the registry is reconciled.
+    backend.prefetch?.(spec);
     await this.maintain();
     const registry = this.registry;
     if (registry) {

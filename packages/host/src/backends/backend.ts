@@ -10,6 +10,11 @@ export interface SandboxBackend {
   readonly kind: string;
   /** Creates and starts a sandbox; resolves once its agent answers health. Leaves nothing behind on failure. */
   create(spec: SandboxSpec): Promise<SandboxInfo>;
+  /**
+   * A create of this (valid) spec follows: start the look-ups it will wait for, so they go on
+   * while the caller does its own work first. Changes nothing; absent where there is nothing to ask.
+   */
+  prefetch?(spec: SandboxSpec): void;
   /** Starts a stopped sandbox; resolves once its agent answers health. */
   start(id: string): Promise<SandboxInfo>;
   /** SIGTERM to the sandbox (its agent passes it on), SIGKILL after the timeout. */

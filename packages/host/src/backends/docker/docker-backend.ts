@@ -52,6 +52,9 @@ const DEFAULT_STOP_TIMEOUT_S = 10;
  */
 const RUN_DIR_BYTES = 1 << 30;
 
+/** How long the look-ups `prefetch` started stand for the create that follows. */
+const PREFETCH_FRESH_MS = 10_000;
+
 /** How many of a failed container's log lines a SandboxStartError carries. */
 const START_ERROR_LOG_LINES = 30;
 /** A bundle used this recently stays, whatever `tether gc --older-than` says: another `tether` may be about to mount it. */
@@ -74,6 +77,16 @@ export interface DockerBackendOptions {
   bundleDelivery?: "mount" | "image";
 }
 
+/** What a create asks the engine about its spec before making the container. */
+interface Lookups {
+  image: Promise<Docker.ImageInspectInfo>;
+  existing: Promise<Docker.ContainerInfo | undefined>;
+}
+
+function lookupKey(spec: SandboxSpec): string {
+  return `${spec.id ?? ""}\n${spec.image}`;
+}
+
 /** Sandboxes as containers, through the Docker Engine API (Docker, or Podman's compatible socket). */
 export class DockerBackend implements SandboxBackend {
   readonly kind = "docker";
@@ -85,6 +98,8 @@ export class DockerBackend implements SandboxBackend {
   private readonly bundleRoot: string;
   private enginePromise: Promise<Engine> | undefined;
   private bundlePromise: Promise<BuiltBundle> | undefined;
+  /** Look-ups `prefetch` started, for the create that follows. */
+  private readonly prefetched = new Map<string, Lookups & { at: number }>();
 
   constructor(options: DockerBackendOptions = {}) {
     this.docker = options.docker ?? new Docker();
@@ -150,6 +165,8 @@ export class DockerBackend implements SandboxBackend {
 
   async create(input: SandboxSpec): Promise<SandboxInfo> {
     const spec = await validateSpec(input);
+    // The image is looked up while the engine describes itself: one round trip's wait instead of two.
+    const lookups = this.lookups(spec);
     const engine = await this.engine();
     return this.call(async () => {
       this.checkRuntime(spec, engine);
@@ -170,9 +187,9 @@ export class DockerBackend implements SandboxBackend {
         let bundle: BuiltBundle;
         let existing: Docker.ContainerInfo | undefined;
         [image, bundle, existing, accessToken] = await Promise.all([
-          this.inspectImage(spec.image, engine),
+          lookups.image,
           this.bundleForUse(),
-          spec.id ? this.containerWithId(spec.id) : undefined,
+          lookups.existing,
           madeDir,
         ]);
         if (existing) throw new InvalidSandboxSpecError(`a sandbox with id ${spec.id} already exists`);
@@ -226,6 +243,37 @@ export class DockerBackend implements SandboxBackend {
         throw err;
       }
     });
+  }
+
+  /**
+   * Asks the engine now to describe itself and the image, and whether a container has the
+   * spec's id, and once it has answered, finds the bundle: a create of `spec` that follows soon
+   * takes what they found instead of asking again.
+   */
+  prefetch(spec: SandboxSpec): void {
+    this.engine()
+      .then(() => this.bundle())
+      .catch(() => {});
+    if (!spec.image) return;
+    this.prefetched.set(lookupKey(spec), { at: Date.now(), ...this.startLookups(spec) });
+  }
+
+  /** The image's description and the container with the spec's id: those `prefetch` asked for when recent, else asked now. */
+  private lookups(spec: ValidSpec): Lookups {
+    const key = lookupKey(spec);
+    const early = this.prefetched.get(key);
+    this.prefetched.delete(key);
+    if (early && Date.now() - early.at < PREFETCH_FRESH_MS) return early;
+    return this.startLookups(spec);
+  }
+
+  private startLookups(spec: SandboxSpec): Lookups {
+    const image = this.inspectImage(spec.image);
+    const existing = spec.id ? this.containerWithId(spec.id) : Promise.resolve(undefined);
+    // Awaited by the create; until then a failure must not count as unhandled.
+    image.catch(() => {});
+    existing.catch(() => {});
+    return { image, existing };
   }
 
   async start(id: string): Promise<SandboxInfo> {
@@ -507,11 +555,14 @@ export class DockerBackend implements SandboxBackend {
     }
   }
 
-  private async inspectImage(image: string, engine: Engine): Promise<Docker.ImageInspectInfo> {
+  private async inspectImage(image: string): Promise<Docker.ImageInspectInfo> {
     try {
       return await this.docker.getImage(image).inspect();
     } catch (err) {
-      if (statusOf(err) === 404) throw new ImageNotFoundError(image, `${engine.kind} at ${engine.endpoint}`);
+      if (statusOf(err) === 404) {
+        const engine = await this.engine();
+        throw new ImageNotFoundError(image, `${engine.kind} at ${engine.endpoint}`);
+      }
       throw err;
     }
   }

@@ -356,7 +356,7 @@ export class Sandboxes {
     return backend.stats ? backend.stats(info.id) : undefined;
   }
 
-  /** Commits the sandbox's filesystem as image `tag` (see SandboxBackend.snapshot); docker sandboxes only. */
+  /** Keeps the sandbox as `tag` (see SandboxBackend.snapshot): docker's filesystem, vm's memory too. */
   async snapshot(id: string, tag: string): Promise<void> {
     await this.maintain();
     const { backend, info } = await this.resolve(id);

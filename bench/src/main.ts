@@ -17,6 +17,7 @@ import { measureSpawners } from "./spawner.js";
 import { type Timing, timeRuns } from "./stats.js";
 import { measureTerminal } from "./terminal.js";
 import { measureTunnels } from "./tunnel.js";
+import { measureVm } from "./vm.js";
 
 const EXEC_RUNS = Number(process.env.BENCH_EXEC_RUNS ?? 300);
 const EXEC_WARMUP = 30;
@@ -306,6 +307,9 @@ async function main(): Promise<void> {
     const terminal = await measureTerminal(log);
     if ("skipped" in terminal) log(`terminal rows skipped: ${terminal.skipped}`);
     else rows.push(...terminal.rows);
+    const vm = await measureVm(log);
+    if ("skipped" in vm) log(`vm rows skipped: ${vm.skipped}`);
+    else rows.push(...vm.rows);
 
     process.stdout.write(`${renderTable(rows)}\n`);
     process.stdout.write(
@@ -330,6 +334,7 @@ async function main(): Promise<void> {
       concurrentCreates: "skipped" in creates ? { skipped: creates.skipped } : creates.results,
       density: "skipped" in density ? { skipped: density.skipped } : density.results,
       terminal: "skipped" in terminal ? { skipped: terminal.skipped } : terminal.results,
+      vm: "skipped" in vm ? { skipped: vm.skipped } : vm.results,
       load: os.loadavg(),
       rss: {
         idle: idleRss,

@@ -18,6 +18,7 @@ import { measureSpawners } from "./spawner.js";
 import { type Timing, timeRuns } from "./stats.js";
 import { measureTerminal } from "./terminal.js";
 import { measureTunnels } from "./tunnel.js";
+import { measureVm } from "./vm.js";
 
 const EXEC_RUNS = Number(process.env.BENCH_EXEC_RUNS ?? 300);
 const EXEC_WARMUP = 30;
@@ -310,6 +311,9 @@ async function main(): Promise<void> {
     const scaled = await measureServerScale(log);
     if ("skipped" in scaled) log(`tether serve scale rows skipped: ${scaled.skipped}`);
     else rows.push(...scaled.rows);
+    const vm = await measureVm(log);
+    if ("skipped" in vm) log(`vm rows skipped: ${vm.skipped}`);
+    else rows.push(...vm.rows);
 
     process.stdout.write(`${renderTable(rows)}\n`);
     process.stdout.write(
@@ -335,6 +339,7 @@ async function main(): Promise<void> {
       density: "skipped" in density ? { skipped: density.skipped } : density.results,
       terminal: "skipped" in terminal ? { skipped: terminal.skipped } : terminal.results,
       serverScale: "skipped" in scaled ? { skipped: scaled.skipped } : scaled.results,
+      vm: "skipped" in vm ? { skipped: vm.skipped } : vm.results,
       load: os.loadavg(),
       rss: {
         idle: idleRss,

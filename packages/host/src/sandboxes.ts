@@ -12,7 +12,7 @@ import type {
   StopOptions,
 } from "./backends/backend.js";
 import type { DockerBackendOptions } from "./backends/docker/docker-backend.js";
-import { BACKENDS, isBackendKind } from "./backends/kinds.js";
+import { BACKENDS, type BackendOptions, isBackendKind } from "./backends/kinds.js";
 import { HOST_IMAGE } from "./backends/process/process-backend.js";
 import { validateSpec } from "./backends/spec.js";
 import { SandboxCopy } from "./copy/sandbox-copy.js";
@@ -62,6 +62,8 @@ export interface SandboxesOptions {
   /** One backend to use for everything (tests, embedders); by default every kind, made on first use. */
   backend?: SandboxBackend;
   docker?: DockerBackendOptions;
+  /** The vm backend's options beside those it shares with docker (see BackendOptions). */
+  vm?: BackendOptions["vm"];
   /** TETHER_HOME; default `docker.home`, else `tetherHome()`. */
   home?: string;
   /** The registry; default `tether.db` in the home. `false`: none (the backends' view only). */
@@ -110,6 +112,7 @@ export class Sandboxes {
   readonly registryProblem: string | undefined;
   private readonly backends = new Map<string, SandboxBackend>();
   private readonly dockerOptions: DockerBackendOptions;
+  private readonly vmOptions: BackendOptions["vm"];
   private readonly single: boolean;
   private readonly maintainOnStart: boolean;
   private maintenance: Promise<MaintenanceReport | undefined> | undefined;
@@ -119,6 +122,7 @@ export class Sandboxes {
   constructor(options: SandboxesOptions = {}) {
     this.home = options.home ?? options.docker?.home ?? tetherHome();
     this.dockerOptions = { ...options.docker, home: this.home };
+    this.vmOptions = options.vm;
     this.single = options.backend !== undefined;
     if (options.backend) this.backends.set(options.backend.kind, options.backend);
     this.backend = options.backend ?? this.backendFor("docker");
@@ -145,7 +149,7 @@ export class Sandboxes {
     if (!isBackendKind(kind)) {
       throw new InvalidSandboxSpecError(`unknown backend ${JSON.stringify(kind)} (${KINDS_TEXT})`);
     }
-    backend = BACKENDS[kind].make({ home: this.home, docker: this.dockerOptions });
+    backend = BACKENDS[kind].make({ home: this.home, docker: this.dockerOptions, vm: this.vmOptions });
     this.backends.set(kind, backend);
     return backend;
   }
@@ -358,7 +362,7 @@ export class Sandboxes {
     return backend.stats ? backend.stats(info.id) : undefined;
   }
 
-  /** Commits the sandbox's filesystem as image `tag` (see SandboxBackend.snapshot); docker sandboxes only. */
+  /** Keeps the sandbox as `tag` (see SandboxBackend.snapshot): docker's filesystem, vm's memory too. */
   async snapshot(id: string, tag: string): Promise<void> {
     await this.maintain();
     const { backend, info } = await this.resolve(id);

@@ -23,6 +23,7 @@ interface TemplateFlags {
   memory?: number;
   env: Record<string, string>;
   network?: "none" | "bridge";
+  backend?: "docker" | "vm";
 }
 
 /** `tether template create|ls|rm`: names (E2B template ids) for local images plus defaults. */
@@ -43,9 +44,13 @@ export function templateCommand(): Command {
     .option("--memory <MiB>", "memory limit in MiB", positiveNumber)
     .option("--env <KEY=VALUE>", "environment variable (repeatable)", collectEnv, {})
     .option("--network <mode>", "none (default; ports through the agent's tunnel) or bridge")
+    .option("--backend <kind>", "docker (default) or vm (QEMU microVMs: pause keeps memory, fork restores it)")
     .action(async (name: string, command: string[], flags: TemplateFlags) => {
       if (flags.network !== undefined && flags.network !== "none" && flags.network !== "bridge") {
         throw new InvalidArgumentError(`--network ${flags.network}: none or bridge`);
+      }
+      if (flags.backend !== undefined && flags.backend !== "docker" && flags.backend !== "vm") {
+        throw new InvalidArgumentError(`--backend ${flags.backend}: docker or vm`);
       }
       const { templates: store, close } = await templates();
       try {
@@ -55,6 +60,7 @@ export function templateCommand(): Command {
           ...(Object.keys(flags.env).length > 0 ? { env: flags.env } : {}),
           ...(command.length > 0 ? { command } : {}),
           ...(flags.network !== undefined ? { network: flags.network } : {}),
+          ...(flags.backend !== undefined ? { backend: flags.backend } : {}),
         });
       } finally {
         close();

@@ -33,12 +33,14 @@ export interface SandboxBackend {
   /** Resource use of a running sandbox now, from the engine's cgroup stats; absent where a backend has none. */
   stats?(id: string): Promise<SandboxStats>;
   /**
-   * Commits the sandbox's filesystem as image `tag`, with the image's own command, user and
-   * workdir (a sandbox made from it starts as one from the image would); memory is not kept.
+   * Keeps the sandbox as `tag`, which `create` then takes as its image. docker commits the
+   * filesystem as an image, with the image's own command, user and workdir (a sandbox made
+   * from it starts as one from the image would; memory is not kept); vm writes a memory
+   * snapshot (a sandbox made from it is a fork: its processes go on where they were).
    * Absent where a backend has no images.
    */
   snapshot?(id: string, tag: string): Promise<void>;
-  /** Removes an image `snapshot` made; false while sandboxes still use it. */
+  /** Removes what `snapshot` made; false while sandboxes still use it. */
   removeSnapshot?(tag: string): Promise<boolean>;
   /** Removes agent bundles its sandboxes no longer use; absent where a backend runs the host's own agent. */
   pruneBundles?(olderThanMs: number): Promise<PruneBundlesReport>;

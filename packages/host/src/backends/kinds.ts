@@ -12,12 +12,17 @@ import type { SandboxBackend } from "./backend.js";
 import { BwrapBackend } from "./bwrap/bwrap-backend.js";
 import { DockerBackend, type DockerBackendOptions } from "./docker/docker-backend.js";
 import { LocalBackend } from "./local/local-backend.js";
-import { VmBackend } from "./vm/vm-backend.js";
+import { VmBackend, type VmBackendOptions } from "./vm/vm-backend.js";
 
-/** What a backend is made with: its TETHER_HOME, and the engine options Docker's takes (home included). */
+/**
+ * What a backend is made with: its TETHER_HOME, the engine options Docker's takes (home
+ * included), and the vm backend's own (its cache of disks); vm takes the engine and the
+ * agent bundle from `docker`'s, since it boots the same images with the same agent.
+ */
 export interface BackendOptions {
   home: string;
   docker: DockerBackendOptions;
+  vm?: Pick<VmBackendOptions, "cacheDir">;
 }
 
 /** One kind of backend: what its sandboxes come from, how to make one, whether it works here. */
@@ -48,7 +53,14 @@ export const BACKENDS: Readonly<Record<BackendKind, BackendKindEntry>> = {
   // Boots an image too: the engine exports its filesystem into the VM's disk.
   vm: {
     image: true,
-    make: (options) => new VmBackend({ home: options.home, docker: options.docker.docker }),
+    make: (options) =>
+      new VmBackend({
+        home: options.home,
+        docker: options.docker.docker,
+        bundle: options.docker.bundle,
+        bundleRoot: options.docker.bundleRoot,
+        ...options.vm,
+      }),
     status: (options) => vmStatus({ docker: options.docker }),
   },
 };

@@ -96,7 +96,7 @@ export class TeamSandboxes {
       const timeoutMs = (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000;
       const info = await this.sandboxes
         .create(template.image, {
-          backend: "docker",
+          backend: d.backend ?? "docker",
           env: { ...d.env, ...body.envVars },
           ...(d.cpus !== undefined ? { cpus: d.cpus } : {}),
           ...(d.memoryMB !== undefined ? { memory: `${d.memoryMB}m` } : {}),
@@ -181,9 +181,11 @@ export class TeamSandboxes {
   }
 
   /**
-   * Snapshots the sandbox's filesystem (the engine commits it, pausing it meanwhile) into
-   * a template only this team can use, with the source template's defaults. Memory is
-   * not kept: sandboxes made from it start the image's command afresh.
+   * Snapshots the sandbox into a template only this team can use, with the source
+   * template's defaults and its backend. A container's filesystem is committed (paused
+   * meanwhile) and memory is not kept: sandboxes made from it start the image's command
+   * afresh. A VM's memory is kept (paused, written, resumed): they are forks, its
+   * processes going on in each.
    */
   async snapshot(team: string, id: string, name?: string): Promise<Template> {
     const info = await this.get(team, id);
@@ -192,9 +194,12 @@ export class TeamSandboxes {
     }
     const snapshotID = randomBytes(10).toString("hex");
     const tag = `tether-snapshot/${snapshotID}:latest`;
+    // A VM is paused and restored by a new QEMU: connections the proxy holds to it end.
+    if (info.backend === "vm") this.unavailable(info.id);
     await this.sandboxes.snapshot(info.id, tag);
     const source = this.templates.templates.find(factsOf(info).templateID, team);
-    return this.templates.templates.put(snapshotID, tag, source?.defaults ?? {}, {
+    const defaults = { ...source?.defaults, ...(info.backend === "vm" ? { backend: "vm" as const } : {}) };
+    return this.templates.templates.put(snapshotID, tag, defaults, {
       team,
       alias: name,
       sourceSandbox: info.id,
@@ -252,7 +257,7 @@ export class TeamSandboxes {
   async deleteSnapshot(team: string, idOrName: string): Promise<void> {
     const snapshot = this.templates.templates.find(idOrName, team);
     if (!snapshot || snapshot.team !== team) throw new NotFoundError(`snapshot ${idOrName} not found`);
-    if (!(await this.sandboxes.removeSnapshot(snapshot.image))) {
+    if (!(await this.sandboxes.removeSnapshot(snapshot.image, snapshot.defaults.backend ?? "docker"))) {
       throw new ConflictError(`snapshot ${snapshot.name} is in use by sandboxes: kill them first`);
     }
     this.templates.templates.remove(snapshot.name);

@@ -2,6 +2,9 @@ import type Database from "better-sqlite3";
 import { z } from "zod";
 import { BadRequestError, TemplateNotFoundError } from "../errors.js";
 
+/** The backends a template may run its sandboxes in: those that boot an image. */
+export const TEMPLATE_BACKENDS = ["docker", "vm"] as const;
+
 /** What a template gives every sandbox made from it, unless the create request says otherwise. */
 export const TemplateDefaults = z.strictObject({
   /** CPUs, e.g. 1 or 0.5. */
@@ -13,6 +16,11 @@ export const TemplateDefaults = z.strictObject({
   command: z.array(z.string()).min(1).optional(),
   /** "none" (default: the proxy reaches ports through the agent's tunnel) or "bridge". */
   network: z.enum(["none", "bridge"]).optional(),
+  /**
+   * What its sandboxes run in: "docker" (default, containers) or "vm" (QEMU microVMs of the
+   * same image: pause keeps their memory, a snapshot is a memory snapshot, a fork restores it).
+   */
+  backend: z.enum(TEMPLATE_BACKENDS).optional(),
 });
 export type TemplateDefaults = z.infer<typeof TemplateDefaults>;
 

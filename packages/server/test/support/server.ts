@@ -8,6 +8,8 @@ import { openServerDatabase, type RunningServer, type ServerOptions, startServer
 
 /** Test bundles live here, shared with other test processes (one per content hash), as the host tests do. */
 const TEST_BUNDLE_ROOT = path.join(os.tmpdir(), "tether-test-bundles");
+/** The vm backend's disks and initramfs, shared with the host's vm tests (each is named by its content). */
+export const VM_CACHE_DIR = path.join(os.tmpdir(), "tether-test-vm-cache");
 export const DEBIAN = "tether-test/debian";
 export const BUSYBOX = "tether-test/busybox";
 
@@ -56,6 +58,7 @@ export class TestServer {
     this.home = home ?? (await mkdtemp(path.join(os.tmpdir(), "tether-server-test-")));
     this.sandboxes = new Sandboxes({
       docker: { home: this.home, bundle: testBundle, bundleRoot: TEST_BUNDLE_ROOT },
+      vm: { cacheDir: VM_CACHE_DIR },
     });
     this.server = await startServer({
       ...options,
@@ -86,7 +89,8 @@ export class TestServer {
     const db = openServerDatabase(this.home);
     try {
       for (const t of new Templates(db).list()) {
-        if (t.image.startsWith("tether-snapshot/")) await this.sandboxes.removeSnapshot(t.image).catch(() => {});
+        if (t.image.startsWith("tether-snapshot/"))
+          await this.sandboxes.removeSnapshot(t.image, t.defaults.backend ?? "docker").catch(() => {});
       }
     } finally {
       db.close();

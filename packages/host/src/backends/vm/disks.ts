@@ -160,9 +160,22 @@ export async function bundleDisk(bundleDir: string, cacheDir: string, tools: VmT
   }
 }
 
-/** A qcow2 overlay over `base` (read-only to it): the sandbox's own writes, and nothing else, go here. */
-export async function createOverlay(base: string, overlay: string, tools: VmTools): Promise<void> {
-  await tool(tools.qemuImg, ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", base, overlay], "making the overlay");
+/**
+ * A qcow2 overlay over `base` (read-only to it): the sandbox's own writes, and nothing else,
+ * go here. `base` is the image's raw disk, or (a fork, a snapshotted sandbox) the frozen
+ * qcow2 overlay of a snapshot.
+ */
+export async function createOverlay(
+  base: string,
+  overlay: string,
+  tools: VmTools,
+  baseFormat: "raw" | "qcow2" = "raw",
+): Promise<void> {
+  await tool(
+    tools.qemuImg,
+    ["create", "-q", "-f", "qcow2", "-F", baseFormat, "-b", base, overlay],
+    "making the overlay",
+  );
   await chmod(overlay, 0o600);
 }
 

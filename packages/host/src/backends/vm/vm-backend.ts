@@ -1,7 +1,8 @@
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
-import { readdir, rename, rm, stat } from "node:fs/promises";
+import { chmod, copyFile, link, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import http2 from "node:http2";
 import net from "node:net";
 import path from "node:path";
 import {
@@ -13,6 +14,7 @@ import {
   defaultBundleRoot,
   markBundleUsed,
 } from "@tether/bundle";
+import { ACCESS_TOKEN_HEADER } from "@tether/protocol";
 import { connect } from "@tether/sdk";
 import Docker from "dockerode";
 import { waitForAgent } from "../../agent-health.js";
@@ -82,6 +84,39 @@ interface VmMeta {
   /** The root filesystem the overlay is over, and the bundle disk: the same at every start and restore. */
   baseDisk: string;
   bundleDisk: string;
+  /**
+   * exec.sh's line (see `execLine`), kept so that a fork's config disk boots as its
+   * source's did when the fork is stopped and started afresh. Absent in older sandboxes.
+   */
+  exec?: string;
+  /**
+   * The snapshots (keys under `vm-snapshots`) its overlay is chained over, oldest first:
+   * their frozen overlays are its disk's backing files, so none of them may go while it exists.
+   */
+  snapshots?: string[];
+}
+
+/**
+ * A memory snapshot, `vm-snapshots/<key>/snapshot.json`, written last: its `memory` (the
+ * migration stream: RAM and device state) and `root.qcow2` (the source's overlay as it was
+ * at the pause, frozen: the source and every fork write into new overlays over it).
+ */
+interface VmSnapshotMeta {
+  tag: string;
+  sourceId: string;
+  image: string;
+  imageId: string;
+  createdAt: number;
+  memoryBytes: number;
+  cpus: number;
+  baseDisk: string;
+  bundleDisk: string;
+  exec?: string;
+  /** The chain a fork's overlay is over: the source's, then this one. */
+  snapshots: string[];
+  /** The source's agent token, which a restored agent holds until the fork gives it its own (/init). */
+  token: string;
+  memoryBytesOnDisk: number;
 }
 
 /** `paused`: present once the memory snapshot is whole; the sandbox is then paused whatever QEMU does. */
@@ -98,6 +133,9 @@ const SNAPSHOT_FILE = "snapshot";
 const OVERLAY_FILE = "root.qcow2";
 const CONFIG_DISK_FILE = "config.img";
 const QMP_SOCKET = "qmp.sock";
+const SNAPSHOTS_DIR = "vm-snapshots";
+const SNAPSHOT_META_FILE = "snapshot.json";
+const SNAPSHOT_MEMORY_FILE = "memory";
 
 /** The guest's view of things the host runs in it: busybox and tini are on the bundle disk. */
 const GUEST_BUSYBOX = `${DEFAULT_MOUNT_POINT}/${BUSYBOX_ON_DISK}`;
@@ -198,6 +236,8 @@ export class VmBackend implements SandboxBackend {
     const id = spec.id ?? newSandboxId();
     const name = spec.name ?? `tether-${id}`;
     if (await this.findByName(name)) throw new InvalidSandboxSpecError(`the name ${name} is taken`);
+    const snapshot = await this.findSnapshot(spec.image);
+    if (snapshot) return this.fork(spec, id, name, snapshot);
     const [tools, image] = await Promise.all([this.tools(), this.inspectImage(spec.image)]);
     const dir = new ProcessSandboxDir(this.home, id);
     let token: string;
@@ -219,11 +259,8 @@ export class VmBackend implements SandboxBackend {
         bundleDisk(bundle.dir, this.cacheDir, tools),
       ]);
       await createOverlay(baseDisk, dir.file(OVERLAY_FILE), tools);
-      await writeConfigDisk(
-        dir.file(CONFIG_DISK_FILE),
-        { token, hostname: id, exec: execLine(guestEnv(image, spec), guestArgv(image, spec)) },
-        tools,
-      );
+      const exec = execLine(guestEnv(image, spec), guestArgv(image, spec));
+      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec }, tools);
       const meta: VmMeta = {
         id,
         name,
@@ -237,6 +274,7 @@ export class VmBackend implements SandboxBackend {
         network: spec.network,
         baseDisk,
         bundleDisk: bundleDiskFile,
+        exec,
       };
       await dir.writeJson(META_FILE, meta);
       await this.launch(dir, meta, spec.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
@@ -359,6 +397,197 @@ export class VmBackend implements SandboxBackend {
   async pauseRecord(id: string): Promise<PausedRecord | undefined> {
     const status = await this.require(id);
     return this.dir(status.meta.id).readJson<PausedRecord>(PAUSED_FILE);
+  }
+
+  /**
+   * A memory snapshot named `tag`, that `create({ image: tag })` starts forks from: the
+   * sandbox is paused (its RAM and device state written, QEMU ended), the memory stream is
+   * linked into the snapshot, and its overlay is frozen there: the sandbox goes on over a
+   * new empty overlay whose backing file is the frozen one, as every fork will, so nothing
+   * writes into what the snapshot holds. A running sandbox is resumed after (about a pause
+   * and a resume: seconds under TCG); a paused one stays paused.
+   */
+  async snapshot(id: string, tag: string): Promise<void> {
+    let status = await this.require(id);
+    if (status.state !== "running" && status.state !== "paused")
+      throw new SandboxNotRunningError(status.meta.id, status.state);
+    const key = snapshotKey(tag);
+    const target = this.snapshotDir(key);
+    await mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
+    try {
+      await mkdir(target, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST")
+        throw new InvalidSandboxSpecError(`a vm snapshot named ${tag} exists`);
+      throw err;
+    }
+    const wasRunning = status.state === "running";
+    const dir = this.dir(status.meta.id);
+    const frozen = path.join(target, OVERLAY_FILE);
+    let moved = false;
+    try {
+      if (wasRunning) await this.pause(status.meta.id);
+      status = await this.require(status.meta.id);
+      const [tools, token] = await Promise.all([this.tools(), dir.readToken()]);
+      if (!token) throw new TetherHostError(`${dir.path} has no token`);
+      const memory = path.join(target, SNAPSHOT_MEMORY_FILE);
+      // A hard link: the sandbox's resume deletes its own name of the stream, not the snapshot's.
+      await link(dir.file(SNAPSHOT_FILE), memory).catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== "EXDEV") throw err;
+        await copyFile(dir.file(SNAPSHOT_FILE), memory);
+      });
+      await rename(dir.file(OVERLAY_FILE), frozen);
+      moved = true;
+      await chmod(frozen, 0o400);
+      await createOverlay(frozen, dir.file(OVERLAY_FILE), tools, "qcow2");
+      moved = false;
+      const chain = [...(status.meta.snapshots ?? []), key];
+      await dir.writeJson(META_FILE, { ...status.meta, snapshots: chain } satisfies VmMeta);
+      const meta: VmSnapshotMeta = {
+        tag,
+        sourceId: status.meta.id,
+        image: status.meta.image,
+        imageId: status.meta.imageId,
+        createdAt: Date.now(),
+        memoryBytes: status.meta.memoryBytes,
+        cpus: status.meta.cpus,
+        baseDisk: status.meta.baseDisk,
+        bundleDisk: status.meta.bundleDisk,
+        ...(status.meta.exec !== undefined ? { exec: status.meta.exec } : {}),
+        snapshots: chain,
+        token,
+        memoryBytesOnDisk: (await stat(memory)).size,
+      };
+      // Written last, privately (it holds the source's token): a snapshot without it is not one.
+      await writeFile(path.join(target, SNAPSHOT_META_FILE), `${JSON.stringify(meta)}\n`, { mode: 0o600 });
+    } catch (err) {
+      if (moved) await rename(frozen, dir.file(OVERLAY_FILE)).catch(() => {});
+      await rm(target, { recursive: true, force: true });
+      if (wasRunning) await this.unpause(status.meta.id).catch(() => {});
+      throw err;
+    }
+    if (wasRunning) await this.unpause(status.meta.id);
+  }
+
+  /** Removes a memory snapshot; false while a sandbox's disk is chained over it (its source's or a fork's). */
+  async removeSnapshot(tag: string): Promise<boolean> {
+    const key = snapshotKey(tag);
+    if (!(await this.readSnapshot(key))) return true;
+    for (const id of await this.ids()) {
+      const meta = await this.dir(id).readJson<VmMeta>(META_FILE);
+      if (meta?.backend === this.kind && meta.snapshots?.includes(key)) return false;
+    }
+    await rm(this.snapshotDir(key), { recursive: true, force: true });
+    return true;
+  }
+
+  /** The memory snapshot `image` names (a tag `snapshot` was given), if it is one. */
+  async findSnapshot(image: string): Promise<VmSnapshotMeta | undefined> {
+    const meta = await this.readSnapshot(snapshotKey(image));
+    return meta?.tag === image ? meta : undefined;
+  }
+
+  private snapshotDir(key: string): string {
+    return path.join(this.home, SNAPSHOTS_DIR, key);
+  }
+
+  private async readSnapshot(key: string): Promise<VmSnapshotMeta | undefined> {
+    return readFile(path.join(this.snapshotDir(key), SNAPSHOT_META_FILE), "utf8")
+      .then((text) => JSON.parse(text) as VmSnapshotMeta)
+      .catch(() => undefined);
+  }
+
+  /**
+   * A new sandbox restored from a memory snapshot: its own overlay over the frozen one, its
+   * own token and config disk, QEMU started with -incoming on the snapshot's stream. The
+   * guest's processes go on where the source's were; then it is made its own machine (see
+   * `adopt`). The spec's env reaches commands run from then on (the agent's defaults); its
+   * command, user and workdir do not apply (nothing is started afresh), and the memory and
+   * CPUs are the snapshot's: a spec asking for others is refused.
+   */
+  private async fork(spec: ValidSpec, id: string, name: string, snapshot: VmSnapshotMeta): Promise<SandboxInfo> {
+    if (spec.memory !== undefined && spec.memory !== snapshot.memoryBytes) {
+      throw new InvalidSandboxSpecError(
+        `a fork of ${snapshot.tag} has its snapshot's memory, ${snapshot.memoryBytes >> 20} MiB`,
+      );
+    }
+    if (spec.cpus !== undefined && Math.max(1, Math.ceil(spec.cpus)) !== snapshot.cpus) {
+      throw new InvalidSandboxSpecError(`a fork of ${snapshot.tag} has its snapshot's ${snapshot.cpus} CPUs`);
+    }
+    const tools = await this.tools();
+    const source = this.snapshotDir(snapshotKey(snapshot.tag));
+    const dir = new ProcessSandboxDir(this.home, id);
+    let token: string;
+    try {
+      token = await dir.create();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") {
+        throw new InvalidSandboxSpecError(`sandbox directory ${dir.path} already exists (id ${id} is taken)`);
+      }
+      throw err;
+    }
+    try {
+      await rm(path.join(dir.runDir, TOKEN_HANDOVER_NAME), { force: true });
+      await createOverlay(path.join(source, OVERLAY_FILE), dir.file(OVERLAY_FILE), tools, "qcow2");
+      // Read only when the fork is later stopped and booted afresh; a snapshot from before
+      // exec lines were kept cannot boot so, and says it on the console.
+      const exec = snapshot.exec ?? `echo "tether: ${snapshot.tag} keeps no boot command"; exit 1`;
+      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec }, tools);
+      const meta: VmMeta = {
+        id,
+        name,
+        backend: "vm",
+        image: spec.image,
+        imageId: snapshot.imageId,
+        labels: spec.labels,
+        createdAt: Date.now(),
+        memoryBytes: snapshot.memoryBytes,
+        cpus: snapshot.cpus,
+        network: spec.network,
+        baseDisk: snapshot.baseDisk,
+        bundleDisk: snapshot.bundleDisk,
+        exec,
+        snapshots: snapshot.snapshots,
+      };
+      await dir.writeJson(META_FILE, meta);
+      const memory = path.join(source, SNAPSHOT_MEMORY_FILE);
+      await this.launch(dir, meta, spec.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, `exec:cat ${shellPath(memory)}`);
+      await this.adopt(dir, id, snapshot.token, token, spec.env);
+      return await this.inspect(id);
+    } catch (err) {
+      await this.kill(dir);
+      await dir.remove();
+      throw err;
+    }
+  }
+
+  /**
+   * Makes a restored fork its own machine: its agent takes the fork's token (and the spec's
+   * env) through /init, presented the source's, which it still holds; then, as the fork's,
+   * the guest gets a new /etc/machine-id and hostname, its clock set and the host's random
+   * bytes mixed into its pool (two forks must not draw the same "random" numbers).
+   */
+  private async adopt(
+    dir: ProcessSandboxDir,
+    id: string,
+    sourceToken: string,
+    token: string,
+    env: Record<string, string>,
+  ): Promise<void> {
+    await agentInit(dir.socketPath, sourceToken, {
+      accessToken: token,
+      ...(Object.keys(env).length > 0 ? { envVars: env } : {}),
+    });
+    const machineId = randomBytes(16).toString("hex");
+    const b = GUEST_BUSYBOX;
+    const script = [
+      `${b} date -s @${Math.floor(Date.now() / 1000)} >/dev/null`,
+      `${b} cat > /dev/urandom`,
+      `${b} hostname ${id}`,
+      `${b} mkdir -p /etc`,
+      `echo ${machineId} > /etc/machine-id`,
+    ].join(" && ");
+    await this.inGuest(dir, [b, "sh", "-c", script], 30_000, randomBytes(64));
   }
 
   async remove(id: string): Promise<void> {
@@ -678,6 +907,40 @@ export function guestArgv(image: Docker.ImageInspectInfo, spec: ValidSpec): stri
   const command = spec.command ?? imageCommand(image);
   if (spec.runCommand && command.length > 0) flags.push("--", ...command);
   return [`${DEFAULT_MOUNT_POINT}/${GUEST_TINI}`, "--", ...agentCommand(DEFAULT_MOUNT_POINT, flags)];
+}
+
+/** A snapshot's directory name: its tag (an image-like name with / and :) hashed. */
+function snapshotKey(tag: string): string {
+  return createHash("sha256").update(tag).digest("hex").slice(0, 24);
+}
+
+/** The agent's `POST /init` over its unix socket, presenting `token`; rejects unless it answers 204. */
+function agentInit(socket: string, token: string, body: Record<string, unknown>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect("http://localhost", { createConnection: () => net.connect(socket) });
+    session.on("error", reject);
+    const request = session.request({
+      ":method": "POST",
+      ":path": "/init",
+      "content-type": "application/json",
+      [ACCESS_TOKEN_HEADER]: token,
+    });
+    let text = "";
+    let status = 0;
+    request.on("response", (headers) => {
+      status = Number(headers[":status"]);
+    });
+    request.on("data", (d: Buffer) => {
+      text += d.toString();
+    });
+    request.on("error", reject);
+    request.on("end", () => {
+      session.close();
+      if (status === 204 || status === 200) resolve();
+      else reject(new TetherHostError(`the restored agent refused /init (${status}): ${text.trim()}`));
+    });
+    request.end(JSON.stringify(body));
+  });
 }
 
 /** A path quoted for the /bin/sh that runs QEMU's exec: migration commands. */

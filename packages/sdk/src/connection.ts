@@ -146,6 +146,9 @@ export class Connection {
   private readonly resetBudgets = new WeakMap<http2.Http2Session, { tokens: number; at: number }>();
   /** Sessions closed to new calls because they spent their reset budget, still finishing calls. */
   private readonly retired = new Set<http2.Http2Session>();
+  /** Resets a retired session had no budget for yet, sent as its budget refills (see cancel). */
+  private readonly deferredResets = new Map<http2.Http2Session, { streams: http2.ClientHttp2Stream[]; next: number }>();
+  private readonly waitingResets = new WeakSet<http2.ClientHttp2Stream>();
 
   constructor(readonly options: ConnectionOptions) {
     this.accessToken = options.accessToken;
@@ -244,24 +247,66 @@ export class Connection {
   /**
    * Cancels a call whose response is no longer wanted (an HTTP/2 reset). When its session
    * has sent a burst of resets, the session takes no new calls: it finishes the calls on it
-   * while new ones go to a new session, so the agent closing the old one (if more resets
-   * follow) can only fail calls already in flight, never one sent after the burst.
+   * while new ones go to a new session. Resets past the burst wait, paced at the refill
+   * rate, so the session stays under the agent's rapid-reset limit: sending thousands at
+   * once made Node's HTTP/2 server close it (failing the calls in flight on it) and kept
+   * the agent busy long enough that a call sent right after, on a new session, timed out.
+   * The caller has stopped reading (see serverStream), so a waiting stream's data stays
+   * within its flow-control window.
    */
   cancel(stream: http2.ClientHttp2Stream): void {
     // A closed stream sends no reset: nothing to cancel, nothing to count.
-    if (stream.closed) return;
-    stream.close(http2.constants.NGHTTP2_CANCEL);
+    if (stream.closed || this.waitingResets.has(stream)) return;
     const session = sessions.get(stream);
-    if (!session || session.closed || session.destroyed) return;
+    if (!session || session.destroyed || this.takeReset(session)) {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      return;
+    }
+    if (!this.retired.has(session)) {
+      this.retired.add(session);
+      session.once("close", () => this.retired.delete(session));
+      session.close();
+    }
+    this.deferReset(session, stream);
+  }
+
+  /** Spends one of the session's resets if it has one left (a token bucket). */
+  private takeReset(session: http2.Http2Session): boolean {
     const now = performance.now();
     const budget = this.resetBudgets.get(session) ?? { tokens: RESET_BURST, at: now };
-    budget.tokens = Math.min(RESET_BURST, budget.tokens + ((now - budget.at) / 1000) * RESETS_PER_SECOND) - 1;
+    budget.tokens = Math.min(RESET_BURST, budget.tokens + ((now - budget.at) / 1000) * RESETS_PER_SECOND);
     budget.at = now;
     this.resetBudgets.set(session, budget);
-    if (budget.tokens >= 0) return;
-    this.retired.add(session);
-    session.once("close", () => this.retired.delete(session));
-    session.close();
+    if (budget.tokens < 1) return false;
+    budget.tokens -= 1;
+    return true;
+  }
+
+  /** Queues a reset the session has no budget for; a timer sends them as the budget refills. */
+  private deferReset(session: http2.Http2Session, stream: http2.ClientHttp2Stream): void {
+    this.waitingResets.add(stream);
+    const queued = this.deferredResets.get(session);
+    if (queued) {
+      queued.streams.push(stream);
+      return;
+    }
+    // An index into the array, not shift(): thousands of waiting resets cost linear time.
+    const queue = { streams: [stream], next: 0 };
+    this.deferredResets.set(session, queue);
+    const timer = setInterval(() => {
+      for (; queue.next < queue.streams.length; queue.next++) {
+        const next = queue.streams[queue.next];
+        if (!next.closed && !this.takeReset(session)) return;
+        next.close(http2.constants.NGHTTP2_CANCEL);
+        this.waitingResets.delete(next);
+      }
+      stop();
+    }, 1000 / RESETS_PER_SECOND);
+    const stop = () => {
+      clearInterval(timer);
+      this.deferredResets.delete(session);
+    };
+    session.once("close", stop);
   }
 
   /**

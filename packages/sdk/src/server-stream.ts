@@ -48,6 +48,15 @@ export async function* serverStream<I extends DescMessage, O extends DescMessage
   let stream: http2.ClientHttp2Stream | undefined;
   const abort = () => stream && connection.cancel(stream);
   options.signal?.addEventListener("abort", abort, { once: true });
+  const signal = options.signal;
+  const cancelled =
+    signal &&
+    new Promise<never>((_, reject) => {
+      const fail = () => reject(new ConnectError("the call was cancelled", Code.Canceled));
+      if (signal.aborted) fail();
+      else signal.addEventListener("abort", fail, { once: true });
+    });
+  cancelled?.catch(() => {});
   try {
     let headers: http2.IncomingHttpHeaders;
     // A call that never reached the agent (its session died first, as GOAWAY says) is sent
@@ -77,7 +86,15 @@ export async function* serverStream<I extends DescMessage, O extends DescMessage
     let end: ReturnType<typeof endStreamFromJson> | undefined;
     // Read to the stream's own end even after the end-of-stream message, which comes just
     // before it: leaving the loop early would reset a stream that is about to end anyway.
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
+    // Not `for await`: a cancelled call stops reading at once, without the iterator's return(),
+    // which would reset the stream there and then (Connection.cancel may have to pace resets).
+    const chunks = (stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    for (;;) {
+      const read = chunks.next();
+      // A read a cancel outran settles with nobody waiting for it.
+      read.catch(() => {});
+      const { value: chunk, done } = await (cancelled ? Promise.race([read, cancelled]) : read);
+      if (done) break;
       if (end) continue;
       reader.push(chunk);
       for (let env = reader.nextParts(); env; env = reader.nextParts()) {

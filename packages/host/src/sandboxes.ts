@@ -418,16 +418,21 @@ export class Sandboxes {
     return { ...report, bundles: await this.pruneBundles(options.olderThanMs ?? DEFAULT_GC_AGE_MS) };
   }
 
-  /** Old agent bundles go too, when sandboxes here may be Docker's (bundles are theirs only). */
+  /** Old agent bundles go too (Docker's bundle directories, the vm backend's cached disks). */
   private async pruneBundles(olderThanMs: number): Promise<GcReport["bundles"]> {
-    if (!this.kinds().includes("docker")) return undefined;
-    const docker = this.backendFor("docker");
-    if (!docker.pruneBundles) return undefined;
-    try {
-      return { removed: (await docker.pruneBundles(olderThanMs)).removed };
-    } catch (err) {
-      return { removed: [], skipped: messageOf(err) };
+    const backends = this.kinds().map((kind) => this.backendFor(kind));
+    if (!backends.some((b) => b.pruneBundles)) return undefined;
+    const removed: NonNullable<GcReport["bundles"]>["removed"] = [];
+    const skipped: string[] = [];
+    for (const backend of backends) {
+      if (!backend.pruneBundles) continue;
+      try {
+        removed.push(...(await backend.pruneBundles(olderThanMs)).removed);
+      } catch (err) {
+        skipped.push(`${backend.kind}: ${messageOf(err)}`);
+      }
     }
+    return skipped.length > 0 ? { removed, skipped: skipped.join("; ") } : { removed };
   }
 
   /** The history of a sandbox as the registry has it. */

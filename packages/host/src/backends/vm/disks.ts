@@ -1,6 +1,6 @@
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmod, mkdir, open, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, open, readdir, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
@@ -28,11 +28,54 @@ async function tool(file: string, args: string[], what: string): Promise<string>
   }
 }
 
-async function exists(file: string): Promise<boolean> {
-  return stat(file).then(
+/**
+ * A cached disk that is there, marked used now (its mtime): `pruneDisks` leaves a disk used
+ * lately alone, so a create that just chose it cannot lose it before its sandbox records it.
+ */
+async function cached(file: string): Promise<boolean> {
+  const now = new Date();
+  return utimes(file, now, now).then(
     () => true,
     () => false,
   );
+}
+
+/** The cache's subdirectories of shared disks: images' root filesystems, agent bundles. */
+const DISK_KINDS = ["images", "bundles"] as const;
+
+/**
+ * Removes the cache's image and bundle disks that no sandbox or snapshot is over (`inUse`:
+ * their paths) and that were not used for `olderThanMs`, as `pruneBundles` does for
+ * Docker's bundle directories.
+ */
+export async function pruneDisks(
+  cacheDir: string,
+  inUse: ReadonlySet<string>,
+  olderThanMs: number,
+  now = Date.now(),
+): Promise<{ removed: { dir: string; bytes: number }[]; kept: { dir: string; reason: "in use" | "recently used" }[] }> {
+  const removed: { dir: string; bytes: number }[] = [];
+  const kept: { dir: string; reason: "in use" | "recently used" }[] = [];
+  for (const kind of DISK_KINDS) {
+    const dir = path.join(cacheDir, kind);
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const name of names.filter((n) => n.endsWith(".ext4"))) {
+      const file = path.join(dir, name);
+      if (inUse.has(file)) {
+        kept.push({ dir: file, reason: "in use" });
+        continue;
+      }
+      const info = await stat(file).catch(() => undefined);
+      if (!info) continue;
+      if (now - info.mtimeMs < olderThanMs) {
+        kept.push({ dir: file, reason: "recently used" });
+        continue;
+      }
+      await rm(file, { force: true });
+      removed.push({ dir: file, bytes: info.size });
+    }
+  }
+  return { removed, kept };
 }
 
 /** A temporary name next to `target`, renamed over it once complete: a cache entry is whole or absent. */
@@ -68,7 +111,7 @@ export async function imageRootfs(
 ): Promise<string> {
   const digest = image.Id.replace(/^sha256:/, "");
   const target = path.join(cacheDir, "images", `${digest}.ext4`);
-  if (await exists(target)) return target;
+  if (await cached(target)) return target;
   await mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
   const temp = tempFor(target);
   const tree = `${temp}.d`;
@@ -110,7 +153,7 @@ export async function imageRootfs(
 export async function bundleDisk(bundleDir: string, cacheDir: string, tools: VmTools): Promise<string> {
   const [tini, busybox] = await Promise.all([stat(tools.tini), stat(tools.busybox)]);
   const target = path.join(cacheDir, "bundles", `${path.basename(bundleDir)}-${tini.size}-${busybox.size}.ext4`);
-  if (await exists(target)) return target;
+  if (await cached(target)) return target;
   await mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
   const temp = tempFor(target);
   try {

@@ -5,6 +5,7 @@ import { chmod, copyFile, link, mkdir, readdir, readFile, rename, rm, stat, writ
 import http2 from "node:http2";
 import net from "node:net";
 import path from "node:path";
+import type { PruneBundlesReport } from "@tether/bundle";
 import {
   AGENT_CONTAINER_PORT,
   agentCommand,
@@ -54,7 +55,7 @@ import {
 } from "../process/sandbox-files.js";
 import { supervisorScript } from "../process/tetherd.js";
 import { type ValidSpec, validateSpec } from "../spec.js";
-import { bundleDisk, createOverlay, execLine, imageRootfs, writeConfigDisk } from "./disks.js";
+import { bundleDisk, createOverlay, execLine, imageRootfs, pruneDisks, writeConfigDisk } from "./disks.js";
 import { GUEST_BUSYBOX as BUSYBOX_ON_DISK, buildInitramfs, GUEST_TINI } from "./initramfs.js";
 import { type Accelerator, detectAccelerator, qemuArgs } from "./qemu-command.js";
 import { QmpClient } from "./qmp.js";
@@ -479,6 +480,25 @@ export class VmBackend implements SandboxBackend {
     }
     await rm(this.snapshotDir(key), { recursive: true, force: true });
     return true;
+  }
+
+  /**
+   * Removes the cache's image and bundle disks no sandbox or snapshot here is over and none
+   * used for `olderThanMs` (tether gc): each image's disk is as big as its file system.
+   */
+  async pruneBundles(olderThanMs: number): Promise<PruneBundlesReport> {
+    const inUse = new Set<string>();
+    for (const id of await this.ids()) {
+      const meta = await this.dir(id).readJson<VmMeta>(META_FILE);
+      if (meta?.backend !== this.kind) continue;
+      inUse.add(meta.baseDisk).add(meta.bundleDisk);
+    }
+    const keys = await readdir(path.join(this.home, SNAPSHOTS_DIR)).catch(() => [] as string[]);
+    for (const key of keys) {
+      const snapshot = await this.readSnapshot(key);
+      if (snapshot) inUse.add(snapshot.baseDisk).add(snapshot.bundleDisk);
+    }
+    return pruneDisks(this.cacheDir, inUse, olderThanMs);
   }
 
   /** The memory snapshot `image` names (a tag `snapshot` was given), if it is one. */

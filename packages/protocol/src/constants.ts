@@ -20,3 +20,20 @@ export const COCOON_DEFAULT_VSOCK_PORT = 1024;
  * gives the pages back (anon RSS after a thousand commands: 110 MiB, 78 with the cap).
  */
 export const TETHERD_NODE_FLAGS: readonly string[] = ["--min-semi-space-size=8", "--max-semi-space-size=8"];
+
+/**
+ * A tunnel's raw byte path (Tether's own endpoints): `POST /tunnel?port=&host=` connects
+ * inside the sandbox and answers 200 with the socket's bytes as its body (its end is the
+ * socket's FIN), and the upload id in TUNNEL_UPLOAD_HEADER; `POST /tunnel/write?id=` sends
+ * its body to the socket (its end is the client's FIN). Two streams, so that a client can
+ * put its bulk on a second HTTP/2 connection (see tunnel.proto on why). No envelopes or
+ * protobuf per chunk; an agent without them answers 404 and the client uses tether.v1.Tunnel.
+ */
+export const TUNNEL_PATH = "/tunnel";
+export const TUNNEL_WRITE_PATH = "/tunnel/write";
+/** The id a tunnel's `POST /tunnel/write` names, once. */
+export const TUNNEL_UPLOAD_HEADER = "tether-tunnel-upload";
+/** The address the tunnel reached inside the sandbox. */
+export const TUNNEL_ADDRESS_HEADER = "tether-tunnel-address";
+/** Ends a raw tunnel's response whose socket failed (a reset by the sandbox side): what happened. */
+export const TUNNEL_ERROR_TRAILER = "tether-tunnel-error";

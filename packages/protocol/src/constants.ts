@@ -18,8 +18,17 @@ export const COCOON_DEFAULT_VSOCK_PORT = 1024;
  * Bigger than V8's 1 MiB start, so loading the agent takes fewer scavenges (about 3 ms of
  * a 60 ms start); capped, because under load Node 24 grows them to 32 MiB each and never
  * gives the pages back (anon RSS after a thousand commands: 110 MiB, 78 with the cap).
+ *
+ * The old generation may reach 64 MiB before its first full GC: every socket read is a new
+ * 64 KiB buffer, counted against that limit, and with the limit V8 derives from the agent's
+ * 9 MiB heap Node 20 ran a full GC every ~30 MB of tunnel or output bytes (34 per GiB, half
+ * the agent's CPU for a tunnel). Idle RSS is unchanged; after 512 MiB of output, ~10 MiB more.
  */
-export const TETHERD_NODE_FLAGS: readonly string[] = ["--min-semi-space-size=8", "--max-semi-space-size=8"];
+export const TETHERD_NODE_FLAGS: readonly string[] = [
+  "--min-semi-space-size=8",
+  "--max-semi-space-size=8",
+  "--initial-old-space-size=64",
+];
 
 /**
  * A tunnel's raw byte path (Tether's own endpoints): `POST /tunnel?port=&host=` connects

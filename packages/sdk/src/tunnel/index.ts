@@ -245,8 +245,8 @@ export class TunnelStream extends Duplex {
     /** "host:port", for error messages. */
     readonly where: string,
     private readonly agentAddress: string,
-    /** Bytes come and go as they are (`POST /tunnel`, `POST /tunnel/write`), not in messages. */
-    private readonly raw = false,
+    /** Bytes come and go as they are (`POST /tunnel`, `POST /tunnel/write`), not in tether.v1.Tunnel messages. */
+    readonly raw = false,
   ) {
     super({ allowHalfOpen: true, readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
     this.opened = new Promise((resolve, reject) => {

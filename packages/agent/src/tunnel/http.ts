@@ -53,6 +53,11 @@ export async function handleTunnelOpen(
     if (error.code !== Code.Canceled) sendError(res, 502, error.rawMessage);
     return;
   }
+  // Gone before connecting began (its signal never fired): nobody takes this socket.
+  if (gone.signal.aborted) {
+    socket.destroy();
+    return;
+  }
   const uploads = unclaimedOf(ctx);
   const uploadId = randomUUID();
   uploads.set(uploadId, socket);

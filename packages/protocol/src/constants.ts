@@ -18,5 +18,31 @@ export const COCOON_DEFAULT_VSOCK_PORT = 1024;
  * Bigger than V8's 1 MiB start, so loading the agent takes fewer scavenges (about 3 ms of
  * a 60 ms start); capped, because under load Node 24 grows them to 32 MiB each and never
  * gives the pages back (anon RSS after a thousand commands: 110 MiB, 78 with the cap).
+ *
+ * The old generation may reach 64 MiB before its first full GC: every socket read is a new
+ * 64 KiB buffer, counted against that limit, and with the limit V8 derives from the agent's
+ * 9 MiB heap Node 20 ran a full GC every ~30 MB of tunnel or output bytes (34 per GiB, half
+ * the agent's CPU for a tunnel). Idle RSS is unchanged; after 512 MiB of output, ~10 MiB more.
  */
-export const TETHERD_NODE_FLAGS: readonly string[] = ["--min-semi-space-size=8", "--max-semi-space-size=8"];
+export const TETHERD_NODE_FLAGS: readonly string[] = [
+  "--min-semi-space-size=8",
+  "--max-semi-space-size=8",
+  "--initial-old-space-size=64",
+];
+
+/**
+ * A tunnel's raw byte path (Tether's own endpoints): `POST /tunnel?port=&host=` connects
+ * inside the sandbox and answers 200 with the socket's bytes as its body (its end is the
+ * socket's FIN), and the upload id in TUNNEL_UPLOAD_HEADER; `POST /tunnel/write?id=` sends
+ * its body to the socket (its end is the client's FIN). Two streams, so that a client can
+ * put its bulk on a second HTTP/2 connection (see tunnel.proto on why). No envelopes or
+ * protobuf per chunk; an agent without them answers 404 and the client uses tether.v1.Tunnel.
+ */
+export const TUNNEL_PATH = "/tunnel";
+export const TUNNEL_WRITE_PATH = "/tunnel/write";
+/** The id a tunnel's `POST /tunnel/write` names, once. */
+export const TUNNEL_UPLOAD_HEADER = "tether-tunnel-upload";
+/** The address the tunnel reached inside the sandbox. */
+export const TUNNEL_ADDRESS_HEADER = "tether-tunnel-address";
+/** Ends a raw tunnel's response whose socket failed (a reset by the sandbox side): what happened. */
+export const TUNNEL_ERROR_TRAILER = "tether-tunnel-error";

@@ -196,13 +196,7 @@ function isConnectionLost(err: ConnectError): boolean {
 
 /** The same mapping for the plain HTTP endpoints, from a status and envd's JSON error body. */
 export function httpError(status: number, body: string, what: string): TetherError {
-  let detail = body.trim();
-  try {
-    const parsed = JSON.parse(body) as { message?: unknown };
-    if (typeof parsed.message === "string") detail = parsed.message;
-  } catch {
-    // Not JSON: keep the raw text.
-  }
+  const detail = messageOf(body);
   const message = `${what}: ${detail || `HTTP ${status}`}`;
   switch (status) {
     case 400:
@@ -220,6 +214,17 @@ export function httpError(status: number, body: string, what: string): TetherErr
     default:
       return new TetherError(`${message} [HTTP ${status}]`);
   }
+}
+
+/** The message of envd's JSON error body, or the body's text when it is not one. */
+export function messageOf(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { message?: unknown };
+    if (typeof parsed.message === "string") return parsed.message;
+  } catch {
+    // Not JSON: the raw text.
+  }
+  return body.trim();
 }
 
 /** tether serve answered with an error (`status` is its HTTP status). */

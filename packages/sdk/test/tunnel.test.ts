@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import http2 from "node:http2";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { ACCESS_TOKEN_HEADER } from "@tether/protocol";
+import { ACCESS_TOKEN_HEADER, TUNNEL_PATH, TUNNEL_WRITE_PATH } from "@tether/protocol";
 import { Tunnel, type TunnelRequest, type TunnelWriteRequest } from "@tether/protocol/tunnel";
-import { Agent, PortUnreachableError, type TunnelStream } from "../src/index.js";
+import { Agent, AuthenticationError, PortUnreachableError, type TunnelStream } from "../src/index.js";
 import { startTestAgent, type TestAgent, TRANSPORTS } from "./support/agent.js";
 import { type AgentProcess, sampleMax, spawnAgentProcess } from "./support/agent-process.js";
 
@@ -180,6 +181,103 @@ test("a Write naming no open tunnel is NotFound", async () => {
   });
 });
 
+/**
+ * An HTTP/2 front for the agent that knows no raw tunnel endpoints, as an agent from before
+ * them answers (404 "no such endpoint"); everything else goes through to the agent, each
+ * client session on a session of its own (as tether serve's proxy does).
+ */
+async function olderAgentFront(agentUrl: string): Promise<{ url: string; close(): Promise<void> }> {
+  const upstreams = new Set<http2.ClientHttp2Session>();
+  const server = http2.createServer();
+  server.on("session", (session) => {
+    const upstream = http2.connect(agentUrl);
+    upstream.on("error", () => {});
+    upstreams.add(upstream);
+    session.once("close", () => upstream.close());
+    session.on("stream", (stream, headers) => {
+      const path = String(headers[":path"]);
+      if (path.startsWith(`${TUNNEL_PATH}?`) || path.startsWith(`${TUNNEL_WRITE_PATH}?`)) {
+        stream.respond({ ":status": 404, "content-type": "application/json" });
+        stream.end(JSON.stringify({ message: "no such endpoint", code: 404 }));
+        return;
+      }
+      const forwarded: http2.OutgoingHttpHeaders = {};
+      for (const [name, value] of Object.entries(headers)) {
+        if (!name.startsWith(":") || name === ":method" || name === ":path") forwarded[name] = value;
+      }
+      const request = upstream.request(forwarded);
+      request.on("response", (answer) => {
+        const { ":status": status, ...rest } = answer;
+        stream.respond({ ":status": status, ...rest });
+        request.pipe(stream);
+      });
+      request.on("error", () => stream.destroy());
+      stream.on("error", () => request.destroy());
+      stream.pipe(request);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    close: () =>
+      new Promise((resolve) => {
+        for (const upstream of upstreams) upstream.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+test("towards an agent without the raw endpoints, tunnels fall back to tether.v1.Tunnel", async () => {
+  const front = await olderAgentFront(t.agent.url as string);
+  const client = new Agent({ url: front.url, accessToken: "sdk-tunnel-token" });
+  try {
+    for (let i = 0; i < 2; i++) {
+      const tunnel = await client.tunnel(echo.port);
+      assert.equal(tunnel.raw, false);
+      const payload = randomBytes(3 << 20);
+      const received = readAllFrom(tunnel);
+      tunnel.end(payload);
+      assert.ok((await received).equals(payload));
+    }
+  } finally {
+    client.close();
+    await front.close();
+  }
+});
+
+test("the raw endpoints refuse a request without the token, or with a wrong one, and connect nowhere", async () => {
+  let connections = 0;
+  const target = await serve(() => {
+    connections++;
+  });
+  const session = http2.connect(t.agent.url as string);
+  try {
+    const statusOf = (path: string, headers: http2.OutgoingHttpHeaders) =>
+      new Promise<number>((resolve, reject) => {
+        const stream = session.request({ ":method": "POST", ":path": path, ...headers });
+        stream.once("response", (answer) => resolve(Number(answer[":status"])));
+        stream.once("error", reject);
+        stream.resume();
+        stream.end();
+      });
+    const open = `${TUNNEL_PATH}?port=${target.port}`;
+    assert.equal(await statusOf(open, {}), 401);
+    assert.equal(await statusOf(open, { [ACCESS_TOKEN_HEADER]: "not-the-token" }), 401);
+    assert.equal(await statusOf(`${TUNNEL_WRITE_PATH}?id=anything`, {}), 401);
+    await assert.rejects(t.client("tcp", { accessToken: "not-the-token" }).tunnel(target.port), (err: Error) => {
+      assert.ok(err instanceof AuthenticationError, `${err.name}: ${err.message}`);
+      return true;
+    });
+    // The right token does connect, so the count above means something.
+    assert.equal(await statusOf(open, { [ACCESS_TOKEN_HEADER]: "sdk-tunnel-token" }), 200);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(connections, 1);
+  } finally {
+    session.destroy();
+    await target.close();
+  }
+});
+
 test("bad ports are refused before anything is sent", async () => {
   await assert.rejects(t.client("tcp").tunnel(0), /not a TCP port/);
   await assert.rejects(t.client("tcp").tunnel(70000), /not a TCP port/);
@@ -214,6 +312,35 @@ describe("tunnels through a tetherd child process", () => {
     assert.equal(received, GIB);
     assert.equal(back.digest("hex"), sent);
     assert.ok(peak < RSS_LIMIT, `agent RSS peaked at ${(peak / 2 ** 20).toFixed(0)} MiB`);
+  });
+
+  test("64 MiB both ways at once over the raw path: sha256 of each direction checked at its far end", async () => {
+    let serverSent: Promise<string> | undefined;
+    let serverGot: Promise<string> | undefined;
+    const server = await serve((socket) => {
+      const hash = createHash("sha256");
+      socket.on("data", (c: Buffer) => hash.update(c));
+      serverGot = new Promise((resolve) => socket.once("end", () => resolve(hash.digest("hex"))));
+      serverSent = writeGenerated(socket, 64 << 20);
+    });
+    try {
+      const tunnel = await client.tunnel(server.port);
+      assert.equal(tunnel.raw, true);
+      const back = createHash("sha256");
+      let received = 0;
+      tunnel.on("data", (chunk: Buffer) => {
+        back.update(chunk);
+        received += chunk.length;
+      });
+      const ended = new Promise((resolve, reject) => tunnel.once("end", resolve).once("error", reject));
+      const sent = await writeGenerated(tunnel, 64 << 20);
+      await ended;
+      assert.equal(received, 64 << 20);
+      assert.equal(back.digest("hex"), await serverSent);
+      assert.equal(await serverGot, sent);
+    } finally {
+      await server.close();
+    }
   });
 
   test("1 GiB each way, checked at the far end: upload hashed by the server, download hashed by the client", async () => {

@@ -1,6 +1,6 @@
 import http2 from "node:http2";
 import { Code, ConnectError, createContextKey, createContextValues, type HandlerContext } from "@connectrpc/connect";
-import { ACCESS_TOKEN_HEADER } from "@tether/protocol/constants";
+import { ACCESS_TOKEN_HEADER, TUNNEL_PATH, TUNNEL_WRITE_PATH } from "@tether/protocol/constants";
 import { isAuthorized } from "../auth/access.js";
 import { AuthAudit } from "../auth/audit.js";
 import type { AgentContext } from "../context.js";
@@ -12,6 +12,7 @@ import { BodyError, type HttpRequest, type HttpResponse, sendError } from "../ht
 import { errorMapper, httpStatusOf } from "../rpc/errors.js";
 import { kNodeResponse } from "../rpc/raw-messages.js";
 import type { AgentService } from "../rpc/service.js";
+import { handleTunnelOpen, handleTunnelWrite } from "../tunnel/http.js";
 import { connectAdapter } from "./connect-adapter.js";
 import type { LazyService } from "./lazy-service.js";
 
@@ -27,7 +28,7 @@ const MAX_REFUSED_PER_SESSION = 100;
 
 type HttpRoute = (ctx: AgentContext, req: HttpRequest, res: HttpResponse, url: URL) => void | Promise<void>;
 
-/** envd's plain HTTP endpoints, keyed by "METHOD /path". */
+/** envd's plain HTTP endpoints and Tether's own (activity, raw tunnels), keyed by "METHOD /path". */
 const httpRoutes: Record<string, HttpRoute> = {
   "GET /envs": handleEnvs,
   "POST /init": handleInit,
@@ -36,6 +37,8 @@ const httpRoutes: Record<string, HttpRoute> = {
   "POST /files/import": handleFilesImport,
   "POST /files/export": handleFilesExport,
   [`GET ${ACTIVITY_PATH}`]: handleActivity,
+  [`POST ${TUNNEL_PATH}`]: handleTunnelOpen,
+  [`POST ${TUNNEL_WRITE_PATH}`]: handleTunnelWrite,
 };
 
 /**

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import net from "node:net";
+import type net from "node:net";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
@@ -11,17 +11,13 @@ import {
 } from "@tether/protocol/tunnel";
 import type { AgentContext } from "../context.js";
 import type { AgentService } from "../rpc/service.js";
+import { connect, DEFAULT_HOST, targetName } from "./connect.js";
 
 type TunnelResponseInit = MessageInitShape<typeof TunnelResponseSchema>;
 type TunnelWriteResponseInit = MessageInitShape<typeof TunnelWriteResponseSchema>;
 
 /** A tunnel's client half, sent with `Write`: pumps it into the socket until it ends or the tunnel closes. */
 type Upload = (incoming: AsyncIterator<TunnelWriteRequest>) => Promise<void>;
-
-/** Where a tunnel goes when its `open` names no host. */
-const DEFAULT_HOST = "127.0.0.1";
-/** How long connecting may take (an address that drops SYNs would hang for minutes). */
-const CONNECT_TIMEOUT_MS = 30_000;
 
 /**
  * `tether.v1.Tunnel`: a TCP connection to a port inside the sandbox, carried over the
@@ -52,7 +48,7 @@ export function createTunnelService(ctx: AgentContext): AgentService {
             throw new ConnectError(`port ${port} is not a TCP port (1-65535)`, Code.InvalidArgument);
           }
           const host = askedHost || DEFAULT_HOST;
-          const where = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+          const where = targetName(host, port);
           const socket = await connect(host, port, where, context.signal);
           sockets.add(socket);
           const abort = () => socket.destroy();
@@ -132,56 +128,6 @@ export function createTunnelService(ctx: AgentContext): AgentService {
       for (const socket of sockets) socket.destroy();
     },
   };
-}
-
-/** Connects to host:port; refusals and lookups fail with a Connect error that names both. */
-function connect(host: string, port: number, where: string, signal: AbortSignal): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port, allowHalfOpen: true, timeout: CONNECT_TIMEOUT_MS });
-    const fail = (err: ConnectError) => {
-      signal.removeEventListener("abort", onAbort);
-      socket.destroy();
-      reject(err);
-    };
-    const onAbort = () => fail(new ConnectError(`tunnel to ${where} cancelled while connecting`, Code.Canceled));
-    signal.addEventListener("abort", onAbort, { once: true });
-    socket.once("timeout", () =>
-      fail(new ConnectError(`connecting to ${where} inside the sandbox timed out`, Code.Unavailable)),
-    );
-    socket.once("error", (err) => fail(connectError(err, where)));
-    socket.once("connect", () => {
-      signal.removeEventListener("abort", onAbort);
-      socket.removeAllListeners("timeout");
-      socket.removeAllListeners("error");
-      socket.setTimeout(0);
-      socket.setNoDelay(true);
-      resolve(socket);
-    });
-  });
-}
-
-function connectError(err: NodeJS.ErrnoException, where: string): ConnectError {
-  switch (err.code) {
-    case "ECONNREFUSED":
-      return new ConnectError(
-        `connection refused: nothing listens on ${where} inside the sandbox`,
-        Code.Unavailable,
-        undefined,
-        undefined,
-        err,
-      );
-    case "ENOTFOUND":
-    case "EAI_AGAIN":
-      return new ConnectError(`cannot resolve ${where} inside the sandbox (${err.code})`, Code.Unavailable);
-    default:
-      return new ConnectError(
-        `cannot connect to ${where} inside the sandbox: ${err.message}`,
-        Code.Unavailable,
-        undefined,
-        undefined,
-        err,
-      );
-  }
 }
 
 /** The bytes of an `Open` request stream after its first message. */

@@ -11,6 +11,7 @@ import {
   AlreadyExistsError,
   httpError,
   InvalidArgumentError,
+  messageOf,
   NotFoundError,
   TransferUnavailableError,
   toTetherError,
@@ -312,14 +313,4 @@ function toEntryInfo(e: WireEntryInfo): EntryInfo {
     ...(e.symlinkTarget !== undefined ? { symlinkTarget: e.symlinkTarget } : {}),
     metadata: { ...e.metadata },
   };
-}
-
-function messageOf(body: string): string {
-  try {
-    const parsed = JSON.parse(body) as { message?: unknown };
-    if (typeof parsed.message === "string") return parsed.message;
-  } catch {
-    // Not JSON: the raw text.
-  }
-  return body.trim();
 }

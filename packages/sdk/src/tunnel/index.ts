@@ -3,9 +3,23 @@ import { Duplex } from "node:stream";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { endStreamFromJson, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
+import {
+  TUNNEL_ADDRESS_HEADER,
+  TUNNEL_ERROR_TRAILER,
+  TUNNEL_PATH,
+  TUNNEL_UPLOAD_HEADER,
+  TUNNEL_WRITE_PATH,
+} from "@tether/protocol/constants";
 import { Tunnel, TunnelRequestSchema, TunnelResponseSchema, TunnelWriteRequestSchema } from "@tether/protocol/tunnel";
 import { type Connection, readAll, responseOf } from "../connection.js";
-import { AgentUnavailableError, PortUnreachableError, TetherError, toTetherError } from "../errors.js";
+import {
+  AgentUnavailableError,
+  httpError,
+  messageOf,
+  PortUnreachableError,
+  TetherError,
+  toTetherError,
+} from "../errors.js";
 import { EnvelopeReader, FLAG_COMPRESSED, FLAG_END_STREAM } from "../server-stream.js";
 
 export interface TunnelOptions {
@@ -44,6 +58,8 @@ const DATA_TAG = (2 << 3) | 2;
 const PATH = `/${Tunnel.typeName}/${Tunnel.method.open.name}`;
 const WRITE_PATH = `/${Tunnel.typeName}/${Tunnel.method.write.name}`;
 const CONNECT_HEADERS = { "content-type": "application/connect+proto", "connect-protocol-version": "1" };
+/** Connections whose agent has no raw tunnel endpoints (it predates them): their tunnels use tether.v1.Tunnel. */
+const withoutRawTunnels = new WeakSet<Connection>();
 
 /**
  * Opens a TCP connection to `port` inside the sandbox through the agent's own connection
@@ -52,10 +68,12 @@ const CONNECT_HEADERS = { "content-type": "application/connect+proto", "connect-
  * pauses the sandbox side. `end()` half-closes (FIN); the readable ends when the sandbox
  * side closes its half. Throws PortUnreachableError when nothing listens there.
  *
- * The sandbox side's bytes come on the `Open` call's response, on the connection for RPCs;
- * the client's go with a `Write` call on the connection for bulk sent to the agent, so
- * each connection carries bulk one way (see Connection) and a tunnel busy both ways
- * cannot deadlock.
+ * The sandbox side's bytes come as the response of `POST /tunnel`, on the connection for
+ * RPCs; the client's go as the body of `POST /tunnel/write`, on the connection for bulk
+ * sent to the agent, so each connection carries bulk one way (see Connection) and a
+ * tunnel busy both ways cannot deadlock. Both are raw bytes, no envelopes or protobuf per
+ * chunk. Towards an agent without those endpoints the same split runs over
+ * `tether.v1.Tunnel` (`Open` and `Write`).
  */
 export async function openTunnel(
   connection: Connection,
@@ -68,6 +86,85 @@ export async function openTunnel(
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new TetherError(`${what}: ${port} is not a TCP port (1-65535)`);
   }
+  if (!withoutRawTunnels.has(connection)) {
+    const tunnel = await openRawTunnel(connection, port, host, where, options.signal);
+    if (tunnel) return tunnel;
+    withoutRawTunnels.add(connection);
+  }
+  return openConnectTunnel(connection, port, host, where, options.signal);
+}
+
+/**
+ * `POST /tunnel` and `POST /tunnel/write`; undefined when the agent has no such endpoint
+ * (it predates them).
+ */
+async function openRawTunnel(
+  connection: Connection,
+  port: number,
+  host: string,
+  where: string,
+  signal: AbortSignal | undefined,
+): Promise<TunnelStream | undefined> {
+  const what = `tunnel to ${where}`;
+  const query = new URLSearchParams({ port: String(port), host });
+  let stream: http2.ClientHttp2Stream;
+  try {
+    stream = await connection.request("POST", `${TUNNEL_PATH}?${query}`, connection.headers());
+  } catch (err) {
+    throw toTetherError(err, what, connection.address);
+  }
+  // Nothing goes on this stream: the client's bytes go with /tunnel/write.
+  stream.end();
+  const abort = () => stream.close(http2.constants.NGHTTP2_CANCEL);
+  if (signal?.aborted) abort();
+  signal?.addEventListener("abort", abort, { once: true });
+  try {
+    const headers = await responseOf(stream);
+    const status = Number(headers[":status"]);
+    if (status !== 200) {
+      const body = (await readAll(stream)).toString("utf8");
+      if (status === 404 && body.includes("no such endpoint")) return undefined;
+      // The agent could not connect there (refused, unresolvable, timed out).
+      if (status === 502) throw new PortUnreachableError(`${what}: ${messageOf(body)}`, { host, port });
+      throw httpError(status, body, what);
+    }
+    const upload = await connection.request(
+      "POST",
+      `${TUNNEL_WRITE_PATH}?${new URLSearchParams({ id: String(headers[TUNNEL_UPLOAD_HEADER] ?? "") })}`,
+      connection.headers(),
+      { upstream: true },
+    );
+    const tunnel = new TunnelStream(stream, where, connection.address, true);
+    tunnel.openedRaw({ address: String(headers[TUNNEL_ADDRESS_HEADER] ?? host), port });
+    tunnel.uploadOn(upload);
+    signal?.removeEventListener("abort", abort);
+    whenAborted(tunnel, signal, what);
+    return tunnel;
+  } catch (err) {
+    signal?.removeEventListener("abort", abort);
+    if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    if (signal?.aborted) throw new TetherError(`${what}: aborted`);
+    throw toTetherError(err, what, connection.address);
+  }
+}
+
+/** Aborting `signal` destroys the tunnel. */
+function whenAborted(tunnel: TunnelStream, signal: AbortSignal | undefined, what: string): void {
+  const abort = () => tunnel.destroy(new TetherError(`${what}: aborted`));
+  if (signal?.aborted) abort();
+  signal?.addEventListener("abort", abort, { once: true });
+  tunnel.once("close", () => signal?.removeEventListener("abort", abort));
+}
+
+/** `tether.v1.Tunnel`: `Open`, and `Write` for the client's bytes where the agent has it. */
+async function openConnectTunnel(
+  connection: Connection,
+  port: number,
+  host: string,
+  where: string,
+  signal: AbortSignal | undefined,
+): Promise<TunnelStream> {
+  const what = `tunnel to ${where}`;
   let stream: http2.ClientHttp2Stream;
   try {
     stream = await connection.request("POST", PATH, { ...connection.headers(), ...CONNECT_HEADERS });
@@ -81,10 +178,7 @@ export async function openTunnel(
   );
   stream.write(envelope(open));
   const tunnel = new TunnelStream(stream, where, connection.address);
-  const abort = () => tunnel.destroy(new TetherError(`${what}: aborted`));
-  if (options.signal?.aborted) abort();
-  options.signal?.addEventListener("abort", abort, { once: true });
-  tunnel.once("close", () => options.signal?.removeEventListener("abort", abort));
+  whenAborted(tunnel, signal, what);
   try {
     const headers = await responseOf(stream);
     const status = Number(headers[":status"]);
@@ -120,7 +214,10 @@ export async function openTunnel(
   }
 }
 
-/** A TCP connection inside the sandbox, as a Duplex. */
+/**
+ * A TCP connection inside the sandbox, as a Duplex: over the raw endpoints (`raw`), or
+ * over tether.v1.Tunnel's enveloped messages.
+ */
 export class TunnelStream extends Duplex {
   /** Where it arrived, once open. */
   target: TunnelTarget | undefined;
@@ -140,12 +237,16 @@ export class TunnelStream extends Duplex {
   private upload: http2.ClientHttp2Stream | undefined;
   /** The agent ended the `Write` call before the client did: the tunnel closed, later bytes go nowhere. */
   private uploadEnded = false;
+  /** Why a raw tunnel's response ended, from its trailer: the socket failed. */
+  private rawError: string | undefined;
 
   constructor(
     private readonly h2: http2.ClientHttp2Stream,
     /** "host:port", for error messages. */
     readonly where: string,
     private readonly agentAddress: string,
+    /** Bytes come and go as they are (`POST /tunnel`, `POST /tunnel/write`), not in tether.v1.Tunnel messages. */
+    readonly raw = false,
   ) {
     super({ allowHalfOpen: true, readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
     this.opened = new Promise((resolve, reject) => {
@@ -153,7 +254,23 @@ export class TunnelStream extends Duplex {
       this.rejectOpened = reject;
     });
     this.opened.catch(() => {});
-    h2.on("data", (chunk: Buffer) => this.received(chunk));
+    if (raw) {
+      h2.on("data", (chunk: Buffer) => {
+        if (!this.push(chunk)) h2.pause();
+      });
+      h2.once("trailers", (trailers) => {
+        const error = trailers[TUNNEL_ERROR_TRAILER];
+        if (error !== undefined) this.rawError = String(error);
+      });
+      // The response's end is the sandbox side's FIN, unless a trailer said the socket failed.
+      h2.once("end", () => {
+        this.finished = true;
+        if (this.rawError === undefined) this.push(null);
+        else this.fail(new ConnectError(this.rawError, Code.Aborted));
+      });
+    } else {
+      h2.on("data", (chunk: Buffer) => this.received(chunk));
+    }
     h2.on("error", (err) => this.fail(err));
     h2.on("close", () => {
       if (this.finished) return;
@@ -208,6 +325,12 @@ export class TunnelStream extends Duplex {
     }
   }
 
+  /** @internal A raw tunnel is open once its response came: where it arrived. */
+  openedRaw(target: TunnelTarget): void {
+    this.target = target;
+    this.resolveOpened(target);
+  }
+
   private fail(err: unknown): void {
     this.rejectOpened(err);
     if (this.target === undefined) return;
@@ -220,9 +343,9 @@ export class TunnelStream extends Duplex {
   }
 
   /**
-   * Sends the client's bytes with `upload`, a `Write` call on the connection for bulk sent
-   * to the agent. Its response says the agent took them all, or an error; an early OK
-   * means the tunnel closed (the `Open` call tells how).
+   * Sends the client's bytes with `upload`, a `Write` call (or `POST /tunnel/write`) on the
+   * connection for bulk sent to the agent. Its response says the agent took them all, or
+   * an error; an early OK means the tunnel closed (the `Open` call or `POST /tunnel` tells how).
    */
   uploadOn(upload: http2.ClientHttp2Stream): void {
     this.upload = upload;
@@ -234,6 +357,14 @@ export class TunnelStream extends Duplex {
     upload.on("error", failed);
     upload.once("response", (headers) => {
       const status = Number(headers[":status"]);
+      if (this.raw && (status === 200 || status === 404)) {
+        // All taken, or (early, or 404: the tunnel had closed) nothing more is: the
+        // response to /tunnel tells how the tunnel ended.
+        answered = true;
+        this.uploadEnded = true;
+        upload.resume();
+        return;
+      }
       if (status !== 200) {
         answered = true;
         readAll(upload).then(
@@ -271,11 +402,15 @@ export class TunnelStream extends Duplex {
       callback();
       return;
     }
-    for (let offset = 0; offset < chunk.length; ) {
-      const part = chunk.subarray(offset, offset + MAX_MESSAGE_DATA);
-      offset += part.length;
-      upload.write(dataHeader(part.length));
-      upload.write(part);
+    if (this.raw) {
+      upload.write(chunk);
+    } else {
+      for (let offset = 0; offset < chunk.length; ) {
+        const part = chunk.subarray(offset, offset + MAX_MESSAGE_DATA);
+        offset += part.length;
+        upload.write(dataHeader(part.length));
+        upload.write(part);
+      }
     }
     // 'drain' comes once the stream's buffer is empty, if a write found it full.
     if (upload.writableLength < UPLOAD_BUFFER || !upload.writableNeedDrain) {

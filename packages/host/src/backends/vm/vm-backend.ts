@@ -672,7 +672,12 @@ export class VmBackend implements SandboxBackend {
     for (const name of [EXIT_FILE, SUPERVISOR_FILE, QMP_SOCKET]) await dir.removeFile(name);
     await rm(dir.socketPath, { force: true });
     const agentPort = await freePort();
+    // The supervisor relays the agent's socket: a QEMU that outlived it (the supervisor
+    // killed) would run on unreachable and read as running. The kernel kills it instead.
     const argv = [
+      tools.setpriv,
+      "--pdeathsig",
+      "KILL",
       tools.qemu,
       ...qemuArgs({
         tools,

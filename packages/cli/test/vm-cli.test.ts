@@ -75,6 +75,15 @@ function hostAddress(): string | undefined {
   return undefined;
 }
 
+/** Whether `pid` is a live process (a zombie, dead but not yet reaped, is not). */
+function running(pid: number): boolean {
+  try {
+    return !/^\S+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
 /** A TCP server on `host` that writes `line` to whoever connects and closes. */
 async function lineServer(host: string, line: string): Promise<net.Server> {
   const server = net.createServer((socket) => socket.end(line));
@@ -108,7 +117,7 @@ async function shellOnPty(id: string, input: string, until: RegExp): Promise<{ o
   return { output, code };
 }
 
-test("a vm sandbox through the CLI: create, ls, exec, cp, shell, ports, forward, outbound network, idle timeout, start, rm", {
+test("a vm sandbox through the CLI: create, ls, exec, cp, shell, ports, forward, outbound network, idle timeout, start, a killed supervisor, rm", {
   skip,
 }, async () => {
   // Outbound network: a server on this machine's own address, which the guest reaches through QEMU's NAT.
@@ -225,8 +234,20 @@ test("a vm sandbox through the CLI: create, ls, exec, cp, shell, ports, forward,
     console.log(`# tether start (a cold boot of a stopped vm): ${Date.now() - restarted} ms`);
     assert.equal(await ok(["exec", id, "--", "cat", "/root/in.txt"]), "copied into a vm\n");
 
-    // rm -f: the running VM goes, with its directory.
-    await ok(["rm", "-f", id]);
+    // Its supervisor killed (it relays the agent's socket): QEMU goes with it rather than run on
+    // unreachable, and reconcile records the sandbox stopped.
+    const dir = path.join(home.home, "sandboxes", id);
+    const supervisor = JSON.parse(readFileSync(path.join(dir, "supervisor.json"), "utf8")) as {
+      pid: number;
+      agentPid: number;
+    };
+    process.kill(supervisor.pid, "SIGKILL");
+    for (let i = 0; i < 100 && running(supervisor.agentPid); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(running(supervisor.agentPid), false, "QEMU died with its supervisor");
+    assert.match(await ok(["reconcile"]), new RegExp(`^fixed ${id}: running -> stopped$`, "m"));
+
+    // rm: the stopped VM goes, with its directory.
+    await ok(["rm", id]);
     assert.equal(await listed(id), undefined);
     assert.deepEqual(home.sandboxDirs(), []);
   } finally {

@@ -215,6 +215,12 @@ test("a vm sandbox through the CLI: create, ls, exec, cp, shell, ports, forward,
     const leaked = await tether(["exec", id, "--", "nc", "-w", "10", "10.0.2.2", String(port)]);
     assert.equal(leaked.stdout, "from-the-host-loopback\n", `nc: ${leaked.code} ${leaked.stderr}`);
 
+    // The guest's clock keeps the host's time (under TCG it drifted on jiffies).
+    const before = Math.floor(Date.now() / 1000);
+    const guestNow = Number(await ok(["exec", id, "--", "date", "+%s"]));
+    const after = Math.ceil(Date.now() / 1000);
+    assert.ok(guestNow >= before - 2 && guestNow <= after + 1, `guest ${guestNow}, host ${before}..${after}`);
+
     // The idle timeout: left alone, the sandbox is stopped by the next tether command (here `ls`) once it is due.
     const idleFrom = Date.now();
     await new Promise((r) => setTimeout(r, IDLE_S * 1000));

@@ -58,11 +58,14 @@ async function ok(args: string[]): Promise<string> {
 }
 
 /** The sandbox as `ls --json` shows it. */
-async function listed(id: string, state?: string): Promise<{ id: string; backend: string; state: string } | undefined> {
-  const all = JSON.parse(await ok(["ls", "--json", ...(state ? ["--state", state] : [])])) as {
+async function listed(
+  id: string,
+): Promise<{ id: string; backend: string; state: string; expiresAt?: string } | undefined> {
+  const all = JSON.parse(await ok(["ls", "--json"])) as {
     id: string;
     backend: string;
     state: string;
+    expiresAt?: string;
   }[];
   return all.find((s) => s.id === id);
 }
@@ -146,6 +149,8 @@ test("a vm sandbox through the CLI: create, ls, exec, cp, shell, ports, forward,
       "bridge",
       "--idle-timeout",
       `${IDLE_S}s`,
+      "--timeout",
+      "10m",
       "--label",
       home.label,
       BUSYBOX,
@@ -160,9 +165,13 @@ test("a vm sandbox through the CLI: create, ls, exec, cp, shell, ports, forward,
     console.log(`# tether create --backend vm: ${Date.now() - started} ms to the agent answering`);
     assert.match(id, /^[0-9a-f]{12}$/);
 
+    const answered = Date.now();
     const shown = await listed(id);
     assert.equal(shown?.backend, "vm");
     assert.equal(shown?.state, "running");
+    // The timeout counts from when it answered, not from the create request before its boot.
+    const expiresAt = new Date(shown?.expiresAt ?? 0).getTime();
+    assert.ok(expiresAt >= answered + 600_000 - 5000, `expires ${expiresAt - answered} ms after it answered`);
     assert.match(await ok(["ls"]), new RegExp(`^${id} .* vm +running `, "m"));
 
     // exec: output and exit codes pass through.

@@ -1,8 +1,10 @@
 /**
  * The real `tether` CLI on one vm sandbox (a QEMU microVM: seconds per boot under TCG, so
- * one VM goes through everything in sequence): create, ls, exec and its exit code, cp in
- * and out, shell on a PTY, ports, forward to a server in the guest, outbound network
- * with --network bridge, the idle timeout stopping it, start, rm.
+ * one VM goes through everything in sequence): doctor's vsock and TAP lines, create, ls,
+ * exec and its exit code, cp in and out, shell on a PTY, ports, forward to a server in the
+ * guest, outbound network with --network bridge (and the host loopback it reaches), the
+ * guest's clock, the idle timeout stopping it, start, a killed supervisor noticed by
+ * reconcile, rm.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";

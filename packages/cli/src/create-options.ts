@@ -31,7 +31,12 @@ export function addCreateOptions(command: Command, withProcessOptions = true): C
     .option("--cpus <n>", "CPU limit, e.g. 0.5", positiveNumber("--cpus"))
     .option("--memory <size>", "memory limit, e.g. 512m, 2g")
     .option("--pids <n>", "maximum number of processes", positiveInteger("--pids"))
-    .addOption(new Option("--network <mode>", "network: none (default) or bridge").choices(["none", "bridge"]))
+    .addOption(
+      new Option(
+        "--network <mode>",
+        "network: none (default) or bridge (outbound; on vm, QEMU's user-mode NAT, which reaches this machine's loopback too)",
+      ).choices(["none", "bridge"]),
+    )
     .option("--runtime <name>", "OCI runtime: runc (default) or runsc (gVisor)")
     .option("--read-only", "mount the image's root filesystem read-only")
     .option("--mount <src:dst[:ro]>", "bind-mount a host path (repeatable)", collectMount, [])

@@ -226,9 +226,18 @@ export class Sandboxes {
       }
       throw err;
     }
+    // Both clocks run from when it answers, as after `start`: a VM booting for 20 s under
+    // TCG would otherwise be due (or idle) before it was ever used.
+    const startedAt = new Date();
     const record = registry?.update(
       id,
-      { state: info.state, backendId: info.backendId || undefined, creator: undefined },
+      {
+        state: info.state,
+        backendId: info.backendId || undefined,
+        creator: undefined,
+        lastUsedAt: startedAt,
+        ...(timeoutMs !== undefined ? { expiresAt: new Date(startedAt.getTime() + timeoutMs) } : {}),
+      },
       { event: { kind: "started" } },
     );
     return this.merge(info, record);

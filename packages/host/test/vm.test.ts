@@ -6,7 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import net, { type AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -126,6 +128,24 @@ describe("a vm sandbox from the busybox image (QEMU microvm)", { skip }, () => {
       assert.equal(kernel.stdout.trim(), (await findVmTools()).kernel.version);
       const failed = await agent.commands.run(["sh", "-c", "exit 3"]).catch((err: { exitCode?: number }) => err);
       assert.equal((failed as { exitCode?: number }).exitCode, 3);
+      // Network none (the default): the guest reaches neither this machine's address nor its
+      // loopback (10.0.2.2 in QEMU's user-mode network), where servers here answer.
+      const [outside, loopback] = await Promise.all([listenOnce("0.0.0.0"), listenOnce("127.0.0.1")]);
+      try {
+        const targets = [`10.0.2.2 ${loopback.port}`, `10.0.2.2 ${outside.port}`];
+        const address = hostAddress();
+        if (address) targets.push(`${address} ${outside.port}`);
+        for (const target of targets) {
+          const reached = await agent.commands
+            .run(["sh", "-c", `nc -w 3 ${target} </dev/null`])
+            .catch((err: { stdout?: string }) => err);
+          assert.equal((reached as { stdout?: string }).stdout, "", `nothing answers at ${target}`);
+        }
+        assert.equal(outside.accepted + loopback.accepted, 0);
+      } finally {
+        outside.close();
+        loopback.close();
+      }
       // A process that outlives the pause, and a file written before it.
       await agent.commands.run([
         "sh",
@@ -264,6 +284,27 @@ describe("a vm sandbox from the busybox image (QEMU microvm)", { skip }, () => {
     assert.equal(await backend.findSnapshot(tag), undefined);
   });
 });
+
+/** A TCP server on `host` that writes a line to whoever connects, counting them. */
+async function listenOnce(host: string): Promise<{ port: number; accepted: number; close(): void }> {
+  const state = { port: 0, accepted: 0, close: () => server.close() };
+  const server = net.createServer((socket) => {
+    state.accepted++;
+    socket.end("reached\n");
+  });
+  server.listen(0, host);
+  await once(server, "listening");
+  state.port = (server.address() as AddressInfo).port;
+  return state;
+}
+
+/** This machine's first non-loopback IPv4 address. */
+function hostAddress(): string | undefined {
+  for (const addresses of Object.values(os.networkInterfaces())) {
+    for (const a of addresses ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
+  }
+  return undefined;
+}
 
 /** Images with no glibc, and with no shell or libc at all: what they run, and what it prints. */
 const OTHER_IMAGES = [

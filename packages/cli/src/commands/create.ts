@@ -5,6 +5,7 @@ import {
   addLifecycleOptions,
   type LifecycleFlags,
   lifecycleOptionsFrom,
+  warnIfLoopbackReachable,
   warnIfUnisolated,
 } from "../lifecycle-options.js";
 import { optionsAfterTarget } from "../options.js";
@@ -59,6 +60,7 @@ export function createCommand(): Command {
       if (argv.length > 0) options.command = argv;
       const info = await place().create(from, options);
       warnIfUnisolated(info);
+      warnIfLoopbackReachable(info, options.network);
       process.stdout.write(`${info.id}\n`);
     });
 }

@@ -8,6 +8,7 @@ import {
   addLifecycleOptions,
   type LifecycleFlags,
   lifecycleOptionsFrom,
+  warnIfLoopbackReachable,
   warnIfUnisolated,
 } from "../lifecycle-options.js";
 import { collectEnv, EXIT } from "../options.js";
@@ -125,6 +126,7 @@ async function sandboxRunner(image: string, flags: RunFlags): Promise<Runner> {
     ...lifecycleOptionsFrom(flags),
     runCommand: false,
   });
+  warnIfLoopbackReachable(info, flags.network);
   const remove = async () => {
     progress(`removing sandbox ${info.id}`);
     await sandboxes().remove(info.id);

@@ -65,6 +65,11 @@ export function templateCommand(): Command {
       } finally {
         close();
       }
+      if (flags.backend === "vm" && flags.network === "bridge") {
+        process.stderr.write(
+          `tether: warning: template ${name} (vm, network bridge): its VMs get QEMU's user-mode NAT, through which they can also connect to services listening on this machine's loopback (at 10.0.2.2), this server's among them\n`,
+        );
+      }
     });
   template
     .command("build")

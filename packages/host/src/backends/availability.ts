@@ -1,3 +1,4 @@
+import { access, constants } from "node:fs/promises";
 import Docker from "dockerode";
 import { probeBwrap } from "./bwrap/bwrap-backend.js";
 import { detectEngine } from "./docker/engine.js";
@@ -96,6 +97,7 @@ export async function vmStatus(options: { home?: string; docker?: Docker } = {})
         kernel: tools.kernel.image,
         accelerator: accel ?? "unprobed",
         transport: backend.transport(),
+        ...(await vmHostFacts()),
       },
     };
   } catch (err) {
@@ -103,8 +105,34 @@ export async function vmStatus(options: { home?: string; docker?: Docker } = {})
       err instanceof VmToolsMissingError
         ? `missing: ${err.missing.map((m) => `${m.what} (${m.install})`).join("; ")}`
         : (err as Error).message;
-    return { kind: "vm", available: false, reason, isolation: ISOLATION.vm };
+    return { kind: "vm", available: false, reason, isolation: ISOLATION.vm, details: await vmHostFacts() };
   }
+}
+
+/**
+ * What this host offers a VM's agent transport and network, against what the vm backend
+ * uses: it speaks to its agent over TCP (QEMU user-mode hostfwd on 127.0.0.1) and gives
+ * `--network bridge` QEMU's user-mode NAT, even where vhost-vsock or TAP would work.
+ */
+export async function vmHostFacts(): Promise<{ vsock: string; tap: string }> {
+  const usable = (file: string) =>
+    access(file, constants.R_OK | constants.W_OK).then(
+      () => true,
+      () => false,
+    );
+  const [vhostVsock, tun] = await Promise.all([usable("/dev/vhost-vsock"), usable("/dev/net/tun")]);
+  const root = process.getuid?.() === 0;
+  const vsock = vhostVsock
+    ? "/dev/vhost-vsock is there, but the vm backend does not use it yet"
+    : "no /dev/vhost-vsock here (modprobe vhost_vsock)";
+  const tap =
+    tun && root
+      ? "/dev/net/tun is there and this is root, but the vm backend has no TAP/bridge networking yet"
+      : `no TAP/bridge networking here (${tun ? "not root" : "no usable /dev/net/tun"})`;
+  return {
+    vsock: `${vsock}: its agent is reached over TCP that QEMU forwards from 127.0.0.1, relayed to the sandbox's unix socket`,
+    tap: `${tap}: --network bridge is QEMU's user-mode NAT (outbound connections only, and the guest reaches this machine's loopback services at 10.0.2.2); the default, none, reaches nothing`,
+  };
 }
 
 /** The embedded default (sandboxes without an image): bwrap where it works, else local. */

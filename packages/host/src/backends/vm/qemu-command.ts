@@ -96,13 +96,15 @@ export function qemuArgs(plan: QemuPlan): string[] {
  * The guest kernel's command line. `panic=-1` and QEMU's -no-reboot: when PID 1 ends the
  * guest panics, reboots at once, and QEMU exits. Under TCG, microvm has no reference clock
  * (no PIT calibration that works, no HPET, no PM timer) and the kernel hangs after
- * "Marking TSC unstable": it is told the TSC's rate, which under TCG is the host's.
+ * "Marking TSC unstable": it is told the TSC's rate, which under TCG is the host's, and
+ * that the TSC is reliable: else the clocksource watchdog drops it for jiffies, which lose
+ * ticks under TCG (the guest's clock ran about 10% slow, seconds behind the host's).
  * `tether.mode=probe`: the init prints PROBE_MARKER and reboots.
  */
 export function kernelCommandLine(accel: Accelerator, mode: "boot" | "probe"): string {
   const words = ["console=ttyS0", "quiet", "panic=-1", `tether.mode=${mode}`];
   const khz = accel === "tcg" ? hostTscKhz() : undefined;
-  if (khz) words.push(`tsc_early_khz=${khz}`);
+  if (khz) words.push(`tsc_early_khz=${khz}`, "tsc=reliable");
   return words.join(" ");
 }
 

@@ -299,7 +299,7 @@ export class VmBackend implements SandboxBackend {
   }
 
   /**
-   * SIGTERM to the guest's PID 1 (tini passes it to tetherd, which stops the image's
+   * sync, then SIGTERM to the guest's PID 1 (tini passes it to tetherd, which stops the image's
    * command and exits; the guest kernel then panics and QEMU, told not to reboot, exits),
    * then QEMU is killed after the timeout. A paused sandbox's snapshot is dropped.
    */
@@ -316,7 +316,15 @@ export class VmBackend implements SandboxBackend {
     const timeoutMs = (options.timeoutSeconds ?? DEFAULT_STOP_TIMEOUT_S) * 1000;
     const supervisor = status.supervisor;
     if (timeoutMs > 0) {
-      const signalled = await this.inGuest(dir, [GUEST_BUSYBOX, "kill", "-TERM", "1"], Math.min(timeoutMs, 10_000))
+      // sync first: when PID 1 ends the kernel panics and QEMU exits at once, with ext4's
+      // delayed writes still in the guest's memory (a file written moments before would come
+      // back empty at the next boot).
+      const b = GUEST_BUSYBOX;
+      const signalled = await this.inGuest(
+        dir,
+        [b, "sh", "-c", `${b} sync && ${b} kill -TERM 1`],
+        Math.min(timeoutMs, 10_000),
+      )
         .then(() => true)
         .catch(() => false);
       if (signalled) await waitUntil(() => !isAlive(supervisor), timeoutMs);
@@ -672,7 +680,12 @@ export class VmBackend implements SandboxBackend {
     for (const name of [EXIT_FILE, SUPERVISOR_FILE, QMP_SOCKET]) await dir.removeFile(name);
     await rm(dir.socketPath, { force: true });
     const agentPort = await freePort();
+    // The supervisor relays the agent's socket: a QEMU that outlived it (the supervisor
+    // killed) would run on unreachable and read as running. The kernel kills it instead.
     const argv = [
+      tools.setpriv,
+      "--pdeathsig",
+      "KILL",
       tools.qemu,
       ...qemuArgs({
         tools,

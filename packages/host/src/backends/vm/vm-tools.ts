@@ -11,6 +11,8 @@ export interface VmTools {
   busybox: string;
   /** tini, statically linked: PID 1 in the guest (node cannot be a correct PID 1, as in Docker). */
   tini: string;
+  /** util-linux's setpriv: QEMU runs under --pdeathsig, so it does not outlive its supervisor. */
+  setpriv: string;
   kernel: VmKernel;
 }
 
@@ -98,12 +100,13 @@ export async function findKernel(env: NodeJS.ProcessEnv = process.env): Promise<
 
 /** Everything the vm backend needs, or VmToolsMissingError listing each thing missing with its Debian package. */
 export async function findVmTools(): Promise<VmTools> {
-  const [qemu, qemuImg, mke2fs, busybox, tini, kernel] = await Promise.all([
+  const [qemu, qemuImg, mke2fs, busybox, tini, setpriv, kernel] = await Promise.all([
     findProgram("qemu-system-x86_64"),
     findProgram("qemu-img"),
     findProgram("mke2fs"),
     findProgram("/bin/busybox", "/usr/bin/busybox"),
     findProgram("tini-static"),
+    findProgram("setpriv"),
     findKernel(),
   ]);
   const missing: MissingTool[] = [];
@@ -112,12 +115,13 @@ export async function findVmTools(): Promise<VmTools> {
   if (!mke2fs) missing.push({ what: "mke2fs", install: "apt-get install e2fsprogs" });
   if (!busybox) missing.push({ what: "a static busybox", install: "apt-get install busybox-static" });
   if (!tini) missing.push({ what: "tini-static", install: "apt-get install tini" });
+  if (!setpriv) missing.push({ what: "setpriv", install: "apt-get install util-linux" });
   if (!kernel) {
     missing.push({
       what: "a kernel in /boot with its modules (or TETHER_VM_KERNEL)",
       install: "apt-get install linux-image-cloud-amd64",
     });
   }
-  if (!qemu || !qemuImg || !mke2fs || !busybox || !tini || !kernel) throw new VmToolsMissingError(missing);
-  return { qemu, qemuImg, mke2fs, busybox, tini, kernel };
+  if (!qemu || !qemuImg || !mke2fs || !busybox || !tini || !setpriv || !kernel) throw new VmToolsMissingError(missing);
+  return { qemu, qemuImg, mke2fs, busybox, tini, setpriv, kernel };
 }

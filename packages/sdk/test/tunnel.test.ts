@@ -44,6 +44,20 @@ function readAllFrom(stream: NodeJS.ReadableStream): Promise<Buffer> {
   });
 }
 
+/** Hashes what a stream gives until its end, without keeping it. */
+function readToEnd(stream: NodeJS.ReadableStream): Promise<{ received: number; sha256: string }> {
+  return new Promise((resolve, reject) => {
+    const hash = createHash("sha256");
+    let received = 0;
+    stream.on("data", (chunk: Buffer) => {
+      hash.update(chunk);
+      received += chunk.length;
+    });
+    stream.once("end", () => resolve({ received, sha256: hash.digest("hex") }));
+    stream.once("error", reject);
+  });
+}
+
 /** Writes `total` bytes of on-the-fly data (a random block, each copy stamped with its index), honouring backpressure. */
 async function writeGenerated(
   stream: NodeJS.WritableStream,
@@ -298,19 +312,13 @@ describe("tunnels through a tetherd child process", () => {
   test("1 GiB through an echo server: sha256 of what went up and what came back agree", async (ctx) => {
     const rss = sampleMax(() => agent.rss());
     const tunnel = await client.tunnel(echo.port);
-    const back = createHash("sha256");
-    let received = 0;
-    tunnel.on("data", (chunk: Buffer) => {
-      back.update(chunk);
-      received += chunk.length;
-    });
-    const ended = new Promise((resolve, reject) => tunnel.once("end", resolve).once("error", reject));
+    const back = readToEnd(tunnel);
     const sent = await writeGenerated(tunnel, GIB);
-    await ended;
+    const { received, sha256 } = await back;
     const peak = rss.stop();
     ctx.diagnostic(`agent RSS peak ${(peak / 2 ** 20).toFixed(0)} MiB`);
     assert.equal(received, GIB);
-    assert.equal(back.digest("hex"), sent);
+    assert.equal(sha256, sent);
     assert.ok(peak < RSS_LIMIT, `agent RSS peaked at ${(peak / 2 ** 20).toFixed(0)} MiB`);
   });
 
@@ -326,17 +334,11 @@ describe("tunnels through a tetherd child process", () => {
     try {
       const tunnel = await client.tunnel(server.port);
       assert.equal(tunnel.raw, true);
-      const back = createHash("sha256");
-      let received = 0;
-      tunnel.on("data", (chunk: Buffer) => {
-        back.update(chunk);
-        received += chunk.length;
-      });
-      const ended = new Promise((resolve, reject) => tunnel.once("end", resolve).once("error", reject));
+      const back = readToEnd(tunnel);
       const sent = await writeGenerated(tunnel, 64 << 20);
-      await ended;
+      const { received, sha256 } = await back;
       assert.equal(received, 64 << 20);
-      assert.equal(back.digest("hex"), await serverSent);
+      assert.equal(sha256, await serverSent);
       assert.equal(await serverGot, sent);
     } finally {
       await server.close();

@@ -49,15 +49,23 @@ async function engineCreateStartExec(docker: Docker): Promise<number> {
   }
 }
 
+/**
+ * The e2b SDK keeps a command's whole stdout in one string, which V8 caps at 512 MiB, so
+ * the bytes go out in commands of at most this many each (timed together).
+ */
+const STREAM_COMMAND_BYTES = 256 << 20;
+
 async function streamRate(sandbox: Sandbox): Promise<number> {
   let bytes = 0;
   const start = process.hrtime.bigint();
-  await sandbox.commands.run(`head -c ${STREAM_BYTES} /dev/zero`, {
-    onStdout: (d) => {
-      bytes += d.length;
-    },
-    timeoutMs: 0,
-  });
+  for (let left = STREAM_BYTES; left > 0; left -= STREAM_COMMAND_BYTES) {
+    await sandbox.commands.run(`head -c ${Math.min(left, STREAM_COMMAND_BYTES)} /dev/zero`, {
+      onStdout: (d) => {
+        bytes += d.length;
+      },
+      timeoutMs: 0,
+    });
+  }
   const s = Number(process.hrtime.bigint() - start) / 1e9;
   if (bytes !== STREAM_BYTES) throw new Error(`streamed ${bytes} of ${STREAM_BYTES} bytes`);
   return STREAM_BYTES / MB / s;

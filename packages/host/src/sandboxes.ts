@@ -226,9 +226,15 @@ export class Sandboxes {
       }
       throw err;
     }
+    // The lifetime counts from when the sandbox is ready, not from when its creation began.
     const record = registry?.update(
       id,
-      { state: info.state, backendId: info.backendId || undefined, creator: undefined },
+      {
+        state: info.state,
+        backendId: info.backendId || undefined,
+        creator: undefined,
+        ...(timeoutMs !== undefined ? { expiresAt: new Date(Date.now() + timeoutMs) } : {}),
+      },
       { event: { kind: "started" } },
     );
     return this.merge(info, record);

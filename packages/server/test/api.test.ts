@@ -116,6 +116,33 @@ test("team beta cannot see, touch or reach team alpha's sandbox", { skip }, asyn
   assert.equal(info.state, "running");
 });
 
+test("a sandbox removed behind the server's back right after its create (the proxy holds the create's answer) is a 502 through the proxy", {
+  skip,
+}, async () => {
+  const made = await api("POST", "/v2/sandboxes", alpha, { templateID: "debian" });
+  assert.equal(made.status, 201, made.body);
+  const { sandboxID: id, envdAccessToken: token } = JSON.parse(made.body);
+  const call = () =>
+    request(t.url, {
+      method: "POST",
+      path: "/process.Process/List",
+      headers: {
+        "e2b-sandbox-id": id,
+        "e2b-sandbox-port": "49983",
+        "x-access-token": token,
+        "content-type": "application/json",
+      },
+      body: "{}",
+    });
+  assert.equal((await call()).status, 200);
+  // As `tether rm` does from another process: the server is not told.
+  await t.sandboxes.remove(id);
+  const gone = await call();
+  assert.equal(gone.status, 502, gone.body);
+  assert.equal(JSON.parse(gone.body).sandboxId, id);
+  assert.equal(JSON.parse(gone.body).code, 502);
+});
+
 test("status codes as E2B's: connect 200 running / 201 resumed, pause 204 then 409, timeout 204, kill 204 then 404", {
   skip,
 }, async () => {

@@ -62,21 +62,6 @@ function forwardHeaders(headers: IncomingHttpHeaders): http.OutgoingHttpHeaders 
   return out;
 }
 
-/**
- * Has what the agent's answer brings in one turn of the event loop go to the client in
- * one write: the response is corked at the first chunk and uncorked once the loop has
- * read what there was (an end flushes at once). Piped as they came, an exec's last
- * events went in one write and the chunked body's end in another.
- */
-function coalesceWrites(answer: IncomingMessage, res: ServerResponse): void {
-  const uncork = () => res.uncork();
-  answer.on("data", () => {
-    if (res.writableCorked) return;
-    res.cork();
-    setImmediate(uncork);
-  });
-}
-
 function badGatewayBody(err: Unreachable): string {
   return JSON.stringify({ sandboxId: err.sandboxId, message: err.message, code: 502 });
 }
@@ -212,7 +197,6 @@ export class SandboxProxy {
       // HTTP/2 has no status message (Node warns when given one).
       if (req.httpVersionMajor >= 2) res.writeHead(answer.statusCode ?? 502, headers);
       else res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
-      coalesceWrites(answer, res);
       answer.pipe(res);
       answer.on("error", () => res.destroy());
     });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { ApiKeys, openServerDatabase } from "../src/index.js";
 import { type Answer, request } from "./support/http.js";
 import { DEBIAN, dockerSkipReason, TestServer } from "./support/server.js";
 
@@ -94,6 +95,23 @@ test("no key, a wrong key and a revoked key get 401 on every endpoint, and nothi
   );
   assert.equal(JSON.parse((await api("GET", `/sandboxes/${sandboxId}`, alpha)).body).state, "running");
   assert.equal((await request(t.url, { path: "/health" })).status, 200);
+});
+
+test("a key revoked from another process (as `tether keys rm` does) is refused at its next request", {
+  skip,
+}, async () => {
+  const key = t.server.keys.create({ team: "alpha", name: "short-lived" }).key;
+  assert.equal((await api("GET", "/v2/sandboxes", key)).status, 200);
+  // The CLI's own connection to the registry's database, not the server's.
+  const db = openServerDatabase(t.home);
+  try {
+    assert.equal(new ApiKeys(db).remove("short-lived"), true);
+  } finally {
+    db.close();
+  }
+  const refused = await api("GET", "/v2/sandboxes", key);
+  assert.equal(refused.status, 401, refused.body);
+  assert.equal(JSON.parse(refused.body).code, 401);
 });
 
 test("team beta cannot see, touch or reach team alpha's sandbox", { skip }, async () => {

@@ -168,6 +168,22 @@ describe("timeouts", () => {
     await open().remove(info.id);
   });
 
+  test("the absolute timeout counts from when the sandbox is ready, not from when its creation began", async () => {
+    const s = open();
+    const info = await s.create(undefined, { backend: "local", labels, timeoutMs: 30_000 });
+    const started =
+      s.registry
+        ?.events(info.id)
+        .find((e) => e.kind === "started")
+        ?.at.getTime() ?? 0;
+    // The agent's start takes a while: the two moments are told apart.
+    assert.ok(started - info.createdAt.getTime() >= 20, `created at ${info.createdAt.getTime()}, started ${started}`);
+    const expiresAt = info.expiresAt?.getTime() ?? 0;
+    assert.ok(Math.abs(expiresAt - (started + 30_000)) <= 5, `expires ${expiresAt}, started ${started}`);
+    assert.equal(open().registry?.get(info.id)?.expiresAt?.getTime(), expiresAt);
+    await open().remove(info.id);
+  });
+
   test("absolute timeout, action remove: sandbox and record gone", async () => {
     const s = open();
     const info = await s.create(undefined, { backend: "local", labels, timeoutMs: 500, onExpiry: "remove" });

@@ -99,10 +99,16 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const metrics = new ServerMetrics(sandboxes, limits);
   const proxy = new SandboxProxy(sandboxes, log.child({ part: "proxy" }));
   let terminals: Terminals | undefined;
-  const teamSandboxes = new TeamSandboxes(sandboxes, { templates, baseImage: options.baseImage }, limits, (id) => {
-    proxy.forget(id);
-    terminals?.forget(id);
-  });
+  const teamSandboxes = new TeamSandboxes(
+    sandboxes,
+    { templates, baseImage: options.baseImage },
+    limits,
+    (id) => {
+      proxy.forget(id);
+      terminals?.forget(id);
+    },
+    (info) => proxy.remember(info),
+  );
   terminals = new Terminals(keys, teamSandboxes, sandboxes, log.child({ part: "terminal" }));
   const watch = new SandboxWatch(sandboxes, log.child({ part: "dashboard" }));
   const domain = options.domain;

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { ApiKeys, openServerDatabase } from "../src/index.js";
 import { type Answer, request } from "./support/http.js";
 import { DEBIAN, dockerSkipReason, TestServer } from "./support/server.js";
 
@@ -96,6 +97,23 @@ test("no key, a wrong key and a revoked key get 401 on every endpoint, and nothi
   assert.equal((await request(t.url, { path: "/health" })).status, 200);
 });
 
+test("a key revoked from another process (as `tether keys rm` does) is refused at its next request", {
+  skip,
+}, async () => {
+  const key = t.server.keys.create({ team: "alpha", name: "short-lived" }).key;
+  assert.equal((await api("GET", "/v2/sandboxes", key)).status, 200);
+  // The CLI's own connection to the registry's database, not the server's.
+  const db = openServerDatabase(t.home);
+  try {
+    assert.equal(new ApiKeys(db).remove("short-lived"), true);
+  } finally {
+    db.close();
+  }
+  const refused = await api("GET", "/v2/sandboxes", key);
+  assert.equal(refused.status, 401, refused.body);
+  assert.equal(JSON.parse(refused.body).code, 401);
+});
+
 test("team beta cannot see, touch or reach team alpha's sandbox", { skip }, async () => {
   for (const [method, path, body] of sandboxCalls(sandboxId)) {
     const answer = await api(method, path, beta, body);
@@ -114,6 +132,33 @@ test("team beta cannot see, touch or reach team alpha's sandbox", { skip }, asyn
   assert.equal(proxied.status, 401);
   const info = JSON.parse((await api("GET", `/sandboxes/${sandboxId}`, alpha)).body);
   assert.equal(info.state, "running");
+});
+
+test("a sandbox removed behind the server's back right after its create (the proxy holds the create's answer) is a 502 through the proxy", {
+  skip,
+}, async () => {
+  const made = await api("POST", "/v2/sandboxes", alpha, { templateID: "debian" });
+  assert.equal(made.status, 201, made.body);
+  const { sandboxID: id, envdAccessToken: token } = JSON.parse(made.body);
+  const call = () =>
+    request(t.url, {
+      method: "POST",
+      path: "/process.Process/List",
+      headers: {
+        "e2b-sandbox-id": id,
+        "e2b-sandbox-port": "49983",
+        "x-access-token": token,
+        "content-type": "application/json",
+      },
+      body: "{}",
+    });
+  assert.equal((await call()).status, 200);
+  // As `tether rm` does from another process: the server is not told.
+  await t.sandboxes.remove(id);
+  const gone = await call();
+  assert.equal(gone.status, 502, gone.body);
+  assert.equal(JSON.parse(gone.body).sandboxId, id);
+  assert.equal(JSON.parse(gone.body).code, 502);
 });
 
 test("status codes as E2B's: connect 200 running / 201 resumed, pause 204 then 409, timeout 204, kill 204 then 404", {

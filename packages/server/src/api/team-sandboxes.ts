@@ -41,6 +41,8 @@ export class TeamSandboxes {
     private readonly limits: TeamLimits,
     /** Told when a sandbox stops answering (killed, paused), so the proxy drops what it cached. */
     private readonly unavailable: (id: string) => void = () => {},
+    /** Told of a sandbox that is up (created, resumed), so the proxy reaches it without asking the engine. */
+    private readonly ready: (info: SandboxInfo) => void = () => {},
   ) {}
 
   /** The team's sandbox, running or paused; NotFoundError otherwise. */
@@ -114,8 +116,10 @@ export class TeamSandboxes {
           if (err instanceof InvalidSandboxSpecError) throw new BadRequestError(err.message);
           throw err;
         });
-      // The lifetime counts from when the sandbox is ready, not from when its creation began.
-      return await this.sandboxes.setTimeouts(info.id, { timeoutMs });
+      // Sandboxes.create counts the lifetime from when the sandbox is ready; the answer is
+      // the proxy's too, so the first command needs no look-up.
+      this.ready(info);
+      return info;
     } finally {
       release();
     }
@@ -137,6 +141,7 @@ export class TeamSandboxes {
       resumed = true;
     }
     info = await this.extend(id, (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000, resumed);
+    this.ready(info);
     return { info, resumed };
   }
 

@@ -128,6 +128,13 @@ export class SandboxProxy {
     });
   }
 
+  /** Takes what the API has just learnt of a sandbox (created, resumed): its first request needs no look-up. */
+  remember(info: SandboxInfo): void {
+    if (info.state === "running" && info.endpoint) {
+      this.lookups.set(info.id, { at: Date.now(), info: Promise.resolve(info) });
+    }
+  }
+
   /** Drops what is cached of a sandbox (it was killed, paused or stopped). */
   forget(id: string): void {
     this.lookups.delete(id);

@@ -140,7 +140,15 @@ describe("the bundled runtime", () => {
   });
 
   test("tetherd.js starts from the bundle on this host and answers /health and the e2b SDK", async () => {
-    const [file, argv] = hostNodeArgv(bundle.dir, path.join(bundle.dir, "tetherd.js"), "--port", "0");
+    // With the flags a sandbox runs it with: V8 keys its compile cache by flags, and a start
+    // without them would miss the build's cache and write its own into the shared bundle.
+    const [file, argv] = hostNodeArgv(
+      bundle.dir,
+      ...TETHERD_NODE_FLAGS,
+      path.join(bundle.dir, "tetherd.js"),
+      "--port",
+      "0",
+    );
     const child = spawn(file, argv, { stdio: ["ignore", "ignore", "pipe"] });
     try {
       const url = await new Promise<string>((resolve, reject) => {
@@ -187,7 +195,7 @@ describe("compile cache", () => {
     const before = listing();
     assert.ok(before.length > 0, "the bundle holds no compile cache");
     for (const line of before) assert.match(line, / 420$/, "cache files are 0644, readable by any container user");
-    const [file, argv] = hostNodeArgv(dir, path.join(dir, "tetherd.js"), "--help");
+    const [file, argv] = hostNodeArgv(dir, ...TETHERD_NODE_FLAGS, path.join(dir, "tetherd.js"), "--help");
     const { stderr } = await promisify(execFile)(file, argv, {
       env: { PATH: process.env.PATH, NODE_DEBUG_NATIVE: "COMPILE_CACHE" },
       encoding: "utf8",

@@ -59,6 +59,7 @@ import { bundleDisk, createOverlay, execLine, imageRootfs, pruneDisks, writeConf
 import { GUEST_BUSYBOX as BUSYBOX_ON_DISK, buildInitramfs, GUEST_TINI } from "./initramfs.js";
 import { type Accelerator, detectAccelerator, qemuArgs } from "./qemu-command.js";
 import { QmpClient } from "./qmp.js";
+import { allocateTap, createTap, removeTap, type TapAttachment, tapSupport } from "./tap-network.js";
 import { findVmTools, type VmTools } from "./vm-tools.js";
 
 /** Under TCG a boot takes seconds even on an idle machine, and much longer on a loaded one. */
@@ -82,6 +83,11 @@ interface VmMeta {
   memoryBytes: number;
   cpus: number;
   network: "none" | "bridge";
+  /**
+   * With network bridge where the host allows TAP: its TAP on Tether's bridge (outbound
+   * through it, the user-mode NIC restricted); absent: user-mode NAT (see tap-network.ts).
+   */
+  tap?: TapAttachment;
   /** The root filesystem the overlay is over, and the bundle disk: the same at every start and restore. */
   baseDisk: string;
   bundleDisk: string;
@@ -117,6 +123,8 @@ interface VmSnapshotMeta {
   snapshots: string[];
   /** The source's agent token, which a restored agent holds until the fork gives it its own (/init). */
   token: string;
+  /** The source had a TAP NIC (its devices, and so a fork's, differ). */
+  tap?: boolean;
   memoryBytesOnDisk: number;
 }
 
@@ -261,7 +269,8 @@ export class VmBackend implements SandboxBackend {
       ]);
       await createOverlay(baseDisk, dir.file(OVERLAY_FILE), tools);
       const exec = execLine(guestEnv(image, spec), guestArgv(image, spec));
-      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec }, tools);
+      const tap = spec.network === "bridge" && (await tapSupport()).ok ? await this.allocateTap(id) : undefined;
+      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec, ...(tap ? { tap } : {}) }, tools);
       const meta: VmMeta = {
         id,
         name,
@@ -273,6 +282,7 @@ export class VmBackend implements SandboxBackend {
         memoryBytes: spec.memory ?? DEFAULT_MEMORY_BYTES,
         cpus: Math.max(1, Math.ceil(spec.cpus ?? 1)),
         network: spec.network,
+        ...(tap ? { tap } : {}),
         baseDisk,
         bundleDisk: bundleDiskFile,
         exec,
@@ -465,6 +475,7 @@ export class VmBackend implements SandboxBackend {
         ...(status.meta.exec !== undefined ? { exec: status.meta.exec } : {}),
         snapshots: chain,
         token,
+        ...(status.meta.tap ? { tap: true } : {}),
         memoryBytesOnDisk: (await stat(memory)).size,
       };
       // Written last, privately (it holds the source's token): a snapshot without it is not one.
@@ -541,6 +552,12 @@ export class VmBackend implements SandboxBackend {
     }
     if (spec.cpus !== undefined && Math.max(1, Math.ceil(spec.cpus)) !== snapshot.cpus) {
       throw new InvalidSandboxSpecError(`a fork of ${snapshot.tag} has its snapshot's ${snapshot.cpus} CPUs`);
+    }
+    if (snapshot.tap) {
+      // Restored, the guest would come up with its source's address and MAC on the bridge.
+      throw new InvalidSandboxSpecError(
+        `${snapshot.tag} is a snapshot of a vm on TAP networking; forks of those are not supported yet`,
+      );
     }
     const tools = await this.tools();
     const source = this.snapshotDir(snapshotKey(snapshot.tag));
@@ -647,6 +664,10 @@ export class VmBackend implements SandboxBackend {
     for (const id of await this.ids()) {
       const status = await this.status(id);
       if (!status) continue;
+      // A TAP left by a VM that died outside Tether (QEMU killed) goes when it is seen so.
+      if (status.meta.tap && status.state !== "running" && (await tapExists(status.meta.tap.ifname))) {
+        await removeTap(status.meta.tap.ifname);
+      }
       if (Object.entries(filter.labels ?? {}).some(([k, v]) => status.meta.labels[k] !== v)) continue;
       out.push(await this.describe(status));
     }
@@ -670,6 +691,16 @@ export class VmBackend implements SandboxBackend {
     }
   }
 
+  /** A TAP attachment for `id` whose address no other vm sandbox here holds. */
+  private async allocateTap(id: string): Promise<TapAttachment> {
+    const taken = new Set<string>();
+    for (const other of await this.ids()) {
+      const meta = await this.dir(other).readJson<VmMeta>(META_FILE);
+      if (meta?.backend === this.kind && meta.id !== id && meta.tap) taken.add(meta.tap.address);
+    }
+    return allocateTap(id, taken);
+  }
+
   private dir(id: string): ProcessSandboxDir {
     return new ProcessSandboxDir(this.home, id);
   }
@@ -680,6 +711,7 @@ export class VmBackend implements SandboxBackend {
     for (const name of [EXIT_FILE, SUPERVISOR_FILE, QMP_SOCKET]) await dir.removeFile(name);
     await rm(dir.socketPath, { force: true });
     const agentPort = await freePort();
+    if (meta.tap) await createTap(meta.tap);
     // The supervisor relays the agent's socket: a QEMU that outlived it (the supervisor
     // killed) would run on unreachable and read as running. The kernel kills it instead.
     const argv = [
@@ -699,6 +731,7 @@ export class VmBackend implements SandboxBackend {
         qmpSocket: dir.file(QMP_SOCKET),
         agentPort,
         outbound: meta.network === "bridge",
+        ...(meta.tap ? { tap: meta.tap } : {}),
         incoming,
       }),
     ];
@@ -826,10 +859,14 @@ export class VmBackend implements SandboxBackend {
     return lastLines(chunks, START_ERROR_LOG_LINES);
   }
 
-  /** SIGKILL to the supervisor and QEMU; records the exit when the supervisor could not. */
+  /** SIGKILL to the supervisor and QEMU, then its TAP removed; records the exit when the supervisor could not. */
   private async kill(dir: ProcessSandboxDir): Promise<void> {
     const supervisor = await dir.readJson<SupervisorRecord>(SUPERVISOR_FILE);
-    if (!supervisor) return;
+    const tap = (await dir.readJson<VmMeta>(META_FILE))?.tap;
+    if (!supervisor) {
+      if (tap) await removeTap(tap.ifname);
+      return;
+    }
     const processes: ProcessIdentity[] = [supervisor, ...(supervisor.agent ? [supervisor.agent] : [])];
     for (const p of processes) {
       if (isAlive(p)) {
@@ -841,6 +878,7 @@ export class VmBackend implements SandboxBackend {
       }
     }
     await waitUntil(() => processes.every((p) => !isAlive(p)), 5_000);
+    if (tap) await removeTap(tap.ifname);
     if (!(await dir.has(EXIT_FILE))) {
       await dir
         .writeJson(EXIT_FILE, { code: null, signal: "SIGKILL", at: Date.now() } satisfies ExitRecord)
@@ -892,6 +930,9 @@ export class VmBackend implements SandboxBackend {
       state: status.state,
       labels: status.meta.labels,
       createdAt: new Date(status.meta.createdAt),
+      ...(status.meta.network === "bridge"
+        ? { vmNetwork: status.meta.tap ? ("tap" as const) : ("user" as const) }
+        : {}),
       backendId:
         status.supervisor?.agent && status.state === "running" ? `qemu pid ${status.supervisor.agent.pid}` : "",
     };
@@ -979,6 +1020,13 @@ function agentInit(socket: string, token: string, body: Record<string, unknown>)
 /** A path quoted for the /bin/sh that runs QEMU's exec: migration commands. */
 function shellPath(file: string): string {
   return `'${file.replace(/'/g, `'\\''`)}'`;
+}
+
+function tapExists(ifname: string): Promise<boolean> {
+  return stat(`/sys/class/net/${ifname}`).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** A TCP port free on 127.0.0.1 now (QEMU binds it for hostfwd a moment later). */

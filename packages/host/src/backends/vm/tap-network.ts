@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { access, constants, readFile, writeFile } from "node:fs/promises";
+import { access, constants, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 
 /**
@@ -193,8 +193,13 @@ async function setUpBridge(): Promise<string> {
   return address;
 }
 
-/** Removes Tether's chains and the bridge (tests; an uninstall). Every VM's TAP should be gone first. */
-export async function removeBridge(): Promise<void> {
+/**
+ * Removes Tether's chains and the bridge (tests; an uninstall); false, and nothing done,
+ * while a VM's TAP is on the bridge.
+ */
+export async function removeBridge(): Promise<boolean> {
+  const ports = await readdir(`/sys/class/net/${TAP_BRIDGE}/brif`).catch(() => [] as string[]);
+  if (ports.length > 0) return false;
   for (const [table, chain, hook] of [
     ["filter", INPUT_CHAIN, "INPUT"],
     ["filter", FORWARD_CHAIN, "FORWARD"],
@@ -205,6 +210,7 @@ export async function removeBridge(): Promise<void> {
     await succeeds("iptables", ["-w", "-t", table, "-X", chain]);
   }
   await succeeds("ip", ["link", "del", TAP_BRIDGE]);
+  return true;
 }
 
 /** The TAP device's name for a sandbox id (12 hex digits): `tt` and the id. */

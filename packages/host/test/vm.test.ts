@@ -400,17 +400,66 @@ describe("a vm sandbox with network bridge on TAP (Tether's bridge)", { skip: ta
       anywhere.close();
     }
 
-    // Pause ends QEMU (and its TAP); resume brings both back, the guest's address with it.
+    // A server in the guest, for a fork to try (VMs on the bridge are isolated ports).
+    const served = await sandboxes.connect(info.id);
+    await served.commands.run([
+      "sh",
+      "-c",
+      "mkdir -p /www && echo from-the-source > /www/index.html && httpd -p 9000 -h /www",
+    ]);
+    served.close();
+
+    // Pause ends QEMU (and its TAP); a snapshot of it is forked: the fork restored with a TAP
+    // of its own, its NIC given its own MAC and address. Resume brings the source's TAP back.
     await sandboxes.pause(info.id);
     await assert.rejects(stat(`/sys/class/net/${tap}`), { code: "ENOENT" });
+    const tag = "tether-snapshot/vm-tap-test:latest";
+    await sandboxes.snapshot(info.id, tag);
+    const fork = await sandboxes.create(tag, { backend: "vm", network: "bridge", labels: { test: "vm-tap" } });
+    assert.equal(fork.vmNetwork, "tap");
     await sandboxes.unpause(info.id);
-    const resumed = await sandboxes.connect(info.id);
-    try {
-      const again = await resumed.commands.run(["sh", "-c", `nc -w 5 ${outsideAddress} 8080 </dev/null`]);
-      assert.equal(again.stdout, "from-outside 198.18.77.1\n");
-    } finally {
-      resumed.close();
+    const addressOf = async (id: string) =>
+      (
+        JSON.parse(await readFile(path.join(scratch.home, "sandboxes", id, "sandbox.json"), "utf8")) as {
+          tap: { address: string; mac: string };
+        }
+      ).tap;
+    const [sourceTap, forkTap] = await Promise.all([addressOf(info.id), addressOf(fork.id)]);
+    assert.notEqual(forkTap.address, sourceTap.address);
+    assert.notEqual(forkTap.mac, sourceTap.mac);
+    const sourceIp = sourceTap.address.split("/")[0];
+    for (const [id, own] of [
+      [info.id, sourceTap],
+      [fork.id, forkTap],
+    ] as const) {
+      const agent = await sandboxes.connect(id);
+      try {
+        const seen = await agent.commands.run([
+          "sh",
+          "-c",
+          `ip -o -4 addr show | grep -c ' ${own.address} '; nc -w 5 ${outsideAddress} 8080 </dev/null`,
+        ]);
+        assert.equal(seen.stdout, "1\nfrom-outside 198.18.77.1\n", `sandbox ${id} has its address and reaches out`);
+        if (id === fork.id) {
+          // The source's server, next to it on the bridge: not reachable from the fork.
+          const neighbour = await agent.commands
+            .run(["sh", "-c", `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${sourceIp} 9000`])
+            .catch((err: { stdout?: string }) => err);
+          assert.equal((neighbour as { stdout?: string }).stdout, "", "VMs on the bridge do not reach each other");
+        } else {
+          const itself = await agent.commands.run([
+            "sh",
+            "-c",
+            `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${sourceIp} 9000`,
+          ]);
+          assert.match(itself.stdout, /from-the-source/, "the source's server answers at its address");
+        }
+      } finally {
+        agent.close();
+      }
     }
+    await sandboxes.remove(fork.id);
+    await assert.rejects(stat(`/sys/class/net/${tapName(fork.id)}`), { code: "ENOENT" });
 
     // A QEMU killed behind our back: its TAP goes when the sandbox is next listed (reconcile lists).
     const dir = path.join(scratch.home, "sandboxes", info.id);
@@ -421,6 +470,7 @@ describe("a vm sandbox with network bridge on TAP (Tether's bridge)", { skip: ta
     await sandboxes.reconcile();
     await assert.rejects(stat(`/sys/class/net/${tap}`), { code: "ENOENT" });
     await sandboxes.remove(info.id);
+    assert.equal(await backend.removeSnapshot(tag), true);
   });
 });
 

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { access, constants, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 
@@ -12,6 +12,8 @@ import path from "node:path";
  */
 
 export const TAP_BRIDGE = "tether0";
+/** Locally administered; "tet0" in its last bytes. */
+const BRIDGE_MAC = "02:00:74:65:74:30";
 const INPUT_CHAIN = "TETHER-VM-INPUT";
 const FORWARD_CHAIN = "TETHER-VM-FORWARD";
 const NAT_CHAIN = "TETHER-VM-NAT";
@@ -138,10 +140,10 @@ export function ensureBridge(): Promise<string> {
 
 async function setUpBridge(): Promise<string> {
   if (!(await succeeds("ip", ["link", "show", "dev", TAP_BRIDGE]))) {
-    // A MAC of its own: a bridge without one takes its ports' lowest, which changes as TAPs
-    // come and go (a resumed guest's ARP entry for its gateway would then point nowhere).
-    const mac = ["02", ...[...randomBytes(5)].map((b) => b.toString(16).padStart(2, "0"))].join(":");
-    await run("ip", ["link", "add", TAP_BRIDGE, "address", mac, "type", "bridge"]).catch(async (err) => {
+    // A MAC of its own, always the same: a bridge without one takes its ports' lowest, which
+    // changes as TAPs come and go (a restored guest's ARP entry for its gateway would then
+    // point nowhere), and so would a bridge made afresh with another.
+    await run("ip", ["link", "add", TAP_BRIDGE, "address", BRIDGE_MAC, "type", "bridge"]).catch(async (err) => {
       // Another process made it in between.
       if (!(await succeeds("ip", ["link", "show", "dev", TAP_BRIDGE]))) throw err;
     });

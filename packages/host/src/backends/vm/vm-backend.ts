@@ -123,8 +123,8 @@ interface VmSnapshotMeta {
   snapshots: string[];
   /** The source's agent token, which a restored agent holds until the fork gives it its own (/init). */
   token: string;
-  /** The source had a TAP NIC (its devices, and so a fork's, differ). */
-  tap?: boolean;
+  /** The source's TAP attachment: a fork has a TAP NIC too (the same devices), re-addressed by `adopt`. */
+  tap?: TapAttachment;
   memoryBytesOnDisk: number;
 }
 
@@ -475,7 +475,7 @@ export class VmBackend implements SandboxBackend {
         ...(status.meta.exec !== undefined ? { exec: status.meta.exec } : {}),
         snapshots: chain,
         token,
-        ...(status.meta.tap ? { tap: true } : {}),
+        ...(status.meta.tap ? { tap: status.meta.tap } : {}),
         memoryBytesOnDisk: (await stat(memory)).size,
       };
       // Written last, privately (it holds the source's token): a snapshot without it is not one.
@@ -553,11 +553,17 @@ export class VmBackend implements SandboxBackend {
     if (spec.cpus !== undefined && Math.max(1, Math.ceil(spec.cpus)) !== snapshot.cpus) {
       throw new InvalidSandboxSpecError(`a fork of ${snapshot.tag} has its snapshot's ${snapshot.cpus} CPUs`);
     }
+    // The fork's devices are its snapshot's: a TAP NIC or not, whatever the spec's network.
+    if (snapshot.tap && spec.network !== "bridge") {
+      throw new InvalidSandboxSpecError(`a fork of ${snapshot.tag} has its snapshot's network, bridge (a TAP)`);
+    }
     if (snapshot.tap) {
-      // Restored, the guest would come up with its source's address and MAC on the bridge.
-      throw new InvalidSandboxSpecError(
-        `${snapshot.tag} is a snapshot of a vm on TAP networking; forks of those are not supported yet`,
-      );
+      const support = await tapSupport();
+      if (!support.ok) {
+        throw new InvalidSandboxSpecError(
+          `${snapshot.tag} is of a vm on a TAP, which this host cannot make: ${support.reason}`,
+        );
+      }
     }
     const tools = await this.tools();
     const source = this.snapshotDir(snapshotKey(snapshot.tag));
@@ -577,7 +583,8 @@ export class VmBackend implements SandboxBackend {
       // Read only when the fork is later stopped and booted afresh; a snapshot from before
       // exec lines were kept cannot boot so, and says it on the console.
       const exec = snapshot.exec ?? `echo "tether: ${snapshot.tag} keeps no boot command"; exit 1`;
-      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec }, tools);
+      const tap = snapshot.tap ? await this.allocateTap(id) : undefined;
+      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec, ...(tap ? { tap } : {}) }, tools);
       const meta: VmMeta = {
         id,
         name,
@@ -589,6 +596,7 @@ export class VmBackend implements SandboxBackend {
         memoryBytes: snapshot.memoryBytes,
         cpus: snapshot.cpus,
         network: spec.network,
+        ...(tap ? { tap } : {}),
         baseDisk: snapshot.baseDisk,
         bundleDisk: snapshot.bundleDisk,
         exec,
@@ -597,7 +605,14 @@ export class VmBackend implements SandboxBackend {
       await dir.writeJson(META_FILE, meta);
       const memory = path.join(source, SNAPSHOT_MEMORY_FILE);
       await this.launch(dir, meta, spec.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, `exec:cat ${shellPath(memory)}`);
-      await this.adopt(dir, id, snapshot.token, token, spec.env);
+      await this.adopt(
+        dir,
+        id,
+        snapshot.token,
+        token,
+        spec.env,
+        tap && snapshot.tap ? { from: snapshot.tap, to: tap } : undefined,
+      );
       return await this.inspect(id);
     } catch (err) {
       await this.kill(dir);
@@ -618,6 +633,7 @@ export class VmBackend implements SandboxBackend {
     sourceToken: string,
     token: string,
     env: Record<string, string>,
+    tap?: { from: TapAttachment; to: TapAttachment },
   ): Promise<void> {
     await agentInit(dir.socketPath, sourceToken, {
       accessToken: token,
@@ -631,8 +647,23 @@ export class VmBackend implements SandboxBackend {
       `${b} hostname ${id}`,
       `${b} mkdir -p /etc`,
       `echo ${machineId} > /etc/machine-id`,
-    ].join(" && ");
-    await this.inGuest(dir, [b, "sh", "-c", script], 30_000, randomBytes(64));
+    ];
+    if (tap) {
+      // Restored, the TAP NIC has its source's MAC and address: two forks on the bridge
+      // would share them. It takes the fork's (the bridge learns the new MAC from its frames).
+      const { from, to } = tap;
+      script.push(
+        `{ n=; for d in /sys/class/net/*; do [ "$(${b} cat $d/address)" = ${from.mac} ] && n=\${d##*/}; done; [ -n "$n" ]; }`,
+        `${b} ip link set "$n" down`,
+        `${b} ip link set "$n" address ${to.mac}`,
+        `${b} ip addr flush dev "$n"`,
+        `${b} ip link set "$n" up`,
+        `${b} ip addr add ${to.address} dev "$n"`,
+        `${b} ip route replace default via ${to.gateway}`,
+      );
+    }
+    const command = script.join(" && ");
+    await this.inGuest(dir, [b, "sh", "-c", command], 30_000, randomBytes(64));
   }
 
   async remove(id: string): Promise<void> {

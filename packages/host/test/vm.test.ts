@@ -461,6 +461,31 @@ describe("a vm sandbox with network bridge on TAP (Tether's bridge)", { skip: ta
     await sandboxes.remove(fork.id);
     await assert.rejects(stat(`/sys/class/net/${tapName(fork.id)}`), { code: "ENOENT" });
 
+    // A network-none fork of the same snapshot: its restored TAP NIC goes nowhere (its TAP
+    // down, on no bridge; the guest's NIC unaddressed), and a cold boot of it configures the
+    // user-mode NIC, not that one, so its agent answers.
+    const offline = await sandboxes.create(tag, { backend: "vm", labels: { test: "vm-tap" } });
+    assert.equal(offline.vmNetwork, undefined);
+    const offlineTap = `/sys/class/net/${tapName(offline.id)}`;
+    assert.equal((await readFile(`${offlineTap}/operstate`, "utf8")).trim(), "down");
+    await assert.rejects(stat(`${offlineTap}/master`), { code: "ENOENT" });
+    const onBridgeNet = `${forkTap.address.split(".").slice(0, 2).join(".")}.`;
+    const probe = `ip -o -4 addr show | grep -cF ' ${onBridgeNet}'; nc -w 3 ${outsideAddress} 8080 </dev/null`;
+    for (const boot of ["restored", "booted"]) {
+      if (boot === "booted") {
+        await sandboxes.stop(offline.id);
+        await sandboxes.start(offline.id);
+      }
+      const agent = await sandboxes.connect(offline.id);
+      try {
+        const seen = await agent.commands.run(["sh", "-c", probe]).catch((err: { stdout?: string }) => err);
+        assert.equal((seen as { stdout?: string }).stdout, "0\n", `${boot}: no bridge address, nothing reached`);
+      } finally {
+        agent.close();
+      }
+    }
+    await sandboxes.remove(offline.id);
+
     // A QEMU killed behind our back: its TAP goes when the sandbox is next listed (reconcile lists).
     const dir = path.join(scratch.home, "sandboxes", info.id);
     const launch = JSON.parse(await readFile(path.join(dir, "supervisor.json"), "utf8")) as { agentPid: number };

@@ -86,7 +86,7 @@ for dev in /sys/class/net/*; do
   if [ -n "$tap" ] && [ "$(cat $dev/address)" = "$1" ]; then tapdev=$name; else user=$name; fi
 done
 [ -n "$user" ] && ip link set "$user" up && ip addr add ${GUEST_ADDRESS}/24 dev "$user" || fail "cannot configure the user-mode NIC"
-if [ -n "$tap" ]; then
+if [ -n "$2" ]; then
   # Outbound through the TAP; the user-mode NIC, restricted, keeps only its subnet.
   [ -n "$tapdev" ] && ip link set "$tapdev" up && ip addr add "$2" dev "$tapdev" && ip route add default via "$3" ||
     fail "cannot configure the TAP NIC"

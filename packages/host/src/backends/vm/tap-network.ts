@@ -243,14 +243,19 @@ export async function allocateTap(id: string, taken: ReadonlySet<string>): Promi
   throw new Error(`no free address on ${TAP_BRIDGE}`);
 }
 
-/** The VM's TAP, made afresh (a stale one removed), on the bridge as an isolated port, up. */
-export async function createTap(attachment: TapAttachment): Promise<void> {
-  await ensureBridge();
+/**
+ * The VM's TAP, made afresh (a stale one removed), on the bridge as an isolated port, up;
+ * off the bridge, it is left down (a device for a restored NIC that goes nowhere: up and on
+ * no bridge, the host would take the guest's packets as its own, past TETHER-VM-INPUT).
+ */
+export async function createTap(attachment: TapAttachment, onBridge = true): Promise<void> {
   const name = attachment.ifname;
   await succeeds("ip", ["link", "del", name]);
   await run("ip", ["tuntap", "add", "dev", name, "mode", "tap"]);
+  await writeFile(`/proc/sys/net/ipv6/conf/${name}/disable_ipv6`, "1").catch(() => {});
+  if (!onBridge) return;
   try {
-    await writeFile(`/proc/sys/net/ipv6/conf/${name}/disable_ipv6`, "1").catch(() => {});
+    await ensureBridge();
     await run("ip", ["link", "set", name, "master", TAP_BRIDGE]);
     // An isolated port forwards only to non-isolated ones (the bridge itself): not to other VMs.
     await run("bridge", ["link", "set", "dev", name, "isolated", "on"]);

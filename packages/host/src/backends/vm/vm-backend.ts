@@ -553,10 +553,8 @@ export class VmBackend implements SandboxBackend {
     if (spec.cpus !== undefined && Math.max(1, Math.ceil(spec.cpus)) !== snapshot.cpus) {
       throw new InvalidSandboxSpecError(`a fork of ${snapshot.tag} has its snapshot's ${snapshot.cpus} CPUs`);
     }
-    // The fork's devices are its snapshot's: a TAP NIC or not, whatever the spec's network.
-    if (snapshot.tap && spec.network !== "bridge") {
-      throw new InvalidSandboxSpecError(`a fork of ${snapshot.tag} has its snapshot's network, bridge (a TAP)`);
-    }
+    // The fork's devices are its snapshot's: a TAP NIC or not, whatever its network (with
+    // network none, its TAP is on no bridge and down, the guest's NIC unaddressed and down).
     if (snapshot.tap) {
       const support = await tapSupport();
       if (!support.ok) {
@@ -584,7 +582,9 @@ export class VmBackend implements SandboxBackend {
       // exec lines were kept cannot boot so, and says it on the console.
       const exec = snapshot.exec ?? `echo "tether: ${snapshot.tag} keeps no boot command"; exit 1`;
       const tap = snapshot.tap ? await this.allocateTap(id) : undefined;
-      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec, ...(tap ? { tap } : {}) }, tools);
+      // Off the bridge, the init is told only which NIC to leave alone.
+      const guestTap = tap && (spec.network === "bridge" ? { tap } : { tap: { mac: tap.mac } });
+      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec, ...guestTap }, tools);
       const meta: VmMeta = {
         id,
         name,
@@ -611,7 +611,7 @@ export class VmBackend implements SandboxBackend {
         snapshot.token,
         token,
         spec.env,
-        tap && snapshot.tap ? { from: snapshot.tap, to: tap } : undefined,
+        tap && snapshot.tap ? { from: snapshot.tap, to: tap, onBridge: spec.network === "bridge" } : undefined,
       );
       return await this.inspect(id);
     } catch (err) {
@@ -633,7 +633,7 @@ export class VmBackend implements SandboxBackend {
     sourceToken: string,
     token: string,
     env: Record<string, string>,
-    tap?: { from: TapAttachment; to: TapAttachment },
+    tap?: { from: TapAttachment; to: TapAttachment; onBridge: boolean },
   ): Promise<void> {
     await agentInit(dir.socketPath, sourceToken, {
       accessToken: token,
@@ -657,10 +657,14 @@ export class VmBackend implements SandboxBackend {
         `${b} ip link set "$n" down`,
         `${b} ip link set "$n" address ${to.mac}`,
         `${b} ip addr flush dev "$n"`,
-        `${b} ip link set "$n" up`,
-        `${b} ip addr add ${to.address} dev "$n"`,
-        `${b} ip route replace default via ${to.gateway}`,
       );
+      if (tap.onBridge) {
+        script.push(
+          `${b} ip link set "$n" up`,
+          `${b} ip addr add ${to.address} dev "$n"`,
+          `${b} ip route replace default via ${to.gateway}`,
+        );
+      }
     }
     const command = script.join(" && ");
     await this.inGuest(dir, [b, "sh", "-c", command], 30_000, randomBytes(64));
@@ -696,7 +700,9 @@ export class VmBackend implements SandboxBackend {
       const status = await this.status(id);
       if (!status) continue;
       // A TAP left by a VM that died outside Tether (QEMU killed) goes when it is seen so.
-      if (status.meta.tap && status.state !== "running" && (await tapExists(status.meta.tap.ifname))) {
+      // Not while creating or paused: a start or resume in another process may have just made it.
+      const dead = status.state === "stopped" || status.state === "error";
+      if (status.meta.tap && dead && (await tapExists(status.meta.tap.ifname))) {
         await removeTap(status.meta.tap.ifname);
       }
       if (Object.entries(filter.labels ?? {}).some(([k, v]) => status.meta.labels[k] !== v)) continue;
@@ -742,7 +748,7 @@ export class VmBackend implements SandboxBackend {
     for (const name of [EXIT_FILE, SUPERVISOR_FILE, QMP_SOCKET]) await dir.removeFile(name);
     await rm(dir.socketPath, { force: true });
     const agentPort = await freePort();
-    if (meta.tap) await createTap(meta.tap);
+    if (meta.tap) await createTap(meta.tap, meta.network === "bridge");
     // The supervisor relays the agent's socket: a QEMU that outlived it (the supervisor
     // killed) would run on unreachable and read as running. The kernel kills it instead.
     const argv = [

@@ -58,6 +58,7 @@ export { QmpClient, QmpCommandError, QmpConnectionError } from "./backends/vm/qm
 export {
   removeBridge,
   TAP_BRIDGE,
+  TapNetworkError,
   type TapSupport,
   tapName,
   tapSupport,

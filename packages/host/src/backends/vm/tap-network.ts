@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { access, constants, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { TetherHostError } from "../../errors.js";
 
 /**
  * TAP + bridge networking for vm sandboxes with `--network bridge`, where the host allows
@@ -28,6 +29,17 @@ export interface TapAttachment {
   /** `address/prefix`. */
   address: string;
   gateway: string;
+}
+
+/** Setting up Tether's bridge, its chains or a VM's TAP failed: what ran, and what it said. */
+export class TapNetworkError extends TetherHostError {
+  constructor(
+    message: string,
+    readonly command?: string[],
+    readonly stderr?: string,
+  ) {
+    super(`vm TAP networking: ${message}`);
+  }
 }
 
 export type TapSupport = { ok: true } | { ok: false; reason: string };
@@ -74,7 +86,8 @@ function run(file: string, args: string[]): Promise<string> {
       args,
       { env: { ...process.env, PATH: `${process.env.PATH ?? ""}:/usr/sbin:/sbin` } },
       (err, out, errOut) => {
-        if (err) reject(new Error(`${file} ${args.join(" ")}: ${(errOut || err.message).trim()}`));
+        const said = (errOut || err?.message || "").trim();
+        if (err) reject(new TapNetworkError(`${file} ${args.join(" ")} failed: ${said}`, [file, ...args], errOut));
         else resolve(out);
       },
     );
@@ -108,7 +121,9 @@ async function freeSubnet(): Promise<string> {
     });
     if (!clash) return candidate;
   }
-  throw new Error(`every subnet Tether tries for its VM bridge (${CANDIDATE_SUBNETS.join(", ")} /16) is in use here`);
+  throw new TapNetworkError(
+    `every subnet Tether tries for its VM bridge (${CANDIDATE_SUBNETS.join(", ")} /16) is in use here`,
+  );
 }
 
 function toInt(address: string): number {
@@ -129,7 +144,8 @@ let settingUp: Promise<string> | undefined;
  * The bridge, its address, forwarding and Tether's chains, made if missing (idempotent);
  * resolves to the bridge's `address/prefix`. In order: the guest may start connections out
  * (NAT), the host may answer them; nothing from the bridge reaches the host itself
- * (INPUT), nor a port Docker publishes here (DNAT'd, then forwarded), nor IPv6 on the bridge.
+ * (INPUT), nor a port Docker publishes here (DNAT'd, then forwarded), nor IPv6 on the bridge;
+ * what leaves the bridge must come from its subnet.
  */
 export function ensureBridge(): Promise<string> {
   settingUp ??= setUpBridge().finally(() => {
@@ -174,6 +190,8 @@ async function setUpBridge(): Promise<string> {
       "FORWARD",
       [
         ["-i", TAP_BRIDGE, "-m", "conntrack", "--ctstate", "DNAT", "-j", "DROP"],
+        // A guest that takes an address off the subnet would go out un-NATed, as someone else.
+        ["-i", TAP_BRIDGE, "!", "-s", subnet, "-j", "DROP"],
         ["-i", TAP_BRIDGE, "!", "-o", TAP_BRIDGE, "-j", "ACCEPT"],
         ["-o", TAP_BRIDGE, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
         ["-o", TAP_BRIDGE, "-j", "DROP"],
@@ -240,7 +258,7 @@ export async function allocateTap(id: string, taken: ReadonlySet<string>): Promi
     }
     host = host + 1 > size - 2 ? 2 : host + 1;
   }
-  throw new Error(`no free address on ${TAP_BRIDGE}`);
+  throw new TapNetworkError(`no free address on ${TAP_BRIDGE}`);
 }
 
 /**

@@ -42,7 +42,6 @@ const skip = (await vmSkipReason()) ?? (await dockerSkipReason([BUSYBOX]));
 
 /** Whether this host gives a vm's --network bridge a TAP (as root here, and in CI, it does). */
 const onTap = (await tapSupport()).ok;
-const bridgeWasThere = existsSync(`/sys/class/net/${TAP_BRIDGE}`);
 
 const home = new CliHome();
 mkdirSync(VM_CACHE, { recursive: true });
@@ -54,8 +53,9 @@ after(async () => {
   if (ids.length > 0) await home.tether(["rm", "-f", ...ids]);
   await home.cleanup();
   rmSync(scratch, { recursive: true, force: true });
-  // Tether's bridge and chains, made by this test's create: gone unless another VM is on them.
-  if (onTap && !bridgeWasThere) await removeBridge();
+  // Tether's bridge and chains: gone unless a VM is on them (another test's; the last cleans
+  // up). Made again at the next TAP VM's start.
+  if (onTap) await removeBridge();
 });
 const tether = home.tether.bind(home);
 

@@ -34,7 +34,7 @@ export function addCreateOptions(command: Command, withProcessOptions = true): C
     .addOption(
       new Option(
         "--network <mode>",
-        "network: none (default) or bridge (outbound; on vm, QEMU's user-mode NAT, which reaches this machine's loopback too)",
+        "network: none (default) or bridge (outbound; on vm, a TAP on Tether's bridge where the host allows it, else QEMU's user-mode NAT, which reaches this machine's loopback too: see tether doctor)",
       ).choices(["none", "bridge"]),
     )
     .option("--runtime <name>", "OCI runtime: runc (default) or runsc (gVisor)")

@@ -69,10 +69,14 @@ export function warnIfUnisolated(info: Pick<SandboxInfo, "id" | "backend" | "iso
 
 /**
  * Says on stderr, always, that a vm sandbox's --network bridge is QEMU's user-mode NAT,
- * through which the guest also reaches this machine's loopback (a container's bridge does not).
+ * through which the guest also reaches this machine's loopback (a container's bridge does
+ * not, nor does a vm's TAP, which hosts that allow it get).
  */
-export function warnIfLoopbackReachable(info: Pick<SandboxInfo, "id" | "backend">, network: string | undefined): void {
-  if (info.backend !== "vm" || network !== "bridge") return;
+export function warnIfLoopbackReachable(
+  info: Pick<SandboxInfo, "id" | "backend" | "vmNetwork">,
+  network: string | undefined,
+): void {
+  if (info.backend !== "vm" || network !== "bridge" || info.vmNetwork === "tap") return;
   process.stderr.write(
     `tether: warning: sandbox ${info.id} (vm, network bridge) uses QEMU's user-mode NAT: it can also connect to services listening on this machine's loopback (at 10.0.2.2)\n`,
   );

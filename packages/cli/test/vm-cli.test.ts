@@ -2,19 +2,20 @@
  * The real `tether` CLI on one vm sandbox (a QEMU microVM: seconds per boot under TCG, so
  * one VM goes through everything in sequence): doctor's vsock and TAP lines, create, ls,
  * exec and its exit code, cp in and out, shell on a PTY, ports, forward to a server in the
- * guest, outbound network with --network bridge (and the host loopback it reaches), the
+ * guest, --network bridge (a TAP where this host allows it: this machine unreachable from the
+ * guest; else user-mode NAT: outbound, and the host loopback it reaches, as its warning says), the
  * guest's clock, the idle timeout stopping it, start, a killed supervisor noticed by
  * reconcile, rm.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import net, { type AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
-import { findVmTools, VmToolsMissingError } from "@tether/host";
+import { findVmTools, removeBridge, TAP_BRIDGE, tapName, tapSupport, VmToolsMissingError } from "@tether/host";
 import * as pty from "node-pty";
 import { CliHome, dockerSkipReason, TETHER } from "./support/cli.js";
 
@@ -39,6 +40,9 @@ async function vmSkipReason(): Promise<string | undefined> {
 
 const skip = (await vmSkipReason()) ?? (await dockerSkipReason([BUSYBOX]));
 
+/** Whether this host gives a vm's --network bridge a TAP (as root here, and in CI, it does). */
+const onTap = (await tapSupport()).ok;
+
 const home = new CliHome();
 mkdirSync(VM_CACHE, { recursive: true });
 symlinkSync(VM_CACHE, path.join(home.home, "vm"));
@@ -49,6 +53,9 @@ after(async () => {
   if (ids.length > 0) await home.tether(["rm", "-f", ...ids]);
   await home.cleanup();
   rmSync(scratch, { recursive: true, force: true });
+  // Tether's bridge and chains: gone unless a VM is on them (another test's; the last cleans
+  // up). Made again at the next TAP VM's start.
+  if (onTap) await removeBridge();
 });
 const tether = home.tether.bind(home);
 
@@ -70,6 +77,11 @@ async function listed(
     expiresAt?: string;
   }[];
   return all.find((s) => s.id === id);
+}
+
+/** The address of Tether's VM bridge here, if it has one. */
+function bridgeAddress(): string | undefined {
+  return os.networkInterfaces()[TAP_BRIDGE]?.find((a) => a.family === "IPv4")?.address;
 }
 
 /** This machine's first non-loopback IPv4 address: what a guest with outbound network can reach the host by. */
@@ -140,7 +152,12 @@ test("a vm sandbox through the CLI: create, ls, exec, cp, shell, ports, forward,
       vm?.details?.vsock ?? "",
       /vhost-vsock.*: its agent is reached over TCP that QEMU forwards from 127\.0\.0\.1/,
     );
-    assert.match(vm?.details?.tap ?? "", /TAP\/bridge.*: --network bridge is QEMU's user-mode NAT/);
+    assert.match(
+      vm?.details?.tap ?? "",
+      onTap
+        ? /TAP\/bridge networking is available here: --network bridge is a TAP on Tether's bridge tether0/
+        : /no TAP\/bridge networking here \(.*\): --network bridge is QEMU's user-mode NAT/,
+    );
 
     const started = Date.now();
     const created = await tether([
@@ -159,11 +176,11 @@ test("a vm sandbox through the CLI: create, ls, exec, cp, shell, ports, forward,
     ]);
     assert.equal(created.code, 0, created.stderr);
     const id = created.stdout.trim();
-    // What user-mode NAT lets the guest reach is said, every time (checked below).
-    assert.match(
-      created.stderr,
-      /warning: sandbox \S+ \(vm, network bridge\) .* this machine's loopback \(at 10\.0\.2\.2\)/,
-    );
+    // What user-mode NAT lets the guest reach is said, every time (checked below); a TAP
+    // reaches nothing of this machine, and nothing is said.
+    const warning = /warning: sandbox \S+ \(vm, network bridge\) .* this machine's loopback \(at 10\.0\.2\.2\)/;
+    if (onTap) assert.doesNotMatch(created.stderr, warning);
+    else assert.match(created.stderr, warning);
     console.log(`# tether create --backend vm: ${Date.now() - started} ms to the agent answering`);
     assert.match(id, /^[0-9a-f]{12}$/);
 
@@ -214,17 +231,33 @@ test("a vm sandbox through the CLI: create, ls, exec, cp, shell, ports, forward,
       forward.stop();
     }
 
-    // --network bridge: the guest reaches a server outside it (QEMU's user-mode NAT).
     const host = hostAddress();
-    if (host) {
-      // nc, not wget: Debian's static busybox wget dies of SIGSEGV on some answers (node's among them).
-      const fetched = await tether(["exec", id, "--", "nc", "-w", "10", host, String(outsidePort)]);
-      assert.equal(fetched.stdout, "from-the-host\n", `nc: ${fetched.code} ${fetched.stderr}`);
-    } else console.log("# no non-loopback IPv4 address here: the outbound check is left out");
-    // As the create's warning says: the NAT also takes it to this machine's loopback.
     const port = (loopback.address() as AddressInfo).port;
-    const leaked = await tether(["exec", id, "--", "nc", "-w", "10", "10.0.2.2", String(port)]);
-    assert.equal(leaked.stdout, "from-the-host-loopback\n", `nc: ${leaked.code} ${leaked.stderr}`);
+    if (onTap) {
+      // --network bridge on a TAP: nothing of this machine answers the guest, neither its
+      // loopback (10.0.2.2 on the agent's user-mode NIC, restricted) nor its own addresses
+      // (the bridge's among them). Outbound through NAT is checked in the host's vm tests,
+      // against a network namespace of their own.
+      const gateway = bridgeAddress();
+      const targets = [`10.0.2.2 ${port}`, `10.0.2.2 ${outsidePort}`];
+      if (host) targets.push(`${host} ${outsidePort}`);
+      assert.ok(gateway, `${TAP_BRIDGE} has an address`);
+      targets.push(`${gateway} ${outsidePort}`);
+      for (const target of targets) {
+        const reached = await tether(["exec", id, "--", "sh", "-c", `nc -w 3 ${target} </dev/null`]);
+        assert.equal(reached.stdout, "", `nothing answers the guest at ${target}`);
+      }
+    } else {
+      // --network bridge: the guest reaches a server outside it (QEMU's user-mode NAT).
+      if (host) {
+        // nc, not wget: Debian's static busybox wget dies of SIGSEGV on some answers (node's among them).
+        const fetched = await tether(["exec", id, "--", "nc", "-w", "10", host, String(outsidePort)]);
+        assert.equal(fetched.stdout, "from-the-host\n", `nc: ${fetched.code} ${fetched.stderr}`);
+      } else console.log("# no non-loopback IPv4 address here: the outbound check is left out");
+      // As the create's warning says: the NAT also takes it to this machine's loopback.
+      const leaked = await tether(["exec", id, "--", "nc", "-w", "10", "10.0.2.2", String(port)]);
+      assert.equal(leaked.stdout, "from-the-host-loopback\n", `nc: ${leaked.code} ${leaked.stderr}`);
+    }
 
     // The guest's clock keeps the host's time (under TCG it drifted on jiffies).
     const before = Math.floor(Date.now() / 1000);
@@ -262,6 +295,8 @@ test("a vm sandbox through the CLI: create, ls, exec, cp, shell, ports, forward,
     for (let i = 0; i < 100 && running(supervisor.agentPid); i++) await new Promise((r) => setTimeout(r, 100));
     assert.equal(running(supervisor.agentPid), false, "QEMU died with its supervisor");
     assert.match(await ok(["reconcile"]), new RegExp(`^fixed ${id}: running -> stopped$`, "m"));
+    // QEMU's TAP, left by its death, went when reconcile saw the sandbox stopped.
+    if (onTap) assert.equal(existsSync(`/sys/class/net/${tapName(id)}`), false, "the dead VM's TAP is gone");
 
     // rm: the stopped VM goes, with its directory.
     await ok(["rm", id]);

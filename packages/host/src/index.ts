@@ -55,6 +55,14 @@ export {
 } from "./backends/process/process-backend.js";
 export { parseBytes } from "./backends/spec.js";
 export { QmpClient, QmpCommandError, QmpConnectionError } from "./backends/vm/qmp.js";
+export {
+  removeBridge,
+  TAP_BRIDGE,
+  TapNetworkError,
+  type TapSupport,
+  tapName,
+  tapSupport,
+} from "./backends/vm/tap-network.js";
 export { VmBackend, type VmBackendOptions, VsockUnavailableError } from "./backends/vm/vm-backend.js";
 export { findVmTools, type VmTools, VmToolsMissingError } from "./backends/vm/vm-tools.js";
 export { type BuildImageOptions, buildImage } from "./build-image.js";

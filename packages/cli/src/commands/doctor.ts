@@ -19,7 +19,8 @@ export function doctorCommand(): Command {
       "Checks every backend: docker (the engine answers; its runtimes), bwrap (the binary is there\n" +
         "and a probe sandbox runs), local (always, with no isolation), vm (QEMU, a kernel and the tools to\n" +
         "build its disks, each missing one named with its Debian package; KVM or TCG, by a probe boot\n" +
-        "cached per home; whether vsock and TAP/bridge networking are there, and what it uses instead);\n" +
+        "cached per home; whether vsock is there, and what it uses instead; whether --network bridge gets\n" +
+        "a TAP on Tether's bridge here or, and why, QEMU's user-mode NAT);\n" +
         "says which one `tether run`\n" +
         "without --image uses, and where TETHER_HOME and its registry are.\n" +
         "--repair: when the registry is damaged, moves it aside (tether.db.damaged-<time>), makes a new\n" +
@@ -68,7 +69,7 @@ export function doctorCommand(): Command {
         ...statuses.map((s) => [s.kind, s.available ? "yes" : "no", s.isolation, s.reason]),
       ];
       process.stdout.write(`${formatTable(rows)}\n`);
-      // vsock and TAP, point by point: what the host offers, and what the vm backend uses instead.
+      // vsock and TAP, point by point: what the host offers, and what the vm backend uses.
       const vm = statuses.find((s) => s.kind === "vm")?.details as { vsock?: string; tap?: string } | undefined;
       if (vm?.vsock) process.stdout.write(`\nvm agent transport (vsock): ${vm.vsock}\n`);
       if (vm?.tap) process.stdout.write(`vm network (TAP/bridge): ${vm.tap}\n`);

@@ -1,5 +1,5 @@
 import path from "node:path";
-import { tetherHome } from "@tether/host";
+import { tapSupport, tetherHome } from "@tether/host";
 import { Command, InvalidArgumentError } from "commander";
 import { UnknownNamesError } from "../errors.js";
 import { collectEnv } from "../options.js";
@@ -65,7 +65,8 @@ export function templateCommand(): Command {
       } finally {
         close();
       }
-      if (flags.backend === "vm" && flags.network === "bridge") {
+      // Where this host gives a vm's bridge a TAP, its VMs reach neither this machine nor each other.
+      if (flags.backend === "vm" && flags.network === "bridge" && !(await tapSupport()).ok) {
         process.stderr.write(
           `tether: warning: template ${name} (vm, network bridge): its VMs get QEMU's user-mode NAT, through which they can also connect to services listening on this machine's loopback (at 10.0.2.2), this server's among them\n`,
         );

@@ -3,6 +3,7 @@ import Docker from "dockerode";
 import { probeBwrap } from "./bwrap/bwrap-backend.js";
 import { detectEngine } from "./docker/engine.js";
 import { knownAccelerator } from "./vm/qemu-command.js";
+import { TAP_BRIDGE, tapSupport } from "./vm/tap-network.js";
 import { VmBackend } from "./vm/vm-backend.js";
 import { VmToolsMissingError } from "./vm/vm-tools.js";
 
@@ -111,27 +112,24 @@ export async function vmStatus(options: { home?: string; docker?: Docker } = {})
 
 /**
  * What this host offers a VM's agent transport and network, against what the vm backend
- * uses: it speaks to its agent over TCP (QEMU user-mode hostfwd on 127.0.0.1) and gives
- * `--network bridge` QEMU's user-mode NAT, even where vhost-vsock or TAP would work.
+ * uses: it speaks to its agent over TCP (QEMU user-mode hostfwd on 127.0.0.1), and gives
+ * `--network bridge` TAP on Tether's bridge where the host allows it, else QEMU's user-mode NAT.
  */
 export async function vmHostFacts(): Promise<{ vsock: string; tap: string }> {
-  const usable = (file: string) =>
-    access(file, constants.R_OK | constants.W_OK).then(
-      () => true,
-      () => false,
-    );
-  const [vhostVsock, tun] = await Promise.all([usable("/dev/vhost-vsock"), usable("/dev/net/tun")]);
-  const root = process.getuid?.() === 0;
+  const vhostVsock = await access("/dev/vhost-vsock", constants.R_OK | constants.W_OK).then(
+    () => true,
+    () => false,
+  );
   const vsock = vhostVsock
     ? "/dev/vhost-vsock is there, but the vm backend does not use it yet"
     : "no /dev/vhost-vsock here (modprobe vhost_vsock)";
-  const tap =
-    tun && root
-      ? "/dev/net/tun is there and this is root, but the vm backend has no TAP/bridge networking yet"
-      : `no TAP/bridge networking here (${tun ? "not root" : "no usable /dev/net/tun"})`;
+  const support = await tapSupport();
+  const tap = support.ok
+    ? `TAP/bridge networking is available here: --network bridge is a TAP on Tether's bridge ${TAP_BRIDGE} with outbound NAT (iptables chains TETHER-VM-*); the guest reaches neither this machine nor other VMs`
+    : `no TAP/bridge networking here (${support.reason}): --network bridge is QEMU's user-mode NAT (outbound connections only, and the guest reaches this machine's loopback services at 10.0.2.2)`;
   return {
     vsock: `${vsock}: its agent is reached over TCP that QEMU forwards from 127.0.0.1, relayed to the sandbox's unix socket`,
-    tap: `${tap}: --network bridge is QEMU's user-mode NAT (outbound connections only, and the guest reaches this machine's loopback services at 10.0.2.2); the default, none, reaches nothing`,
+    tap: `${tap}; the default, none, reaches nothing`,
   };
 }
 

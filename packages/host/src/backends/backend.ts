@@ -153,6 +153,11 @@ export interface SandboxInfo {
   endpoint?: AgentEndpoint;
   /** The engine's id for the sandbox (container id). */
   backendId: string;
+  /**
+   * A vm sandbox's network bridge: "tap" (Tether's bridge; the guest reaches neither this
+   * machine nor other VMs) or "user" (QEMU's user-mode NAT, which reaches this machine's loopback).
+   */
+  vmNetwork?: "tap" | "user";
   /** The exit code of a stopped sandbox's agent. */
   exitCode?: number;
   /** How isolated it is: "container", "namespaces (bubblewrap)" or "none" (set by Sandboxes). */

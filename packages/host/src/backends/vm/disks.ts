@@ -228,6 +228,11 @@ export interface GuestConfig {
   hostname: string;
   /** A POSIX shell line that execs PID 1 (see `execLine`). */
   exec: string;
+  /**
+   * The TAP NIC's MAC, `address/prefix` and gateway, when the VM has one (the init configures
+   * it); a MAC alone: a NIC to leave unconfigured (a network-none fork of a TAP VM).
+   */
+  tap?: { mac: string; address?: string; gateway?: string };
 }
 
 /**
@@ -244,6 +249,17 @@ export async function writeConfigDisk(file: string, config: GuestConfig, tools: 
       writeFile(path.join(staging, "token"), `${config.token}\n`, { mode: 0o600 }),
       writeFile(path.join(staging, "hostname"), `${config.hostname}\n`, { mode: 0o600 }),
       writeFile(path.join(staging, "exec.sh"), `${config.exec}\n`, { mode: 0o600 }),
+      ...(config.tap
+        ? [
+            writeFile(
+              path.join(staging, "tap"),
+              `${config.tap.mac} ${config.tap.address ?? ""} ${config.tap.gateway ?? ""}\n`,
+              {
+                mode: 0o600,
+              },
+            ),
+          ]
+        : []),
     ]);
     // Made 0600 first: mke2fs keeps an existing file's mode.
     const handle = await open(file, "w", 0o600);

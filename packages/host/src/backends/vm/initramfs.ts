@@ -73,10 +73,26 @@ mount -t tmpfs -o mode=0700,size=1m tether-run /newroot/run/tether
 cp /cfg/token /newroot/run/tether/token && chmod 600 /newroot/run/tether/token || fail "cannot hand over the token"
 cp /cfg/exec.sh /exec.sh
 hostname "$(cat /cfg/hostname)"
+tap=""
+[ -f /cfg/tap ] && tap=$(cat /cfg/tap)
 umount /cfg
 ip link set lo up
-ip link set eth0 up && ip addr add ${GUEST_ADDRESS}/24 dev eth0 && ip route add default via ${GUEST_GATEWAY} ||
-  fail "cannot configure eth0"
+# The user-mode NIC (the agent's, by its forwarded port) is the one that is not the TAP's.
+set -- $tap
+user=""; tapdev=""
+for dev in /sys/class/net/*; do
+  name=\${dev##*/}
+  [ "$name" = lo ] && continue
+  if [ -n "$tap" ] && [ "$(cat $dev/address)" = "$1" ]; then tapdev=$name; else user=$name; fi
+done
+[ -n "$user" ] && ip link set "$user" up && ip addr add ${GUEST_ADDRESS}/24 dev "$user" || fail "cannot configure the user-mode NIC"
+if [ -n "$2" ]; then
+  # Outbound through the TAP; the user-mode NIC, restricted, keeps only its subnet.
+  [ -n "$tapdev" ] && ip link set "$tapdev" up && ip addr add "$2" dev "$tapdev" && ip route add default via "$3" ||
+    fail "cannot configure the TAP NIC"
+else
+  ip route add default via ${GUEST_GATEWAY} || fail "cannot route through the user-mode NIC"
+fi
 mount --move /proc /newroot/proc
 mount --move /sys /newroot/sys
 mount --move /dev /newroot/dev

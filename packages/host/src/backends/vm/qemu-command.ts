@@ -22,8 +22,13 @@ export interface QemuPlan {
   qmpSocket: string;
   /** The host's 127.0.0.1 port forwarded to the agent's port in the guest. */
   agentPort: number;
-  /** Outbound network for the guest (user-mode, NAT); without it the guest reaches nothing but its forwarded port. */
+  /**
+   * Outbound network for the guest through user-mode NAT (which also reaches this machine's
+   * loopback); without it the user-mode NIC reaches nothing but its forwarded port.
+   */
   outbound: boolean;
+  /** A second NIC on this TAP (see tap-network.ts), for outbound network instead of user-mode NAT. */
+  tap?: { ifname: string; mac: string };
   /** Restore from this migration stream (`exec:` URI) instead of booting. */
   incoming?: string;
 }
@@ -38,7 +43,7 @@ export function qemuArgs(plan: QemuPlan): string[] {
     "user",
     "id=net0",
     // restrict=on: the guest reaches neither the host nor the outside; hostfwd still works.
-    `restrict=${plan.outbound ? "off" : "on"}`,
+    `restrict=${plan.outbound && !plan.tap ? "off" : "on"}`,
     `hostfwd=tcp:127.0.0.1:${plan.agentPort}-:${AGENT_CONTAINER_PORT}`,
   ].join(",");
   const args = [
@@ -88,6 +93,15 @@ export function qemuArgs(plan: QemuPlan): string[] {
     "-device",
     "virtio-rng-device",
   ];
+  if (plan.tap) {
+    // After the others: the devices before it keep the ids and order they have without it.
+    args.push(
+      "-netdev",
+      `tap,id=net1,ifname=${plan.tap.ifname},script=no,downscript=no`,
+      "-device",
+      `virtio-net-device,netdev=net1,mac=${plan.tap.mac}`,
+    );
+  }
   if (plan.incoming) args.push("-incoming", plan.incoming);
   return args;
 }

@@ -59,6 +59,7 @@ import { bundleDisk, createOverlay, execLine, imageRootfs, pruneDisks, writeConf
 import { GUEST_BUSYBOX as BUSYBOX_ON_DISK, buildInitramfs, GUEST_TINI } from "./initramfs.js";
 import { type Accelerator, detectAccelerator, qemuArgs } from "./qemu-command.js";
 import { QmpClient } from "./qmp.js";
+import { allocateTap, createTap, removeTap, type TapAttachment, tapSupport } from "./tap-network.js";
 import { findVmTools, type VmTools } from "./vm-tools.js";
 
 /** Under TCG a boot takes seconds even on an idle machine, and much longer on a loaded one. */
@@ -82,6 +83,11 @@ interface VmMeta {
   memoryBytes: number;
   cpus: number;
   network: "none" | "bridge";
+  /**
+   * With network bridge where the host allows TAP: its TAP on Tether's bridge (outbound
+   * through it, the user-mode NIC restricted); absent: user-mode NAT (see tap-network.ts).
+   */
+  tap?: TapAttachment;
   /** The root filesystem the overlay is over, and the bundle disk: the same at every start and restore. */
   baseDisk: string;
   bundleDisk: string;
@@ -117,6 +123,8 @@ interface VmSnapshotMeta {
   snapshots: string[];
   /** The source's agent token, which a restored agent holds until the fork gives it its own (/init). */
   token: string;
+  /** The source's TAP attachment: a fork has a TAP NIC too (the same devices), re-addressed by `adopt`. */
+  tap?: TapAttachment;
   memoryBytesOnDisk: number;
 }
 
@@ -261,7 +269,8 @@ export class VmBackend implements SandboxBackend {
       ]);
       await createOverlay(baseDisk, dir.file(OVERLAY_FILE), tools);
       const exec = execLine(guestEnv(image, spec), guestArgv(image, spec));
-      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec }, tools);
+      const tap = spec.network === "bridge" && (await tapSupport()).ok ? await this.allocateTap(id) : undefined;
+      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec, ...(tap ? { tap } : {}) }, tools);
       const meta: VmMeta = {
         id,
         name,
@@ -273,6 +282,7 @@ export class VmBackend implements SandboxBackend {
         memoryBytes: spec.memory ?? DEFAULT_MEMORY_BYTES,
         cpus: Math.max(1, Math.ceil(spec.cpus ?? 1)),
         network: spec.network,
+        ...(tap ? { tap } : {}),
         baseDisk,
         bundleDisk: bundleDiskFile,
         exec,
@@ -465,6 +475,7 @@ export class VmBackend implements SandboxBackend {
         ...(status.meta.exec !== undefined ? { exec: status.meta.exec } : {}),
         snapshots: chain,
         token,
+        ...(status.meta.tap ? { tap: status.meta.tap } : {}),
         memoryBytesOnDisk: (await stat(memory)).size,
       };
       // Written last, privately (it holds the source's token): a snapshot without it is not one.
@@ -542,6 +553,16 @@ export class VmBackend implements SandboxBackend {
     if (spec.cpus !== undefined && Math.max(1, Math.ceil(spec.cpus)) !== snapshot.cpus) {
       throw new InvalidSandboxSpecError(`a fork of ${snapshot.tag} has its snapshot's ${snapshot.cpus} CPUs`);
     }
+    // The fork's devices are its snapshot's: a TAP NIC or not, whatever its network (with
+    // network none, its TAP is on no bridge and down, the guest's NIC unaddressed and down).
+    if (snapshot.tap) {
+      const support = await tapSupport();
+      if (!support.ok) {
+        throw new InvalidSandboxSpecError(
+          `${snapshot.tag} is of a vm on a TAP, which this host cannot make: ${support.reason}`,
+        );
+      }
+    }
     const tools = await this.tools();
     const source = this.snapshotDir(snapshotKey(snapshot.tag));
     const dir = new ProcessSandboxDir(this.home, id);
@@ -560,7 +581,10 @@ export class VmBackend implements SandboxBackend {
       // Read only when the fork is later stopped and booted afresh; a snapshot from before
       // exec lines were kept cannot boot so, and says it on the console.
       const exec = snapshot.exec ?? `echo "tether: ${snapshot.tag} keeps no boot command"; exit 1`;
-      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec }, tools);
+      const tap = snapshot.tap ? await this.allocateTap(id) : undefined;
+      // Off the bridge, the init is told only which NIC to leave alone.
+      const guestTap = tap && (spec.network === "bridge" ? { tap } : { tap: { mac: tap.mac } });
+      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec, ...guestTap }, tools);
       const meta: VmMeta = {
         id,
         name,
@@ -572,6 +596,7 @@ export class VmBackend implements SandboxBackend {
         memoryBytes: snapshot.memoryBytes,
         cpus: snapshot.cpus,
         network: spec.network,
+        ...(tap ? { tap } : {}),
         baseDisk: snapshot.baseDisk,
         bundleDisk: snapshot.bundleDisk,
         exec,
@@ -580,7 +605,14 @@ export class VmBackend implements SandboxBackend {
       await dir.writeJson(META_FILE, meta);
       const memory = path.join(source, SNAPSHOT_MEMORY_FILE);
       await this.launch(dir, meta, spec.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, `exec:cat ${shellPath(memory)}`);
-      await this.adopt(dir, id, snapshot.token, token, spec.env);
+      await this.adopt(
+        dir,
+        id,
+        snapshot.token,
+        token,
+        spec.env,
+        tap && snapshot.tap ? { from: snapshot.tap, to: tap, onBridge: spec.network === "bridge" } : undefined,
+      );
       return await this.inspect(id);
     } catch (err) {
       await this.kill(dir);
@@ -601,6 +633,7 @@ export class VmBackend implements SandboxBackend {
     sourceToken: string,
     token: string,
     env: Record<string, string>,
+    tap?: { from: TapAttachment; to: TapAttachment; onBridge: boolean },
   ): Promise<void> {
     await agentInit(dir.socketPath, sourceToken, {
       accessToken: token,
@@ -614,8 +647,27 @@ export class VmBackend implements SandboxBackend {
       `${b} hostname ${id}`,
       `${b} mkdir -p /etc`,
       `echo ${machineId} > /etc/machine-id`,
-    ].join(" && ");
-    await this.inGuest(dir, [b, "sh", "-c", script], 30_000, randomBytes(64));
+    ];
+    if (tap) {
+      // Restored, the TAP NIC has its source's MAC and address: two forks on the bridge
+      // would share them. It takes the fork's (the bridge learns the new MAC from its frames).
+      const { from, to } = tap;
+      script.push(
+        `{ n=; for d in /sys/class/net/*; do [ "$(${b} cat $d/address)" = ${from.mac} ] && n=\${d##*/}; done; [ -n "$n" ]; }`,
+        `${b} ip link set "$n" down`,
+        `${b} ip link set "$n" address ${to.mac}`,
+        `${b} ip addr flush dev "$n"`,
+      );
+      if (tap.onBridge) {
+        script.push(
+          `${b} ip link set "$n" up`,
+          `${b} ip addr add ${to.address} dev "$n"`,
+          `${b} ip route replace default via ${to.gateway}`,
+        );
+      }
+    }
+    const command = script.join(" && ");
+    await this.inGuest(dir, [b, "sh", "-c", command], 30_000, randomBytes(64));
   }
 
   async remove(id: string): Promise<void> {
@@ -647,6 +699,12 @@ export class VmBackend implements SandboxBackend {
     for (const id of await this.ids()) {
       const status = await this.status(id);
       if (!status) continue;
+      // A TAP left by a VM that died outside Tether (QEMU killed) goes when it is seen so.
+      // Not while creating or paused: a start or resume in another process may have just made it.
+      const dead = status.state === "stopped" || status.state === "error";
+      if (status.meta.tap && dead && (await tapExists(status.meta.tap.ifname))) {
+        await removeTap(status.meta.tap.ifname);
+      }
       if (Object.entries(filter.labels ?? {}).some(([k, v]) => status.meta.labels[k] !== v)) continue;
       out.push(await this.describe(status));
     }
@@ -670,6 +728,16 @@ export class VmBackend implements SandboxBackend {
     }
   }
 
+  /** A TAP attachment for `id` whose address no other vm sandbox here holds. */
+  private async allocateTap(id: string): Promise<TapAttachment> {
+    const taken = new Set<string>();
+    for (const other of await this.ids()) {
+      const meta = await this.dir(other).readJson<VmMeta>(META_FILE);
+      if (meta?.backend === this.kind && meta.id !== id && meta.tap) taken.add(meta.tap.address);
+    }
+    return allocateTap(id, taken);
+  }
+
   private dir(id: string): ProcessSandboxDir {
     return new ProcessSandboxDir(this.home, id);
   }
@@ -680,6 +748,7 @@ export class VmBackend implements SandboxBackend {
     for (const name of [EXIT_FILE, SUPERVISOR_FILE, QMP_SOCKET]) await dir.removeFile(name);
     await rm(dir.socketPath, { force: true });
     const agentPort = await freePort();
+    if (meta.tap) await createTap(meta.tap, meta.network === "bridge");
     // The supervisor relays the agent's socket: a QEMU that outlived it (the supervisor
     // killed) would run on unreachable and read as running. The kernel kills it instead.
     const argv = [
@@ -699,6 +768,7 @@ export class VmBackend implements SandboxBackend {
         qmpSocket: dir.file(QMP_SOCKET),
         agentPort,
         outbound: meta.network === "bridge",
+        ...(meta.tap ? { tap: meta.tap } : {}),
         incoming,
       }),
     ];
@@ -826,10 +896,14 @@ export class VmBackend implements SandboxBackend {
     return lastLines(chunks, START_ERROR_LOG_LINES);
   }
 
-  /** SIGKILL to the supervisor and QEMU; records the exit when the supervisor could not. */
+  /** SIGKILL to the supervisor and QEMU, then its TAP removed; records the exit when the supervisor could not. */
   private async kill(dir: ProcessSandboxDir): Promise<void> {
     const supervisor = await dir.readJson<SupervisorRecord>(SUPERVISOR_FILE);
-    if (!supervisor) return;
+    const tap = (await dir.readJson<VmMeta>(META_FILE))?.tap;
+    if (!supervisor) {
+      if (tap) await removeTap(tap.ifname);
+      return;
+    }
     const processes: ProcessIdentity[] = [supervisor, ...(supervisor.agent ? [supervisor.agent] : [])];
     for (const p of processes) {
       if (isAlive(p)) {
@@ -841,6 +915,7 @@ export class VmBackend implements SandboxBackend {
       }
     }
     await waitUntil(() => processes.every((p) => !isAlive(p)), 5_000);
+    if (tap) await removeTap(tap.ifname);
     if (!(await dir.has(EXIT_FILE))) {
       await dir
         .writeJson(EXIT_FILE, { code: null, signal: "SIGKILL", at: Date.now() } satisfies ExitRecord)
@@ -892,6 +967,9 @@ export class VmBackend implements SandboxBackend {
       state: status.state,
       labels: status.meta.labels,
       createdAt: new Date(status.meta.createdAt),
+      ...(status.meta.network === "bridge"
+        ? { vmNetwork: status.meta.tap ? ("tap" as const) : ("user" as const) }
+        : {}),
       backendId:
         status.supervisor?.agent && status.state === "running" ? `qemu pid ${status.supervisor.agent.pid}` : "",
     };
@@ -979,6 +1057,13 @@ function agentInit(socket: string, token: string, body: Record<string, unknown>)
 /** A path quoted for the /bin/sh that runs QEMU's exec: migration commands. */
 function shellPath(file: string): string {
   return `'${file.replace(/'/g, `'\\''`)}'`;
+}
+
+function tapExists(ifname: string): Promise<boolean> {
+  return stat(`/sys/class/net/${ifname}`).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** A TCP port free on 127.0.0.1 now (QEMU binds it for hostfwd a moment later). */

@@ -12,6 +12,7 @@ import net, { type AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
 import { connect } from "@tether/sdk";
 import {
   findVmTools,
@@ -114,7 +115,7 @@ describe("a vm sandbox from the busybox image (QEMU microvm)", { skip }, () => {
   });
 
   test("boots, runs commands, copies files, pauses with its memory to disk and resumes with its processes, is removed", async () => {
-    const info = await sandboxes.create(BUSYBOX, { memory: "256m", labels: { test: "vm" } });
+    const info = await sandboxes.create(BUSYBOX, { memory: "256m", pidsLimit: 40, labels: { test: "vm" } });
     assert.equal(info.backend, "vm");
     assert.equal(info.state, "running");
     const dir = path.join(scratch.home, "sandboxes", info.id);
@@ -132,6 +133,17 @@ describe("a vm sandbox from the busybox image (QEMU microvm)", { skip }, () => {
       assert.equal(kernel.stdout.trim(), (await findVmTools()).kernel.version);
       const failed = await agent.commands.run(["sh", "-c", "exit 3"]).catch((err: { exitCode?: number }) => err);
       assert.equal((failed as { exitCode?: number }).exitCode, 3);
+      // The pids limit, as Docker's: the spec's 40 plus the agent's share. A shell starting 80
+      // sleeps fails to fork (busybox sh then exits 2); they end on their own, the agent answers.
+      const cgroup = "/sys/fs/cgroup/sandbox";
+      assert.equal((await agent.commands.run(["cat", `${cgroup}/pids.max`])).stdout.trim(), "64");
+      const bomb = await agent.commands
+        .run(["sh", "-c", "for i in $(seq 80); do sleep 3 & done"])
+        .catch((err: { exitCode?: number; stderr?: string }) => err);
+      assert.equal((bomb as { exitCode?: number }).exitCode, 2);
+      assert.match((bomb as { stderr?: string }).stderr ?? "", /can't fork/);
+      await delay(3500);
+      assert.equal((await agent.commands.run(["echo", "still here"])).stdout, "still here\n");
       // Network none (the default): the guest reaches neither this machine's address nor its
       // loopback (10.0.2.2 in QEMU's user-mode network), where servers here answer.
       const [outside, loopback] = await Promise.all([listenOnce("0.0.0.0"), listenOnce("127.0.0.1")]);

@@ -233,11 +233,13 @@ export interface GuestConfig {
    * it); a MAC alone: a NIC to leave unconfigured (a network-none fork of a TAP VM).
    */
   tap?: { mac: string; address?: string; gateway?: string };
+  /** pids.max of the cgroup the init puts itself (and so every guest process) in. */
+  pidsMax?: number;
 }
 
 /**
  * The config disk: a small ext4 image (mode 0600, in the sandbox's 0700 directory) with
- * the token, the hostname and exec.sh; the init reads it before the image's root is
+ * the token, the hostname, exec.sh and the pids limit; the init reads it before the image's root is
  * entered, and nothing of it is on any command line.
  */
 export async function writeConfigDisk(file: string, config: GuestConfig, tools: VmTools): Promise<void> {
@@ -249,6 +251,9 @@ export async function writeConfigDisk(file: string, config: GuestConfig, tools: 
       writeFile(path.join(staging, "token"), `${config.token}\n`, { mode: 0o600 }),
       writeFile(path.join(staging, "hostname"), `${config.hostname}\n`, { mode: 0o600 }),
       writeFile(path.join(staging, "exec.sh"), `${config.exec}\n`, { mode: 0o600 }),
+      ...(config.pidsMax !== undefined
+        ? [writeFile(path.join(staging, "pids"), `${config.pidsMax}\n`, { mode: 0o600 })]
+        : []),
       ...(config.tap
         ? [
             writeFile(

@@ -75,6 +75,8 @@ cp /cfg/exec.sh /exec.sh
 hostname "$(cat /cfg/hostname)"
 tap=""
 [ -f /cfg/tap ] && tap=$(cat /cfg/tap)
+pids=""
+[ -f /cfg/pids ] && pids=$(cat /cfg/pids)
 umount /cfg
 ip link set lo up
 # The user-mode NIC (the agent's, by its forwarded port) is the one that is not the TAP's.
@@ -96,6 +98,13 @@ fi
 mount --move /proc /newroot/proc
 mount --move /sys /newroot/sys
 mount --move /dev /newroot/dev
+if [ -n "$pids" ]; then
+  # As Docker's --pids-limit: this init (then tini, tetherd and every command) in a cgroup
+  # with pids.max, so a fork bomb stops there and the agent keeps its share.
+  cg=/newroot/sys/fs/cgroup
+  mount -t cgroup2 cgroup2 $cg && echo +pids > $cg/cgroup.subtree_control && mkdir $cg/sandbox &&
+    echo "$pids" > $cg/sandbox/pids.max && echo $$ > $cg/sandbox/cgroup.procs || fail "cannot set the pids limit"
+fi
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 shm /newroot/dev/shm

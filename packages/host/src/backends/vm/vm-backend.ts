@@ -40,7 +40,7 @@ import type {
   SandboxState,
   StopOptions,
 } from "../backend.js";
-import { imageCommand } from "../docker/container-config.js";
+import { AGENT_PIDS_SHARE, DEFAULT_PIDS_LIMIT, imageCommand } from "../docker/container-config.js";
 import { lastLines } from "../docker/log-stream.js";
 import { readOutputLog } from "../process/output-log.js";
 import {
@@ -270,7 +270,11 @@ export class VmBackend implements SandboxBackend {
       await createOverlay(baseDisk, dir.file(OVERLAY_FILE), tools);
       const exec = execLine(guestEnv(image, spec), guestArgv(image, spec));
       const tap = spec.network === "bridge" && (await tapSupport()).ok ? await this.allocateTap(id) : undefined;
-      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec, ...(tap ? { tap } : {}) }, tools);
+      await writeConfigDisk(
+        dir.file(CONFIG_DISK_FILE),
+        { token, hostname: id, exec, pidsMax: guestPidsMax(spec), ...(tap ? { tap } : {}) },
+        tools,
+      );
       const meta: VmMeta = {
         id,
         name,
@@ -584,7 +588,11 @@ export class VmBackend implements SandboxBackend {
       const tap = snapshot.tap ? await this.allocateTap(id) : undefined;
       // Off the bridge, the init is told only which NIC to leave alone.
       const guestTap = tap && (spec.network === "bridge" ? { tap } : { tap: { mac: tap.mac } });
-      await writeConfigDisk(dir.file(CONFIG_DISK_FILE), { token, hostname: id, exec, ...guestTap }, tools);
+      await writeConfigDisk(
+        dir.file(CONFIG_DISK_FILE),
+        { token, hostname: id, exec, pidsMax: guestPidsMax(spec), ...guestTap },
+        tools,
+      );
       const meta: VmMeta = {
         id,
         name,
@@ -998,6 +1006,11 @@ export function guestEnv(image: Docker.ImageInspectInfo, spec: ValidSpec): strin
   return [...merged].map(([name, value]) =>
     belongsToAgent(name) ? `TETHER_ENV_${name}=${value}` : `${name}=${value}`,
   );
+}
+
+/** The guest's pids.max: the spec's limit (Docker's default without one) plus the agent's share, as for a container. */
+function guestPidsMax(spec: ValidSpec): number {
+  return (spec.pidsLimit ?? DEFAULT_PIDS_LIMIT) + AGENT_PIDS_SHARE;
 }
 
 /** PID 1's argv: tini, then tetherd listening on the forwarded port, supervising the image's command. */

@@ -1,8 +1,8 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { access, constants, readdir, readFile, writeFile } from "node:fs/promises";
-import path from "node:path";
 import { TetherHostError } from "../../errors.js";
+import { findProgram } from "./vm-tools.js";
 
 /**
  * TAP + bridge networking for vm sandboxes with `--network bridge`, where the host allows
@@ -54,7 +54,7 @@ export async function tapSupport(): Promise<TapSupport> {
   );
   if (!tun) return { ok: false, reason: "no usable /dev/net/tun" };
   for (const tool of ["ip", "iptables", "bridge"]) {
-    if (!(await onPath(tool))) return { ok: false, reason: `no ${tool} on PATH (iproute2, iptables)` };
+    if (!(await findProgram(tool))) return { ok: false, reason: `no ${tool} on PATH (iproute2, iptables)` };
   }
   return { ok: true };
 }
@@ -65,18 +65,6 @@ async function hasNetAdmin(): Promise<boolean> {
   const status = await readFile("/proc/self/status", "utf8").catch(() => "");
   const match = /^CapEff:\s*([0-9a-f]+)/m.exec(status);
   return match ? (BigInt(`0x${match[1]}`) & (1n << 12n)) !== 0n : false;
-}
-
-async function onPath(name: string): Promise<boolean> {
-  for (const dir of (process.env.PATH ?? "").split(":").concat("/usr/sbin", "/sbin")) {
-    if (!dir) continue;
-    const ok = await access(path.join(dir, name), constants.X_OK).then(
-      () => true,
-      () => false,
-    );
-    if (ok) return true;
-  }
-  return false;
 }
 
 function run(file: string, args: string[]): Promise<string> {

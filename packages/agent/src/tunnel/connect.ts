@@ -8,6 +8,11 @@ const CONNECT_TIMEOUT_MS = 30_000;
 /** Bytes a tunnel's socket holds unwritten before its writer waits for it to drain. */
 const WRITE_BUFFER = 1 << 20;
 
+/** Whether `port` is a TCP port a tunnel may ask for (1-65535). */
+export function isTcpPort(port: number): boolean {
+  return Number.isInteger(port) && port >= 1 && port <= 65535;
+}
+
 /** "host:port", bracketed for IPv6, for messages. */
 export function targetName(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;

@@ -6,7 +6,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { TUNNEL_ADDRESS_HEADER, TUNNEL_ERROR_TRAILER, TUNNEL_UPLOAD_HEADER } from "@tether/protocol/constants";
 import type { AgentContext } from "../context.js";
 import { BodyError, type HttpRequest, type HttpResponse, sendError, sendJson } from "../http/respond.js";
-import { connect, DEFAULT_HOST, targetName } from "./connect.js";
+import { connect, DEFAULT_HOST, isTcpPort, targetName } from "./connect.js";
 
 /** Per agent: the sockets of raw tunnels whose upload no `POST /tunnel/write` has claimed yet, by upload id. */
 const unclaimed = new WeakMap<AgentContext, Map<string, net.Socket>>();
@@ -36,7 +36,7 @@ export async function handleTunnelOpen(
 ): Promise<void> {
   const asked = url.searchParams.get("port") ?? "";
   const port = Number(asked);
-  if (!/^\d+$/.test(asked) || port < 1 || port > 65535) {
+  if (!/^\d+$/.test(asked) || !isTcpPort(port)) {
     throw new BodyError(400, `port ${asked || "(none)"} is not a TCP port (1-65535)`);
   }
   const host = url.searchParams.get("host") || DEFAULT_HOST;

@@ -11,7 +11,7 @@ import {
 } from "@tether/protocol/tunnel";
 import type { AgentContext } from "../context.js";
 import type { AgentService } from "../rpc/service.js";
-import { connect, DEFAULT_HOST, targetName } from "./connect.js";
+import { connect, DEFAULT_HOST, isTcpPort, targetName } from "./connect.js";
 
 type TunnelResponseInit = MessageInitShape<typeof TunnelResponseSchema>;
 type TunnelWriteResponseInit = MessageInitShape<typeof TunnelWriteResponseSchema>;
@@ -44,7 +44,7 @@ export function createTunnelService(ctx: AgentContext): AgentService {
             throw new ConnectError("a tunnel's first message must be `open` (port and host)", Code.InvalidArgument);
           }
           const { port, host: askedHost } = first.value.message.value;
-          if (!Number.isInteger(port) || port < 1 || port > 65535) {
+          if (!isTcpPort(port)) {
             throw new ConnectError(`port ${port} is not a TCP port (1-65535)`, Code.InvalidArgument);
           }
           const host = askedHost || DEFAULT_HOST;

@@ -284,8 +284,11 @@ export class ProcessBackend implements SandboxBackend {
   async list(filter: ListFilter = {}): Promise<SandboxInfo[]> {
     const out: SandboxInfo[] = [];
     for (const id of await this.ids()) {
-      const status = await this.status(id);
-      if (!status) continue;
+      // By id only: every sandbox of the home has a directory here, whatever its backend,
+      // and a look-up by name for each would read every other's (quadratic in sandboxes).
+      const meta = await this.ownMeta(id);
+      if (!meta) continue;
+      const status = await this.statusOf(meta);
       const wanted = Object.entries(filter.labels ?? {});
       if (wanted.some(([k, v]) => status.meta.labels[k] !== v)) continue;
       out.push(await this.describe(status));
@@ -401,9 +404,18 @@ export class ProcessBackend implements SandboxBackend {
 
   /** The sandbox's state from its files and live processes; undefined when it is not one of ours. */
   private async status(idOrName: string): Promise<Status | undefined> {
-    let meta = isValidSandboxId(idOrName) ? await this.dir(idOrName).readJson<SandboxMeta>(META_FILE) : undefined;
-    if (meta?.backend !== this.kind) meta = await this.findByName(idOrName);
-    if (!meta) return undefined;
+    const meta = (await this.ownMeta(idOrName)) ?? (await this.findByName(idOrName));
+    return meta && this.statusOf(meta);
+  }
+
+  /** The sandbox's metadata when `id` names one of this backend's sandboxes. */
+  private async ownMeta(id: string): Promise<SandboxMeta | undefined> {
+    if (!isValidSandboxId(id)) return undefined;
+    const meta = await this.dir(id).readJson<SandboxMeta>(META_FILE);
+    return meta?.backend === this.kind ? meta : undefined;
+  }
+
+  private async statusOf(meta: SandboxMeta): Promise<Status> {
     const dir = this.dir(meta.id);
     const supervisor = await dir.readJson<SupervisorRecord>(SUPERVISOR_FILE);
     // An agent whose supervisor died (killed; before supervisors survived a full disk, ENOSPC)

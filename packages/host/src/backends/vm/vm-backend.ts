@@ -705,8 +705,11 @@ export class VmBackend implements SandboxBackend {
   async list(filter: ListFilter = {}): Promise<SandboxInfo[]> {
     const out: SandboxInfo[] = [];
     for (const id of await this.ids()) {
-      const status = await this.status(id);
-      if (!status) continue;
+      // By id only: every sandbox of the home has a directory here, whatever its backend,
+      // and a look-up by name for each would read every other's (quadratic in sandboxes).
+      const meta = await this.ownMeta(id);
+      if (!meta) continue;
+      const status = await this.statusOf(meta);
       // A TAP left by a VM that died outside Tether (QEMU killed) goes when it is seen so.
       // Not while creating or paused: a start or resume in another process may have just made it.
       const dead = status.state === "stopped" || status.state === "error";
@@ -945,9 +948,18 @@ export class VmBackend implements SandboxBackend {
   }
 
   private async status(idOrName: string): Promise<Status | undefined> {
-    let meta = isValidSandboxId(idOrName) ? await this.dir(idOrName).readJson<VmMeta>(META_FILE) : undefined;
-    if (meta?.backend !== this.kind) meta = await this.findByName(idOrName);
-    if (!meta) return undefined;
+    const meta = (await this.ownMeta(idOrName)) ?? (await this.findByName(idOrName));
+    return meta && this.statusOf(meta);
+  }
+
+  /** The sandbox's metadata when `id` names one of this backend's sandboxes. */
+  private async ownMeta(id: string): Promise<VmMeta | undefined> {
+    if (!isValidSandboxId(id)) return undefined;
+    const meta = await this.dir(id).readJson<VmMeta>(META_FILE);
+    return meta?.backend === this.kind ? meta : undefined;
+  }
+
+  private async statusOf(meta: VmMeta): Promise<Status> {
     const dir = this.dir(meta.id);
     if (await dir.has(PAUSED_FILE)) return { meta, state: "paused" };
     const supervisor = await dir.readJson<SupervisorRecord>(SUPERVISOR_FILE);

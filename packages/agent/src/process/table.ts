@@ -12,6 +12,16 @@ export const FINISHED_RETENTION_MS = 70_000;
 export const FINISHED_LOG_BUDGET = 64 << 20;
 
 /**
+ * Finished processes kept at most: beyond it the oldest is forgotten before its retention
+ * ends (33 commands a second, sustained for the minute, reach it). Each costs about 4 KiB
+ * of live heap, and V8 lets the heap grow to a few times what lives: under 600 commands a
+ * second the agent levelled at 266 MiB RSS keeping 10,000, 158 MiB keeping 2,000, 130
+ * keeping 200. Without a cap the records grew with the rate: 329 MiB after 4 minutes of
+ * `npm run stress`, still rising.
+ */
+export const FINISHED_MAX = 2_000;
+
+/**
  * The agent's processes by pid, by tag and by start key: running ones, and finished ones
  * for a while so a client that reconnects late still learns how its process ended (and
  * can replay what is left of its output log, within FINISHED_LOG_BUDGET).
@@ -21,9 +31,20 @@ export class ProcessTable {
   private readonly byTag = new Map<string, TrackedProcess>();
   /** Keyed processes from the moment a start claims the key, before they are spawned. */
   private readonly byKey = new Map<string, TrackedProcess>();
-  private readonly expiries = new Set<NodeJS.Timeout>();
-  /** Finished processes whose logs still hold output, oldest first. */
-  private readonly finishedLogs: TrackedProcess[] = [];
+  /** Finished processes still known, oldest first, with when each ended (one timer sweeps them). */
+  private readonly finished = new Map<TrackedProcess, number>();
+  private sweep: NodeJS.Timeout | undefined;
+  /** Finished processes whose logs still hold output, oldest first, with the bytes each held when it ended. */
+  private readonly finishedLogs = new Map<TrackedProcess, number>();
+  private finishedLogBytes = 0;
+
+  private readonly finishedMax: number;
+  private readonly retentionMs: number;
+
+  constructor(options: { finishedMax?: number; retentionMs?: number } = {}) {
+    this.finishedMax = options.finishedMax ?? FINISHED_MAX;
+    this.retentionMs = options.retentionMs ?? FINISHED_RETENTION_MS;
+  }
 
   /**
    * The process a key names, or a new one made by `create` and registered under the key
@@ -66,17 +87,13 @@ export class ProcessTable {
     this.byPid.set(proc.pid, proc);
     if (proc.tag) this.byTag.set(proc.tag, proc);
     void proc.ended().then(() => {
+      this.finished.set(proc, Date.now());
       this.keepFinishedLog(proc);
-      const timer = setTimeout(() => {
-        this.expiries.delete(timer);
-        if (this.byPid.get(proc.pid) === proc) this.byPid.delete(proc.pid);
-        if (proc.tag && this.byTag.get(proc.tag) === proc) this.byTag.delete(proc.tag);
-        if (proc.key && this.byKey.get(proc.key) === proc) this.byKey.delete(proc.key);
-        const at = this.finishedLogs.indexOf(proc);
-        if (at >= 0) this.finishedLogs.splice(at, 1);
-      }, FINISHED_RETENTION_MS);
-      timer.unref();
-      this.expiries.add(timer);
+      for (const oldest of this.finished.keys()) {
+        if (this.finished.size <= this.finishedMax) break;
+        this.forget(oldest);
+      }
+      this.scheduleSweep();
     });
   }
 
@@ -109,8 +126,8 @@ export class ProcessTable {
 
   /** Kills every process group the agent started, finished leaders' leftovers included. */
   killAll(): void {
-    for (const timer of this.expiries) clearTimeout(timer);
-    this.expiries.clear();
+    clearTimeout(this.sweep);
+    this.sweep = undefined;
     for (const proc of this.byPid.values()) {
       try {
         proc.signal("SIGKILL");
@@ -122,18 +139,60 @@ export class ProcessTable {
     this.byPid.clear();
     this.byTag.clear();
     this.byKey.clear();
-    this.finishedLogs.length = 0;
+    this.finished.clear();
+    this.finishedLogs.clear();
+    this.finishedLogBytes = 0;
   }
 
-  /** Keeps a finished process's log for replay, dropping the oldest such logs beyond the budget. */
+  /**
+   * Keeps a finished process's log for replay, releasing the oldest such logs beyond the
+   * budget. Counted as each log was when its process ended: a running total, so that each
+   * end costs the same however many finished processes there are.
+   */
   private keepFinishedLog(proc: TrackedProcess): void {
-    this.finishedLogs.push(proc);
-    let total = this.finishedLogs.reduce((sum, p) => sum + p.log.retainedBytes, 0);
-    while (total > FINISHED_LOG_BUDGET && this.finishedLogs.length > 0) {
-      const oldest = this.finishedLogs.shift() as TrackedProcess;
-      total -= oldest.log.retainedBytes;
+    const bytes = proc.log.retainedBytes;
+    this.finishedLogs.set(proc, bytes);
+    this.finishedLogBytes += bytes;
+    for (const oldest of this.finishedLogs.keys()) {
+      if (this.finishedLogBytes <= FINISHED_LOG_BUDGET) break;
+      this.dropFinishedLog(oldest);
       oldest.log.release();
-      total += oldest.log.retainedBytes;
     }
+  }
+
+  private dropFinishedLog(proc: TrackedProcess): void {
+    const bytes = this.finishedLogs.get(proc);
+    if (bytes === undefined) return;
+    this.finishedLogs.delete(proc);
+    this.finishedLogBytes -= bytes;
+  }
+
+  /** A finished process is no longer found by pid, tag or key. */
+  private forget(proc: TrackedProcess): void {
+    this.finished.delete(proc);
+    this.dropFinishedLog(proc);
+    if (this.byPid.get(proc.pid) === proc) this.byPid.delete(proc.pid);
+    if (proc.tag && this.byTag.get(proc.tag) === proc) this.byTag.delete(proc.tag);
+    if (proc.key && this.byKey.get(proc.key) === proc) this.byKey.delete(proc.key);
+  }
+
+  /** Arms the one timer for the oldest finished process's end of retention. */
+  private scheduleSweep(): void {
+    if (this.sweep) return;
+    const oldest = this.finished.values().next();
+    if (oldest.done) return;
+    this.sweep = setTimeout(
+      () => {
+        this.sweep = undefined;
+        const now = Date.now();
+        for (const [proc, endedAt] of this.finished) {
+          if (now - endedAt < this.retentionMs) break;
+          this.forget(proc);
+        }
+        this.scheduleSweep();
+      },
+      Math.max(0, oldest.value + this.retentionMs - Date.now()),
+    );
+    this.sweep.unref();
   }
 }

@@ -1,8 +1,7 @@
 import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { mkdir, readdir } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import os from "node:os";
-import path from "node:path";
 import { waitForAgent } from "../../agent-health.js";
 import {
   InvalidSandboxSpecError,
@@ -28,6 +27,7 @@ import { type ValidSpec, validateSpec } from "../spec.js";
 import { readOutputLog } from "./output-log.js";
 import { commandLine, descendants, signalEach } from "./process-tree.js";
 import {
+  BackendMetas,
   EXIT_FILE,
   type ExitRecord,
   LAUNCH_FILE,
@@ -135,6 +135,7 @@ interface Status {
 export class ProcessBackend implements SandboxBackend {
   readonly kind: string;
   readonly home: string;
+  private readonly metas: BackendMetas<SandboxMeta>;
   private readonly program: AgentProgram;
 
   constructor(
@@ -143,6 +144,7 @@ export class ProcessBackend implements SandboxBackend {
   ) {
     this.kind = strategy.kind;
     this.home = options.home ?? tetherHome();
+    this.metas = new BackendMetas(this.home, this.kind);
     this.program = options.program ?? agentProgram();
   }
 
@@ -156,7 +158,9 @@ export class ProcessBackend implements SandboxBackend {
     this.strategy.check(spec, input);
     const id = spec.id ?? newSandboxId();
     const name = spec.name ?? `tether-${id}`;
-    if (await this.findByName(name)) throw new InvalidSandboxSpecError(`the name ${name} is taken`);
+    if ((await this.metas.all()).some((meta) => meta.name === name)) {
+      throw new InvalidSandboxSpecError(`the name ${name} is taken`);
+    }
     const dir = new ProcessSandboxDir(this.home, id);
     try {
       await dir.create();
@@ -283,11 +287,7 @@ export class ProcessBackend implements SandboxBackend {
 
   async list(filter: ListFilter = {}): Promise<SandboxInfo[]> {
     const out: SandboxInfo[] = [];
-    for (const id of await this.ids()) {
-      // By id only: every sandbox of the home has a directory here, whatever its backend,
-      // and a look-up by name for each would read every other's (quadratic in sandboxes).
-      const meta = await this.ownMeta(id);
-      if (!meta) continue;
+    for (const meta of await this.metas.all()) {
       const status = await this.statusOf(meta);
       const wanted = Object.entries(filter.labels ?? {});
       if (wanted.some(([k, v]) => status.meta.labels[k] !== v)) continue;
@@ -389,30 +389,10 @@ export class ProcessBackend implements SandboxBackend {
     await dir.removeFile(PAUSED_FILE);
   }
 
-  private async ids(): Promise<string[]> {
-    const names = await readdir(path.join(this.home, "sandboxes")).catch(() => [] as string[]);
-    return names.filter(isValidSandboxId);
-  }
-
-  private async findByName(name: string): Promise<SandboxMeta | undefined> {
-    for (const id of await this.ids()) {
-      const meta = await this.dir(id).readJson<SandboxMeta>(META_FILE);
-      if (meta?.backend === this.kind && meta.name === name) return meta;
-    }
-    return undefined;
-  }
-
   /** The sandbox's state from its files and live processes; undefined when it is not one of ours. */
   private async status(idOrName: string): Promise<Status | undefined> {
-    const meta = (await this.ownMeta(idOrName)) ?? (await this.findByName(idOrName));
+    const meta = await this.metas.byIdOrName(idOrName);
     return meta && this.statusOf(meta);
-  }
-
-  /** The sandbox's metadata when `id` names one of this backend's sandboxes. */
-  private async ownMeta(id: string): Promise<SandboxMeta | undefined> {
-    if (!isValidSandboxId(id)) return undefined;
-    const meta = await this.dir(id).readJson<SandboxMeta>(META_FILE);
-    return meta?.backend === this.kind ? meta : undefined;
   }
 
   private async statusOf(meta: SandboxMeta): Promise<Status> {

@@ -1,7 +1,7 @@
-import { readFile, rm, stat, writeFile } from "node:fs/promises";
+import { readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { ProcessIdentity } from "../../process-identity.js";
-import { SandboxDir } from "../../sandbox-dir.js";
+import { isValidSandboxId, SandboxDir } from "../../sandbox-dir.js";
 
 /** What the supervisor starts, written by the backend before it starts the supervisor. */
 export interface LaunchPlan {
@@ -89,5 +89,40 @@ export class ProcessSandboxDir extends SandboxDir {
 
   async removeFile(name: string): Promise<void> {
     await rm(this.file(name), { force: true });
+  }
+}
+
+/**
+ * One backend's sandboxes among a home's directories, by their META_FILE. Every sandbox of
+ * the home has a directory under sandboxes/, whatever its backend; a listing reads each
+ * once (a look-up by name for each read every other's: quadratic in sandboxes).
+ */
+export class BackendMetas<T extends { id: string; name: string; backend: string }> {
+  constructor(
+    private readonly home: string,
+    private readonly kind: string,
+  ) {}
+
+  /** The metadata of `id` when it names one of this backend's sandboxes. */
+  async byId(id: string): Promise<T | undefined> {
+    if (!isValidSandboxId(id)) return undefined;
+    const meta = await new ProcessSandboxDir(this.home, id).readJson<T>(META_FILE);
+    return meta?.backend === this.kind ? meta : undefined;
+  }
+
+  /** By id, else by name (which reads every directory: for one look-up, not one per sandbox). */
+  async byIdOrName(idOrName: string): Promise<T | undefined> {
+    return (await this.byId(idOrName)) ?? (await this.all()).find((meta) => meta.name === idOrName);
+  }
+
+  /** Every one of this backend's sandboxes. */
+  async all(): Promise<T[]> {
+    const names = await readdir(path.join(this.home, "sandboxes")).catch(() => [] as string[]);
+    const out: T[] = [];
+    for (const id of names) {
+      const meta = await this.byId(id);
+      if (meta) out.push(meta);
+    }
+    return out;
   }
 }

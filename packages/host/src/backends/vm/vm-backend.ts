@@ -44,10 +44,12 @@ import { AGENT_PIDS_SHARE, DEFAULT_PIDS_LIMIT, imageCommand } from "../docker/co
 import { lastLines } from "../docker/log-stream.js";
 import { readOutputLog } from "../process/output-log.js";
 import {
+  BackendMetas,
   EXIT_FILE,
   type ExitRecord,
   LAUNCH_FILE,
   type LaunchPlan,
+  META_FILE,
   OUTPUT_FILE,
   ProcessSandboxDir,
   SUPERVISOR_FILE,
@@ -136,7 +138,6 @@ interface PausedRecord {
   writeMs: number;
 }
 
-const META_FILE = "sandbox.json";
 const PAUSED_FILE = "paused";
 const SNAPSHOT_FILE = "snapshot";
 const OVERLAY_FILE = "root.qcow2";
@@ -190,6 +191,7 @@ interface Status {
 export class VmBackend implements SandboxBackend {
   readonly kind = "vm";
   readonly home: string;
+  private readonly metas: BackendMetas<VmMeta>;
   readonly docker: Docker;
   /** Where disks, initramfs and the accelerator probe's answer are cached, shared by sandboxes. */
   readonly cacheDir: string;
@@ -199,6 +201,7 @@ export class VmBackend implements SandboxBackend {
 
   constructor(options: VmBackendOptions = {}) {
     this.home = options.home ?? tetherHome();
+    this.metas = new BackendMetas(this.home, this.kind);
     this.docker = options.docker ?? new Docker();
     this.cacheDir = options.cacheDir ?? path.join(this.home, "vm");
     const root = options.bundleRoot ?? defaultBundleRoot();
@@ -244,7 +247,9 @@ export class VmBackend implements SandboxBackend {
     this.check(spec);
     const id = spec.id ?? newSandboxId();
     const name = spec.name ?? `tether-${id}`;
-    if (await this.findByName(name)) throw new InvalidSandboxSpecError(`the name ${name} is taken`);
+    if ((await this.metas.all()).some((meta) => meta.name === name)) {
+      throw new InvalidSandboxSpecError(`the name ${name} is taken`);
+    }
     const snapshot = await this.findSnapshot(spec.image);
     if (snapshot) return this.fork(spec, id, name, snapshot);
     const [tools, image] = await Promise.all([this.tools(), this.inspectImage(spec.image)]);
@@ -497,10 +502,7 @@ export class VmBackend implements SandboxBackend {
   async removeSnapshot(tag: string): Promise<boolean> {
     const key = snapshotKey(tag);
     if (!(await this.readSnapshot(key))) return true;
-    for (const id of await this.ids()) {
-      const meta = await this.dir(id).readJson<VmMeta>(META_FILE);
-      if (meta?.backend === this.kind && meta.snapshots?.includes(key)) return false;
-    }
+    if ((await this.metas.all()).some((meta) => meta.snapshots?.includes(key))) return false;
     await rm(this.snapshotDir(key), { recursive: true, force: true });
     return true;
   }
@@ -511,11 +513,7 @@ export class VmBackend implements SandboxBackend {
    */
   async pruneBundles(olderThanMs: number): Promise<PruneBundlesReport> {
     const inUse = new Set<string>();
-    for (const id of await this.ids()) {
-      const meta = await this.dir(id).readJson<VmMeta>(META_FILE);
-      if (meta?.backend !== this.kind) continue;
-      inUse.add(meta.baseDisk).add(meta.bundleDisk);
-    }
+    for (const meta of await this.metas.all()) inUse.add(meta.baseDisk).add(meta.bundleDisk);
     const keys = await readdir(path.join(this.home, SNAPSHOTS_DIR)).catch(() => [] as string[]);
     for (const key of keys) {
       const snapshot = await this.readSnapshot(key);
@@ -704,11 +702,7 @@ export class VmBackend implements SandboxBackend {
 
   async list(filter: ListFilter = {}): Promise<SandboxInfo[]> {
     const out: SandboxInfo[] = [];
-    for (const id of await this.ids()) {
-      // By id only: every sandbox of the home has a directory here, whatever its backend,
-      // and a look-up by name for each would read every other's (quadratic in sandboxes).
-      const meta = await this.ownMeta(id);
-      if (!meta) continue;
+    for (const meta of await this.metas.all()) {
       const status = await this.statusOf(meta);
       // A TAP left by a VM that died outside Tether (QEMU killed) goes when it is seen so.
       // Not while creating or paused: a start or resume in another process may have just made it.
@@ -742,9 +736,8 @@ export class VmBackend implements SandboxBackend {
   /** A TAP attachment for `id` whose address no other vm sandbox here holds. */
   private async allocateTap(id: string): Promise<TapAttachment> {
     const taken = new Set<string>();
-    for (const other of await this.ids()) {
-      const meta = await this.dir(other).readJson<VmMeta>(META_FILE);
-      if (meta?.backend === this.kind && meta.id !== id && meta.tap) taken.add(meta.tap.address);
+    for (const meta of await this.metas.all()) {
+      if (meta.id !== id && meta.tap) taken.add(meta.tap.address);
     }
     return allocateTap(id, taken);
   }
@@ -934,29 +927,9 @@ export class VmBackend implements SandboxBackend {
     }
   }
 
-  private async ids(): Promise<string[]> {
-    const names = await readdir(path.join(this.home, "sandboxes")).catch(() => [] as string[]);
-    return names.filter(isValidSandboxId);
-  }
-
-  private async findByName(name: string): Promise<VmMeta | undefined> {
-    for (const id of await this.ids()) {
-      const meta = await this.dir(id).readJson<VmMeta>(META_FILE);
-      if (meta?.backend === this.kind && meta.name === name) return meta;
-    }
-    return undefined;
-  }
-
   private async status(idOrName: string): Promise<Status | undefined> {
-    const meta = (await this.ownMeta(idOrName)) ?? (await this.findByName(idOrName));
+    const meta = await this.metas.byIdOrName(idOrName);
     return meta && this.statusOf(meta);
-  }
-
-  /** The sandbox's metadata when `id` names one of this backend's sandboxes. */
-  private async ownMeta(id: string): Promise<VmMeta | undefined> {
-    if (!isValidSandboxId(id)) return undefined;
-    const meta = await this.dir(id).readJson<VmMeta>(META_FILE);
-    return meta?.backend === this.kind ? meta : undefined;
   }
 
   private async statusOf(meta: VmMeta): Promise<Status> {

@@ -7,13 +7,14 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import net, { type AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { connect } from "@tether/sdk";
+import { allocateTap, releaseAddress } from "../src/backends/vm/tap-network.js";
 import {
   findVmTools,
   QmpClient,
@@ -573,5 +574,49 @@ describe("vm sandboxes from the musl-only and shell-less images, booted in paral
         await sandboxes.remove(info.id);
       }),
     );
+  });
+});
+
+describe("addresses on Tether's bridge, claimed host-wide", { skip: tapSkip }, () => {
+  let scratch: Awaited<ReturnType<typeof scratchHome>>;
+  const claimed: { address: string; dir: string }[] = [];
+
+  before(async () => {
+    scratch = await scratchHome();
+  });
+
+  after(async () => {
+    for (const { address, dir } of claimed) await releaseAddress(address, dir);
+    await scratch.remove();
+  });
+
+  async function sandboxDir(name: string): Promise<string> {
+    const dir = path.join(scratch.home, name, "sandboxes", "tapclaimtest");
+    await mkdir(dir, { recursive: true });
+    return dir;
+  }
+
+  async function allocate(id: string, dir: string): Promise<string> {
+    const { address } = await allocateTap(id, dir, new Set());
+    claimed.push({ address, dir });
+    return address;
+  }
+
+  // The address comes from the id's hash: one id in two homes is the plainest collision, as
+  // two ids whose hashes meet would be, with or without a registry between them.
+  test("two sandboxes never get one address on the bridge, whatever home or process picks it", async () => {
+    const id = "tapclaimtest";
+    const first = await sandboxDir("home-a");
+    const address = await allocate(id, first);
+    assert.equal(await allocate(id, first), address, "its own claim is the sandbox's again");
+    const second = await allocate(id, await sandboxDir("home-b"));
+    assert.notEqual(second, address);
+    // Eight creates at once, each in its own home: eight addresses.
+    const dirs = await Promise.all([1, 2, 3, 4, 5, 6, 7, 8].map((n) => sandboxDir(`home-c${n}`)));
+    const many = await Promise.all(dirs.map((dir) => allocate(id, dir)));
+    assert.equal(new Set([address, second, ...many]).size, 10);
+    // Released at its sandbox's removal, the address is free again.
+    await releaseAddress(address, first);
+    assert.equal(await allocate(id, await sandboxDir("home-d")), address);
   });
 });

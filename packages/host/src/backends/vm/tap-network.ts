@@ -1,6 +1,8 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { access, constants, readdir, readFile, writeFile } from "node:fs/promises";
+import { access, constants, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { TetherHostError } from "../../errors.js";
 import { findProgram } from "./vm-tools.js";
 
@@ -227,10 +229,46 @@ export function tapName(id: string): string {
 }
 
 /**
- * A sandbox's attachment: its address is one of the bridge's /16 picked from its id, the
- * first not in `taken`; its MAC is locally administered, from its id.
+ * Where addresses on the bridge are claimed, a file per address made with O_EXCL: the
+ * bridge is the host's, shared by every TETHER_HOME and process, and two creates at once
+ * (or two homes) would otherwise give two VMs one address. A claim names its sandbox's
+ * directory and lasts as long as the sandbox (released at remove); one left by a home
+ * deleted outright stays until reboot (/run is a tmpfs), which costs one address of 65,533.
  */
-export async function allocateTap(id: string, taken: ReadonlySet<string>): Promise<TapAttachment> {
+function claimsDir(): string {
+  return process.getuid?.() === 0
+    ? "/run/tether-vm-tap"
+    : path.join(os.tmpdir(), `tether-vm-tap-${process.getuid?.()}`);
+}
+
+function claimFile(address: string): string {
+  return path.join(claimsDir(), address.split("/")[0] as string);
+}
+
+/** Claims `address` for the sandbox in `sandboxDir`: true when it is now, or already was, its own. */
+async function claimAddress(address: string, sandboxDir: string): Promise<boolean> {
+  await mkdir(claimsDir(), { recursive: true, mode: 0o700 });
+  try {
+    await writeFile(claimFile(address), sandboxDir, { flag: "wx", mode: 0o600 });
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    return (await readFile(claimFile(address), "utf8").catch(() => "")) === sandboxDir;
+  }
+}
+
+/** Gives back a sandbox's address (at its removal, or when its create failed). */
+export async function releaseAddress(address: string, sandboxDir: string): Promise<void> {
+  const holder = await readFile(claimFile(address), "utf8").catch(() => undefined);
+  if (holder === sandboxDir) await rm(claimFile(address), { force: true });
+}
+
+/**
+ * A sandbox's attachment: its address is one of the bridge's /16 picked from its id, the
+ * first from there that is not in `taken` and that it can claim; its MAC is locally
+ * administered, from its id.
+ */
+export async function allocateTap(id: string, sandboxDir: string, taken: ReadonlySet<string>): Promise<TapAttachment> {
   const bridge = await ensureBridge();
   const [gateway, bits] = bridge.split("/") as [string, string];
   const size = 2 ** (32 - Number(bits));
@@ -240,7 +278,7 @@ export async function allocateTap(id: string, taken: ReadonlySet<string>): Promi
   let host = 2 + (hash.readUInt32BE(0) % (size - 3));
   for (let tries = 0; tries < size; tries++) {
     const address = `${toAddress(base + host)}/${bits}`;
-    if (!taken.has(address)) {
+    if (!taken.has(address) && (await claimAddress(address, sandboxDir))) {
       const mac = ["02", ...[...hash.subarray(4, 9)].map((b) => b.toString(16).padStart(2, "0"))].join(":");
       return { ifname: tapName(id), mac, address, gateway };
     }

@@ -61,7 +61,7 @@ import { bundleDisk, createOverlay, execLine, imageRootfs, pruneDisks, writeConf
 import { GUEST_BUSYBOX as BUSYBOX_ON_DISK, buildInitramfs, GUEST_TINI } from "./initramfs.js";
 import { type Accelerator, detectAccelerator, qemuArgs } from "./qemu-command.js";
 import { QmpClient } from "./qmp.js";
-import { allocateTap, createTap, removeTap, type TapAttachment, tapSupport } from "./tap-network.js";
+import { allocateTap, createTap, releaseAddress, removeTap, type TapAttachment, tapSupport } from "./tap-network.js";
 import { findVmTools, type VmTools } from "./vm-tools.js";
 
 /** Under TCG a boot takes seconds even on an idle machine, and much longer on a loaded one. */
@@ -263,6 +263,7 @@ export class VmBackend implements SandboxBackend {
       }
       throw err;
     }
+    let tap: TapAttachment | undefined;
     try {
       // The guest gets its token from the config disk: no hand-over file on the host.
       await rm(path.join(dir.runDir, TOKEN_HANDOVER_NAME), { force: true });
@@ -274,7 +275,7 @@ export class VmBackend implements SandboxBackend {
       ]);
       await createOverlay(baseDisk, dir.file(OVERLAY_FILE), tools);
       const exec = execLine(guestEnv(image, spec), guestArgv(image, spec));
-      const tap = spec.network === "bridge" && (await tapSupport()).ok ? await this.allocateTap(id) : undefined;
+      tap = spec.network === "bridge" && (await tapSupport()).ok ? await this.allocateTap(id, dir) : undefined;
       await writeConfigDisk(
         dir.file(CONFIG_DISK_FILE),
         { token, hostname: id, exec, pidsMax: guestPidsMax(spec), ...(tap ? { tap } : {}) },
@@ -301,6 +302,7 @@ export class VmBackend implements SandboxBackend {
       return await this.inspect(id);
     } catch (err) {
       await this.kill(dir);
+      if (tap) await releaseAddress(tap.address, dir.path);
       await dir.remove();
       throw err;
     }
@@ -577,13 +579,14 @@ export class VmBackend implements SandboxBackend {
       }
       throw err;
     }
+    let tap: TapAttachment | undefined;
     try {
       await rm(path.join(dir.runDir, TOKEN_HANDOVER_NAME), { force: true });
       await createOverlay(path.join(source, OVERLAY_FILE), dir.file(OVERLAY_FILE), tools, "qcow2");
       // Read only when the fork is later stopped and booted afresh; a snapshot from before
       // exec lines were kept cannot boot so, and says it on the console.
       const exec = snapshot.exec ?? `echo "tether: ${snapshot.tag} keeps no boot command"; exit 1`;
-      const tap = snapshot.tap ? await this.allocateTap(id) : undefined;
+      tap = snapshot.tap ? await this.allocateTap(id, dir) : undefined;
       // Off the bridge, the init is told only which NIC to leave alone.
       const guestTap = tap && (spec.network === "bridge" ? { tap } : { tap: { mac: tap.mac } });
       await writeConfigDisk(
@@ -622,6 +625,7 @@ export class VmBackend implements SandboxBackend {
       return await this.inspect(id);
     } catch (err) {
       await this.kill(dir);
+      if (tap) await releaseAddress(tap.address, dir.path);
       await dir.remove();
       throw err;
     }
@@ -684,6 +688,7 @@ export class VmBackend implements SandboxBackend {
     const meta = await dir.readJson<VmMeta>(META_FILE);
     if (meta && meta.backend !== this.kind) return;
     await this.kill(dir);
+    if (meta?.tap) await releaseAddress(meta.tap.address, dir.path);
     await dir.remove();
   }
 
@@ -733,13 +738,14 @@ export class VmBackend implements SandboxBackend {
     }
   }
 
-  /** A TAP attachment for `id` whose address no other vm sandbox here holds. */
-  private async allocateTap(id: string): Promise<TapAttachment> {
+  /** A TAP attachment for `id` whose address no other vm sandbox on this host holds. */
+  private async allocateTap(id: string, dir: ProcessSandboxDir): Promise<TapAttachment> {
+    // This home's, claimed or not (VMs made before claims were).
     const taken = new Set<string>();
     for (const meta of await this.metas.all()) {
       if (meta.id !== id && meta.tap) taken.add(meta.tap.address);
     }
-    return allocateTap(id, taken);
+    return allocateTap(id, dir.path, taken);
   }
 
   private dir(id: string): ProcessSandboxDir {

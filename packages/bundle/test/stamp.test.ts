@@ -38,6 +38,20 @@ describe("bundle stamp", () => {
     assert.equal(await stampedHash(root, HERE), undefined, "a damaged stamp");
   });
 
+  test("a time put back to the millisecond (utimes with a Date, cp -p, tar) still matches", async () => {
+    const root = path.join(scratch, "put-back");
+    const input = path.join(scratch, "d.js");
+    writeFileSync(input, "kept");
+    // A time with a fraction of a millisecond, as a file written by a build has.
+    utimesSync(input, 1796665821.7784, 1796665821.7784);
+    assert.notEqual(statSync(input).mtimeMs % 1, 0);
+    await writeStamp(root, HERE, "c".repeat(64), await stampInputs([input]));
+    utimesSync(input, statSync(input).atime, new Date(statSync(input).mtimeMs + 2000));
+    assert.equal(await stampedHash(root, HERE), undefined, "moved by two seconds");
+    utimesSync(input, statSync(input).atime, new Date(1796665821778));
+    assert.equal(await stampedHash(root, HERE), "c".repeat(64), "put back as a Date holds it");
+  });
+
   test("each checkout of the sources has its own stamp under a shared root", async () => {
     const root = path.join(scratch, "shared");
     const input = path.join(scratch, "c.js");

@@ -84,11 +84,14 @@ export async function validStamp(root: string, sourcesKey: string): Promise<Bund
 }
 
 /**
- * Times compared to the millisecond: what puts a file's time back (utimes with a Date, `cp -p`,
- * tar) keeps milliseconds at most. The bundle test's own put-back did that to the agent's
- * main.js, and after every `npm test` each fresh TETHER_HOME's first create built the bundle
- * again (5-7 s) instead of linking the one `npm run build` made.
+ * Times compared to about the millisecond: what puts a file's time back (utimes with a
+ * Date, `cp -p`, tar) keeps whole milliseconds, rounded or cut, and going through seconds
+ * as a double moves it by a microsecond more (590.377 came back as 589.999). The bundle
+ * test's own put-back did that to the agent's main.js, and after every `npm test` each
+ * fresh TETHER_HOME's first create built the bundle again (5-7 s) instead of linking the
+ * one `npm run build` made. An edit within 1.5 ms of the stamped write, of the same size,
+ * is what this would miss.
  */
 function sameMillisecond(a: number, b: number): boolean {
-  return Math.trunc(a) === Math.trunc(b);
+  return Math.abs(a - b) < 1.5;
 }

@@ -368,7 +368,10 @@ describe("GET /files", () => {
       for (let n = 0; n < 200; n++) {
         const res = await fetch(filesUrl({ path: file }), { headers: { "accept-encoding": "identity" } });
         assert.equal(res.status, 200);
-        assert.match(await res.text(), /^(\d+\n)?$/);
+        // What was read, as `cat` would give it: one state of the file, or two when a read
+        // that came up short is followed by one after a rewrite ("97\n" then the 4th byte of
+        // "100\n": "97\n\n"). Never an error, and never bytes the file did not hold.
+        assert.match(await res.text(), /^[\d\n]*$/);
       }
     } finally {
       writer.kill();

@@ -158,9 +158,7 @@ export class ProcessBackend implements SandboxBackend {
     this.strategy.check(spec, input);
     const id = spec.id ?? newSandboxId();
     const name = spec.name ?? `tether-${id}`;
-    if ((await this.metas.all()).some((meta) => meta.name === name)) {
-      throw new InvalidSandboxSpecError(`the name ${name} is taken`);
-    }
+    if (await this.metas.byName(name)) throw new InvalidSandboxSpecError(`the name ${name} is taken`);
     const dir = new ProcessSandboxDir(this.home, id);
     try {
       await dir.create();

@@ -110,9 +110,14 @@ export class BackendMetas<T extends { id: string; name: string; backend: string 
     return meta?.backend === this.kind ? meta : undefined;
   }
 
-  /** By id, else by name (which reads every directory: for one look-up, not one per sandbox). */
+  /** This backend's sandbox named `name` (reads every directory: for one look-up, not one per sandbox). */
+  async byName(name: string): Promise<T | undefined> {
+    return (await this.all()).find((meta) => meta.name === name);
+  }
+
+  /** By id, else by name. */
   async byIdOrName(idOrName: string): Promise<T | undefined> {
-    return (await this.byId(idOrName)) ?? (await this.all()).find((meta) => meta.name === idOrName);
+    return (await this.byId(idOrName)) ?? (await this.byName(idOrName));
   }
 
   /** Every one of this backend's sandboxes. */

@@ -247,9 +247,7 @@ export class VmBackend implements SandboxBackend {
     this.check(spec);
     const id = spec.id ?? newSandboxId();
     const name = spec.name ?? `tether-${id}`;
-    if ((await this.metas.all()).some((meta) => meta.name === name)) {
-      throw new InvalidSandboxSpecError(`the name ${name} is taken`);
-    }
+    if (await this.metas.byName(name)) throw new InvalidSandboxSpecError(`the name ${name} is taken`);
     const snapshot = await this.findSnapshot(spec.image);
     if (snapshot) return this.fork(spec, id, name, snapshot);
     const [tools, image] = await Promise.all([this.tools(), this.inspectImage(spec.image)]);

@@ -78,13 +78,13 @@ export async function validStamp(root: string, sourcesKey: string): Promise<Bund
   // promises cost every create about 40 ms of CPU.
   const same = stamp.inputs.every((input) => {
     const info = statSync(input.path, { throwIfNoEntry: false });
-    return info?.isFile() === true && info.size === input.size && sameMillisecond(info.mtimeMs, input.mtimeMs);
+    return info?.isFile() === true && info.size === input.size && sameMtime(info.mtimeMs, input.mtimeMs);
   });
   return same ? stamp : undefined;
 }
 
 /**
- * Times compared to about the millisecond: what puts a file's time back (utimes with a
+ * Times compared to within 1.5 ms: what puts a file's time back (utimes with a
  * Date, `cp -p`, tar) keeps whole milliseconds, rounded or cut, and going through seconds
  * as a double moves it by a microsecond more (590.377 came back as 589.999). The bundle
  * test's own put-back did that to the agent's main.js, and after every `npm test` each
@@ -92,6 +92,6 @@ export async function validStamp(root: string, sourcesKey: string): Promise<Bund
  * one `npm run build` made. An edit within 1.5 ms of the stamped write, of the same size,
  * is what this would miss.
  */
-function sameMillisecond(a: number, b: number): boolean {
+function sameMtime(a: number, b: number): boolean {
   return Math.abs(a - b) < 1.5;
 }

@@ -1,13 +1,11 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { Sandboxes } from "@tether/host";
 import { Sandbox, Tether } from "@tether/sdk";
 import Docker from "dockerode";
 import type { Row } from "./report.js";
+import { type ServerProcess, startServerProcess } from "./server-process.js";
 
 const BUSYBOX = "tether-test/busybox";
 const IN_FLIGHT = 10;
@@ -43,12 +41,6 @@ async function pool<T>(
   return { made, seconds: Number(process.hrtime.bigint() - start) / 1e9 };
 }
 
-function rssMB(child: ChildProcess): number {
-  const status = readFileSync(`/proc/${child.pid}/status`, "utf8");
-  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
-  return kb / 1024;
-}
-
 /**
  * tether serve at scale: sandboxes created per second with 10 in flight through our SDK
  * beside the Engine API doing create+start+exec at 10 in flight (same image, same run),
@@ -65,19 +57,14 @@ export async function measureServerScale(
     return { skipped: `Docker or ${BUSYBOX} not usable: ${(err as Error).message.split("\n")[0]}` };
   }
   const home = mkdtempSync(path.join(os.tmpdir(), "tether-bench-scale-"));
-  const child = spawn(process.execPath, [fileURLToPath(new URL("server-child.js", import.meta.url)), home, BUSYBOX], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
   const made: Sandbox[] = [];
+  let server: ServerProcess | undefined;
   try {
-    const line = await new Promise<string>((resolve, reject) => {
-      createInterface({ input: child.stdout as NodeJS.ReadableStream }).once("line", resolve);
-      child.once("exit", (code) => reject(new Error(`the server exited (${code}) before listening`)));
-    });
-    const { url, key } = JSON.parse(line) as { url: string; key: string };
+    server = await startServerProcess(home, [{ name: "bench", image: BUSYBOX }]);
+    const { url, key } = server;
     const tether = new Tether({ apiUrl: url, apiKey: key });
     await new Promise((r) => setTimeout(r, 1000));
-    const rssEmptyMB = rssMB(child);
+    const rssEmptyMB = server.rssMB();
 
     const create = async () => {
       const sandbox = await Sandbox.create({ tether, template: "bench" });
@@ -111,7 +98,7 @@ export async function measureServerScale(
     // Idle: no call in flight; the clients' connections closed, as an idle user's would be.
     for (const sandbox of made) sandbox.close();
     await new Promise((r) => setTimeout(r, 3000));
-    const rssIdleMB = rssMB(child);
+    const rssIdleMB = server.rssMB();
 
     const results: ServerScaleResults = {
       createsPerSecond: CREATES / ours.seconds,
@@ -145,8 +132,7 @@ export async function measureServerScale(
     return { rows, results };
   } finally {
     await Promise.all(made.map((s) => s.kill().catch(() => {})));
-    child.kill("SIGTERM");
-    await new Promise((r) => child.once("exit", r));
+    await server?.stop();
     const sandboxes = new Sandboxes({ home });
     for (const s of await sandboxes.list()) await sandboxes.remove(s.id).catch(() => {});
     sandboxes.close();

@@ -2,11 +2,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Sandboxes } from "@tether/host";
-import { startServer } from "@tether/server";
 import Docker from "dockerode";
 import { Sandbox } from "e2b";
-import { pino } from "pino";
 import type { Row } from "./report.js";
+import { type ServerProcess, startServerProcess } from "./server-process.js";
 import { summarize, type Timing } from "./stats.js";
 
 const DEBIAN = "tether-test/debian";
@@ -131,12 +130,14 @@ export async function measureServer(
   }
   const home = mkdtempSync(path.join(os.tmpdir(), "tether-bench-server-"));
   const sandboxes = new Sandboxes({ home });
-  const server = await startServer({ sandboxes, port: 0, logger: pino({ level: "warn" }) });
-  const opts = { apiKey: server.keys.create().key, apiUrl: server.url, sandboxUrl: server.url };
-  server.templates.put("debian", DEBIAN);
-  // The straight comparison needs the agent on TCP: a sandbox with a network.
-  server.templates.put("debian-net", DEBIAN, { network: "bridge" });
+  let server: ServerProcess | undefined;
   try {
+    server = await startServerProcess(home, [
+      { name: "debian", image: DEBIAN },
+      // The straight comparison needs the agent on TCP: a sandbox with a network.
+      { name: "debian-net", image: DEBIAN, defaults: { network: "bridge" } },
+    ]);
+    const opts = { apiKey: server.key, apiUrl: server.url, sandboxUrl: server.url };
     log(`e2b create + run true through tether serve beside the Engine API: ${CREATE_RUNS} runs each, interleaved`);
     const create = async () => {
       const start = process.hrtime.bigint();
@@ -216,7 +217,7 @@ export async function measureServer(
     ];
     return { rows, results };
   } finally {
-    await server.close();
+    await server?.stop();
     for (const s of await sandboxes.list()) await sandboxes.remove(s.id).catch(() => {});
     sandboxes.close();
     rmSync(home, { recursive: true, force: true });

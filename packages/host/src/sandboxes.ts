@@ -272,6 +272,21 @@ export class Sandboxes {
       .map((record) => this.merge(live.get(record.id), record));
   }
 
+  /**
+   * Sandboxes matching the filter as the registry last recorded them, without asking the
+   * backends: no engine round trip, and no work per sandbox beyond its record. A sandbox
+   * that died unseen shows its recorded state until the next reconcile, so this suits counts
+   * that may err high (a limit), not a listing. Without a registry it is `list`.
+   */
+  async recorded(filter: SandboxFilter = {}): Promise<SandboxInfo[]> {
+    const registry = this.registry;
+    if (!registry) return this.list(filter);
+    await this.maintain();
+    return registry
+      .list({ states: filter.states, labels: filter.labels })
+      .map((record) => this.merge(undefined, record));
+  }
+
   /** A client for the sandbox's agent, over its unix socket; the caller closes it. Counts as use. */
   async connect(id: string, options: { user?: string } = {}): Promise<Agent> {
     await this.maintain();

@@ -126,6 +126,33 @@ describe("reconcile", () => {
     assert.equal(open().registry?.get(info.id)?.state, "stopped");
   });
 
+  test("recorded answers from the registry alone: a sandbox that died unseen keeps its recorded state", async () => {
+    const s = open();
+    const info = await s.create(undefined, { backend: "local", labels });
+    const supervisor = JSON.parse(
+      await readFile(path.join(scratch.home, "sandboxes", info.id, "supervisor.json"), "utf8"),
+    );
+    process.kill(supervisor.agentPid, "SIGKILL");
+    await eventually(
+      async () => (spawnSync("kill", ["-0", String(supervisor.agentPid)]).status !== 0 ? true : undefined),
+      "gone",
+    );
+    // No backend was asked (the local one would have found the agent gone)...
+    const recorded = (await s.recorded({ states: ["running"] })).filter((r) => r.id === info.id);
+    assert.deepEqual(
+      recorded.map((r) => r.state),
+      ["running"],
+    );
+    // ...where a listing (here another process's) asks, and records what it found.
+    await eventually(
+      async () => ((await open().list()).find((r) => r.id === info.id)?.state === "stopped" ? true : undefined),
+      "listed stopped",
+    );
+    assert.deepEqual(
+      (await s.recorded({ states: ["running"] })).filter((r) => r.id === info.id),
+      [],
+    );
+  });
   test("creations whose process died: nothing made -> error; made -> kept; creator alive -> left alone", async () => {
     const s = open();
     const registry = s.registry as NonNullable<typeof s.registry>;

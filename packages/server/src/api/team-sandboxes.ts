@@ -76,7 +76,10 @@ export class TeamSandboxes {
     }
     const release = await this.limits.acquire(team);
     try {
-      this.limits.checkSandboxes(team, (await this.all(team)).length);
+      // From the registry: asking the engine about every sandbox on each create made n
+      // concurrent creates cost n² container descriptions.
+      const recorded = await this.sandboxes.recorded({ states: E2B_VISIBLE_STATES });
+      this.limits.checkSandboxes(team, recorded.filter((s) => factsOf(s).team === team).length);
       const template = this.template(body.templateID, team);
       // The body's resources (our extension) over the template's.
       const d = {

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { TETHERD_NODE_FLAGS } from "@tether/protocol/constants";
+import { hostTetherdNodeFlags } from "@tether/protocol/constants";
 import { TETHERD_BIN } from "./paths.js";
 
 /** A tetherd running as a separate process, so its memory and CPU can be read from outside. */
@@ -32,7 +32,7 @@ export async function spawnAgentProcess(
   argv: string[] = ["--port", "0"],
   options: { prefix?: string[]; tetherd?: readonly string[] } = {},
 ): Promise<AgentProcess> {
-  const tetherd = options.tetherd ?? [process.execPath, ...TETHERD_NODE_FLAGS, TETHERD_BIN];
+  const tetherd = options.tetherd ?? [process.execPath, ...hostTetherdNodeFlags(), TETHERD_BIN];
   const [command, ...args] = [...(options.prefix ?? []), ...tetherd, ...argv];
   const child = spawn(command, args, { stdio: ["ignore", "ignore", "pipe"] });
   const url = await new Promise<string | undefined>((resolve, reject) => {

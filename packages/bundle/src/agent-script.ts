@@ -4,6 +4,7 @@ import path from "node:path";
 import { AGENT_PACKAGE_DIR } from "@tether/agent/paths";
 import type { Plugin } from "esbuild";
 import { NATIVE_ADDONS } from "./addons.js";
+import { BUNDLE_NODE_FLAGS } from "./layout.js";
 
 /** Node version the agent script is compiled for by default; matches the pinned runtime's major version. */
 const TARGET = "node24";
@@ -57,8 +58,12 @@ export const COMPILE_CACHE_DIR = "compile-cache";
  * relative to the cache directory, so it holds wherever the bundle is mounted. Node checks each
  * entry against the module's source hash and V8 against its version and flags, and compiles
  * normally when one does not match. Runtimes without the API (Node < 22.1) just skip it.
+ * V8 keeps caches per set of flags: the flags are written into the loader, so a bundle whose
+ * agent runs with other flags (and whose cache is made for them) is another bundle, with
+ * another content hash, not an old one whose cache no start can use.
  */
 const LOADER = [
+  `// Started with node ${BUNDLE_NODE_FLAGS.join(" ")} (the flags compile-cache/ is made for).`,
   'import module from "node:module";',
   'import { fileURLToPath } from "node:url";',
   "module.enableCompileCache?.({",

@@ -11,7 +11,7 @@ export {
 export { bundleCommand } from "./command.js";
 export { type BundleFile, contentHash, describeEntries } from "./hash.js";
 export { HOST_TETHERD, writeHostAgent } from "./host-agent.js";
-export { AGENT_CONTAINER_PORT, agentCommand, DEFAULT_MOUNT_POINT, LOADER_NAME } from "./layout.js";
+export { AGENT_CONTAINER_PORT, agentCommand, BUNDLE_NODE_FLAGS, DEFAULT_MOUNT_POINT, LOADER_NAME } from "./layout.js";
 export { MissingLibraryError } from "./libraries.js";
 export { bundleDirFor, defaultBundleRoot } from "./location.js";
 export { type BundleManifest, MANIFEST_FILE, readManifest, VERSION_FILE } from "./manifest.js";

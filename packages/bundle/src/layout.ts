@@ -1,4 +1,5 @@
-import { TETHERD_NODE_FLAGS } from "@tether/protocol/constants";
+import { tetherdNodeFlags } from "@tether/protocol/constants";
+import { NODE_RUNTIME } from "./runtime.js";
 
 /** Where a bundle is mounted inside a sandbox, and the argv that starts the agent from there. */
 export const DEFAULT_MOUNT_POINT = "/.tether";
@@ -8,6 +9,9 @@ export const LOADER_NAME = "ld-linux-x86-64.so.2";
 
 /** The port tetherd listens on inside a container unless told otherwise. */
 export const AGENT_CONTAINER_PORT = 49983;
+
+/** The Node flags tetherd runs with on the bundle's own Node (its compile cache is made with them). */
+export const BUNDLE_NODE_FLAGS = tetherdNodeFlags(Number(NODE_RUNTIME.version.split(".")[0]));
 
 /**
  * The argv that starts tetherd from a bundle mounted at `mountPoint`, followed by `flags`.
@@ -23,7 +27,7 @@ export function agentCommand(mountPoint: string = DEFAULT_MOUNT_POINT, flags: re
     "--library-path",
     `${root}/lib`,
     `${root}/bin/node`,
-    ...TETHERD_NODE_FLAGS,
+    ...BUNDLE_NODE_FLAGS,
     `${root}/tetherd.js`,
     ...flags,
   ];

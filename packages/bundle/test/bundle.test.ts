@@ -16,10 +16,10 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import { TETHERD_NODE_FLAGS } from "@tether/protocol/constants";
 import { Sandbox } from "e2b";
 import {
   agentCommand,
+  BUNDLE_NODE_FLAGS,
   type BuiltBundle,
   buildBundle,
   bundleCommand,
@@ -73,7 +73,7 @@ describe("layout", () => {
       "--library-path",
       "/.tether/lib",
       "/.tether/bin/node",
-      ...TETHERD_NODE_FLAGS,
+      ...BUNDLE_NODE_FLAGS,
       "/.tether/tetherd.js",
     ]);
     const version = readFileSync(path.join(bundle.dir, "VERSION"), "utf8");
@@ -93,7 +93,7 @@ describe("layout", () => {
       "--library-path",
       "/opt/t/lib",
       "/opt/t/bin/node",
-      ...TETHERD_NODE_FLAGS,
+      ...BUNDLE_NODE_FLAGS,
       "/opt/t/tetherd.js",
       "--port",
       "1",
@@ -144,7 +144,7 @@ describe("the bundled runtime", () => {
     // without them would miss the build's cache and write its own into the shared bundle.
     const [file, argv] = hostNodeArgv(
       bundle.dir,
-      ...TETHERD_NODE_FLAGS,
+      ...BUNDLE_NODE_FLAGS,
       path.join(bundle.dir, "tetherd.js"),
       "--port",
       "0",
@@ -195,7 +195,7 @@ describe("compile cache", () => {
     const before = listing();
     assert.ok(before.length > 0, "the bundle holds no compile cache");
     for (const line of before) assert.match(line, / 420$/, "cache files are 0644, readable by any container user");
-    const [file, argv] = hostNodeArgv(dir, ...TETHERD_NODE_FLAGS, path.join(dir, "tetherd.js"), "--help");
+    const [file, argv] = hostNodeArgv(dir, ...BUNDLE_NODE_FLAGS, path.join(dir, "tetherd.js"), "--help");
     const { stderr } = await promisify(execFile)(file, argv, {
       env: { PATH: process.env.PATH, NODE_DEBUG_NATIVE: "COMPILE_CACHE" },
       encoding: "utf8",

@@ -14,21 +14,30 @@ export const ENVD_COMPAT_VERSION = "0.4.0";
 export const COCOON_DEFAULT_VSOCK_PORT = 1024;
 
 /**
- * Node flags every tetherd runs with: the young generation's semi-spaces fixed at 8 MiB.
- * Bigger than V8's 1 MiB start, so loading the agent takes fewer scavenges (about 3 ms of
- * a 60 ms start); capped, because under load Node 24 grows them to 32 MiB each and never
- * gives the pages back (anon RSS after a thousand commands: 110 MiB, 78 with the cap).
+ * Node flags a tetherd runs with on Node `nodeMajor`: the young generation's semi-spaces
+ * fixed at 8 MiB. Bigger than V8's 1 MiB start, so loading the agent takes fewer scavenges
+ * (about 3 ms of a 60 ms start); capped, because under load Node 24 grows them to 32 MiB
+ * each and never gives the pages back (anon RSS after a thousand commands: 110 MiB, 78
+ * with the cap).
  *
- * The old generation may reach 64 MiB before its first full GC: every socket read is a new
- * 64 KiB buffer, counted against that limit, and with the limit V8 derives from the agent's
- * 9 MiB heap Node 20 ran a full GC every ~30 MB of tunnel or output bytes (34 per GiB, half
- * the agent's CPU for a tunnel). Idle RSS is unchanged; after 512 MiB of output, ~10 MiB more.
+ * On Node 20 the old generation may also reach 64 MiB before its first full GC: every
+ * socket read is a new 64 KiB buffer, counted against that limit, and with the limit V8
+ * derives from the agent's 9 MiB heap Node 20 ran a full GC every ~30 MB of tunnel or output
+ * bytes (34 per GiB, half the agent's CPU for a tunnel). Node 24 (the bundle's) runs as many
+ * full GCs with the flag as without (30 and 34 over the tunnel bench), and the flag costs
+ * every start about 20 ms there, as on Node 20: V8 refuses the code cache Node ships for its
+ * own modules when this flag differs, so http2, http and crypto are compiled from source.
+ * Node 22 is not measured and gets Node 24's flags.
  */
-export const TETHERD_NODE_FLAGS: readonly string[] = [
-  "--min-semi-space-size=8",
-  "--max-semi-space-size=8",
-  "--initial-old-space-size=64",
-];
+export function tetherdNodeFlags(nodeMajor: number): readonly string[] {
+  const youngGeneration = ["--min-semi-space-size=8", "--max-semi-space-size=8"];
+  return nodeMajor <= 20 ? [...youngGeneration, "--initial-old-space-size=64"] : youngGeneration;
+}
+
+/** tetherdNodeFlags for the Node running this process. */
+export function hostTetherdNodeFlags(): readonly string[] {
+  return tetherdNodeFlags(Number(process.versions.node.split(".")[0]));
+}
 
 /**
  * A tunnel's raw byte path (Tether's own endpoints): `POST /tunnel?port=&host=` connects

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { TETHERD_BIN } from "@tether/agent/paths";
 import { HOST_TETHERD } from "@tether/bundle";
-import { TETHERD_NODE_FLAGS } from "@tether/protocol/constants";
+import { hostTetherdNodeFlags } from "@tether/protocol/constants";
 
 /** How a process backend starts the agent: this host's node running the repo's tetherd. */
 export interface AgentProgram {
@@ -16,7 +16,7 @@ export interface AgentProgram {
 export function agentProgram(): AgentProgram {
   return {
     node: process.execPath,
-    nodeFlags: TETHERD_NODE_FLAGS,
+    nodeFlags: hostTetherdNodeFlags(),
     tetherd: existsSync(HOST_TETHERD) ? HOST_TETHERD : TETHERD_BIN,
   };
 }

@@ -205,6 +205,23 @@ describe("compile cache", () => {
     assert.deepEqual(listing(), before);
     rmSync(dir, { recursive: true });
   });
+
+  test("with the agent's flags, V8 takes the code cache Node ships for its own modules", async () => {
+    // A flag V8 counts in its flag hash (--initial-old-space-size did) makes it refuse that
+    // cache: http2, http and crypto are then compiled from source at every start (~25 ms).
+    const [file, argv] = hostNodeArgv(
+      bundle.dir,
+      ...BUNDLE_NODE_FLAGS,
+      "-e",
+      'require("node:http2"); require("node:http"); require("node:crypto")',
+    );
+    const { stderr } = await promisify(execFile)(file, argv, {
+      env: { PATH: process.env.PATH, NODE_DEBUG_NATIVE: "CODE_CACHE" },
+      encoding: "utf8",
+    });
+    assert.match(stderr, /Code cache of http2 \(\w+\) is accepted/);
+    assert.doesNotMatch(stderr, /is rejected/);
+  });
 });
 
 describe("content hash and caching", () => {

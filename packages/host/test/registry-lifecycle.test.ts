@@ -115,28 +115,26 @@ describe("reconcile", () => {
     assert.equal(later.registry?.get(gone.id), undefined);
   });
 
-  test("a local sandbox whose agent was killed is found stopped", async () => {
-    const s = open();
+  /** A local sandbox made through `s` whose agent was then SIGKILLed (no one told); its agent's pid. */
+  async function localSandboxWithKilledAgent(s: Sandboxes): Promise<{ info: SandboxInfo; agentPid: number }> {
     const info = await s.create(undefined, { backend: "local", labels });
     const supervisor = JSON.parse(
       await readFile(path.join(scratch.home, "sandboxes", info.id, "supervisor.json"), "utf8"),
     );
     process.kill(supervisor.agentPid, "SIGKILL");
+    return { info, agentPid: supervisor.agentPid };
+  }
+
+  test("a local sandbox whose agent was killed is found stopped", async () => {
+    const { info } = await localSandboxWithKilledAgent(open());
     await eventually(async () => ((await open().get(info.id)).state === "stopped" ? true : undefined), "stopped");
     assert.equal(open().registry?.get(info.id)?.state, "stopped");
   });
 
   test("recorded answers from the registry alone: a sandbox that died unseen keeps its recorded state", async () => {
     const s = open();
-    const info = await s.create(undefined, { backend: "local", labels });
-    const supervisor = JSON.parse(
-      await readFile(path.join(scratch.home, "sandboxes", info.id, "supervisor.json"), "utf8"),
-    );
-    process.kill(supervisor.agentPid, "SIGKILL");
-    await eventually(
-      async () => (spawnSync("kill", ["-0", String(supervisor.agentPid)]).status !== 0 ? true : undefined),
-      "gone",
-    );
+    const { info, agentPid } = await localSandboxWithKilledAgent(s);
+    await eventually(async () => (spawnSync("kill", ["-0", String(agentPid)]).status !== 0 ? true : undefined), "gone");
     // No backend was asked (the local one would have found the agent gone)...
     const recorded = (await s.recorded({ states: ["running"] })).filter((r) => r.id === info.id);
     assert.deepEqual(

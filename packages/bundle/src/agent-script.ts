@@ -110,13 +110,19 @@ export async function bundleAgentScript(
   const outdir = path.join(agentDir, "tetherd.bundle");
   // Loaded here, not with the package: every `tether` command imports the host, and only
   // a bundle build needs esbuild and protobuf-es's descriptor.proto (about 20 ms to load).
-  const [{ build }, { precompiledDescriptors }, { oneStartupChunk, checkLazyModules }, { lazyZlib }] =
-    await Promise.all([
-      import("esbuild"),
-      import("./precompiled-descriptors.js"),
-      import("./one-startup-chunk.js"),
-      import("./lazy-zlib.js"),
-    ]);
+  const [
+    { build },
+    { precompiledDescriptors },
+    { oneStartupChunk, checkLazyModules },
+    { lazyZlib },
+    { zodEnglishOnly },
+  ] = await Promise.all([
+    import("esbuild"),
+    import("./precompiled-descriptors.js"),
+    import("./one-startup-chunk.js"),
+    import("./lazy-zlib.js"),
+    import("./zod-english-only.js"),
+  ]);
   const ownDir = path.join(agentDir, "dist");
   const result = await build({
     entryPoints: { tetherd: entry },
@@ -139,6 +145,7 @@ export async function bundleAgentScript(
       builtinsViaRequire,
       oneStartupChunk(path.join(ownDir, "src", "main.js"), ownDir),
       precompiledDescriptors(agentDir),
+      zodEnglishOnly(),
     ],
     // Every free `Headers` in the agent (connect-es makes one per request) is the agent's own:
     // the global one is undici's, whose first use loads all of undici (see fetch-headers.ts).

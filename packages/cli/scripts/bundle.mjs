@@ -8,6 +8,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ESM_REQUIRE_BANNER } from "@tether/bundle";
 import { precompiledDescriptors } from "@tether/bundle/precompiled-descriptors";
+import { zodEnglishOnly } from "@tether/bundle/zod-english-only";
 import { build } from "esbuild";
 
 const cliDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -60,23 +61,6 @@ const lazyEngineExtras = {
   },
 };
 
-/**
- * zod's core module exports every locale it has (64) as one namespace, so any use of zod
- * (the CLI's spec check, the server's schemas) bundled all of them: 400 KB that `tether
- * create` parsed each time, for messages that are only ever English here. Its locales index
- * becomes English alone; other locales stay importable by their own paths.
- */
-const zodEnglishOnly = {
-  name: "zod-english-only",
-  setup(build) {
-    build.onLoad({ filter: /[\\/]node_modules[\\/]zod[\\/]v4[\\/]locales[\\/]index\.js$/ }, () => ({
-      contents: 'export { default as en } from "./en.js";\n',
-      loader: "js",
-      resolveDir: path.join(cliDir, "..", "..", "node_modules", "zod", "v4", "locales"),
-    }));
-  },
-};
-
 await rm(outdir, { recursive: true, force: true });
 await build({
   entryPoints: { main: path.join(cliDir, "dist", "src", "main.js") },
@@ -101,6 +85,6 @@ await build({
     "*.node",
   ],
   // The protobuf descriptors the SDK and CLI use, decoded now rather than at every command (see the agent's bundle).
-  plugins: [lazyEngineExtras, zodEnglishOnly, precompiledDescriptors(cliDir)],
+  plugins: [lazyEngineExtras, zodEnglishOnly(), precompiledDescriptors(cliDir)],
   logLevel: "warning",
 });

@@ -87,6 +87,20 @@ describe("layout", () => {
     assert.equal(statSync(execAs).mode & 0o777, 0o755, "tether-exec-as is executable");
   });
 
+  test("zod in the agent: its small build and English messages only", () => {
+    const agentDir = path.join(bundle.dir, "agent");
+    // esbuild writes each module's path in a comment before it.
+    const modules = readdirSync(agentDir)
+      .filter((f) => f.endsWith(".js"))
+      .flatMap((f) => [...readFileSync(path.join(agentDir, f), "utf8").matchAll(/^\/\/ (\S*\/zod\/\S+)$/gm)])
+      .map((m) => m[1]);
+    assert.ok(modules.some((m) => m.includes("/zod/v4/mini/")));
+    assert.deepEqual(
+      modules.filter((m) => m.includes("/zod/v4/classic/") || /\/zod\/v4\/locales\/(?!index\.js|en\.js)/.test(m)),
+      [],
+    );
+  });
+
   test("agentCommand writes the argv for any mount point", () => {
     assert.deepEqual(agentCommand("/opt/t/", ["--port", "1"]), [
       "/opt/t/lib/ld-linux-x86-64.so.2",

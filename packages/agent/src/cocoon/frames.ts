@@ -1,5 +1,3 @@
-import type { z } from "zod";
-
 /** The longest line (one JSON frame) either side may send, newline excluded. */
 export const MAX_FRAME_BYTES = 8 << 20;
 
@@ -27,51 +25,28 @@ export class FrameError extends Error {
   override name = "FrameError";
 }
 
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
-let schemas: Promise<ReturnType<typeof buildSchemas>> | undefined;
+let schemas: Promise<typeof import("./frame-schemas.js")> | undefined;
 
 /** zod is loaded on the first session, like the /init schema: most agents never see one. */
-async function loadSchemas() {
-  schemas ??= import("zod").then(({ z }) => buildSchemas(z));
+function loadSchemas() {
+  schemas ??= import("./frame-schemas.js");
   return schemas;
-}
-
-function buildSchemas(zod: typeof z) {
-  const data = zod.string().regex(BASE64, "data must be base64");
-  const noNul = (what: string) => zod.string().refine((s) => !s.includes("\0"), `${what} must not contain NUL`);
-  const first = zod.discriminatedUnion("type", [
-    zod.object({
-      type: zod.literal("exec"),
-      argv: zod.array(noNul("argv")).min(1, "argv is empty"),
-      env: zod
-        .record(zod.string().regex(/^[^=\0]+$/, "env names must be non-empty, without = or NUL"), noNul("env values"))
-        .optional(),
-    }),
-    zod.object({ type: zod.literal("reseed"), data, regen_machine_id: zod.boolean().optional() }),
-    zod.object({ type: zod.literal("auth"), token: zod.string() }),
-  ]);
-  const input = zod.discriminatedUnion("type", [
-    zod.object({ type: zod.literal("stdin"), data }),
-    zod.object({ type: zod.literal("stdin_close") }),
-  ]);
-  return { first, input, prettify: (e: z.ZodError) => zod.prettifyError(e).replace(/\n+/g, "; ") };
 }
 
 /** Parses the session's first frame (or the one after auth): exec, reseed or auth. */
 export async function parseFirstFrame(
   line: string,
 ): Promise<Extract<ClientFrame, { type: "exec" | "reseed" | "auth" }>> {
-  const { first, prettify } = await loadSchemas();
-  const parsed = first.safeParse(parseJson(line));
+  const { firstFrame, prettify } = await loadSchemas();
+  const parsed = firstFrame.safeParse(parseJson(line));
   if (!parsed.success) throw new FrameError(`bad first frame (want exec or reseed): ${prettify(parsed.error)}`);
   return parsed.data;
 }
 
 /** Parses a frame after exec: stdin or stdin_close. */
 export async function parseInputFrame(line: string): Promise<Extract<ClientFrame, { type: "stdin" | "stdin_close" }>> {
-  const { input, prettify } = await loadSchemas();
-  const parsed = input.safeParse(parseJson(line));
+  const { inputFrame, prettify } = await loadSchemas();
+  const parsed = inputFrame.safeParse(parseJson(line));
   if (!parsed.success) throw new FrameError(`bad stdin frame: ${prettify(parsed.error)}`);
   return parsed.data;
 }

@@ -1,4 +1,3 @@
-import type { z } from "zod";
 import type { AgentContext } from "../context.js";
 import { type HttpRequest, type HttpResponse, readJsonBody, sendError, sendJson } from "./respond.js";
 
@@ -13,31 +12,16 @@ export function handleEnvs(ctx: AgentContext, _req: HttpRequest, res: HttpRespon
   sendJson(res, 200, ctx.state.envVars);
 }
 
-/**
- * The /init body's schema. zod is loaded on the first /init, not at start: it is a few MB
- * the agent would otherwise carry (and copy into every fork) for a call most clients never make.
- */
-async function loadInitSchema() {
-  const { z } = await import("zod");
-  const schema = z.object({
-    envVars: z.record(z.string(), z.string()).optional(),
-    accessToken: z.string().min(1).optional(),
-    defaultUser: z.string().min(1).optional(),
-    defaultWorkdir: z.string().min(1).optional(),
-    timestamp: z.string().optional(),
-  });
-  return { schema, prettifyError: (error: z.ZodError) => z.prettifyError(error) };
-}
-
-let initSchema: ReturnType<typeof loadInitSchema> | undefined;
+/** The /init schema and zod load on the first /init (see init-schema.ts), not at start. */
+let initSchema: Promise<typeof import("./init-schema.js")> | undefined;
 
 /**
  * `POST /init`: sets defaults and, the first time, the access token. Once a token is
  * set the caller had to present it to get here (the auth gate runs first).
  */
 export async function handleInit(ctx: AgentContext, req: HttpRequest, res: HttpResponse): Promise<void> {
-  initSchema ??= loadInitSchema();
-  const { schema, prettifyError } = await initSchema;
+  initSchema ??= import("./init-schema.js");
+  const { initSchema: schema, prettifyError } = await initSchema;
   const parsed = schema.safeParse(await readJsonBody(req));
   if (!parsed.success) {
     sendError(res, 400, `invalid /init body: ${prettifyError(parsed.error)}`);

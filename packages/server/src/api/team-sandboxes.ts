@@ -30,6 +30,11 @@ export interface TemplateResolution {
   baseImage?: string;
 }
 
+/** The sandboxes of `list` that `team` owns. */
+function ofTeam(list: SandboxInfo[], team: string): SandboxInfo[] {
+  return list.filter((s) => factsOf(s).team === team);
+}
+
 /**
  * E2B's sandbox operations over the host's Sandboxes, scoped to one team: another
  * team's sandbox is "not found", never "forbidden", so ids do not leak across teams.
@@ -59,8 +64,7 @@ export class TeamSandboxes {
 
   /** The team's running and paused sandboxes. */
   async all(team: string): Promise<SandboxInfo[]> {
-    const list = await this.sandboxes.list({ states: E2B_VISIBLE_STATES });
-    return list.filter((s) => factsOf(s).team === team);
+    return ofTeam(await this.sandboxes.list({ states: E2B_VISIBLE_STATES }), team);
   }
 
   /** Creates a sandbox from a template (or a local image) for the team. */
@@ -79,7 +83,7 @@ export class TeamSandboxes {
       // From the registry: asking the engine about every sandbox on each create made n
       // concurrent creates cost n² container descriptions.
       const recorded = await this.sandboxes.recorded({ states: E2B_VISIBLE_STATES });
-      this.limits.checkSandboxes(team, recorded.filter((s) => factsOf(s).team === team).length);
+      this.limits.checkSandboxes(team, ofTeam(recorded, team).length);
       const template = this.template(body.templateID, team);
       // The body's resources (our extension) over the template's.
       const d = {

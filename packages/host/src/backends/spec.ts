@@ -1,7 +1,6 @@
 import type * as z from "zod/mini";
 import { InvalidSandboxSpecError } from "../errors.js";
 import type { SandboxSpec } from "./backend.js";
-import type { SpecSchema } from "./spec-schema.js";
 
 const UNITS: Record<string, number> = { "": 1, b: 1, k: 1 << 10, m: 1 << 20, g: 1 << 30, t: 2 ** 40 };
 
@@ -13,16 +12,14 @@ export function parseBytes(value: number | string): number {
   return Math.floor(Number(match[1]) * UNITS[match[2].toLowerCase()]);
 }
 
-let schema: Promise<{ Spec: SpecSchema; prettifyError: (error: z.core.$ZodError) => string }> | undefined;
-
 /** The schema and zod load with the first spec to check (see spec-schema.ts). */
-function loadSchema() {
-  schema ??= import("./spec-schema.js").then((m) => ({ Spec: m.specSchema(), prettifyError: m.prettifyError }));
-  return schema;
-}
+let schema: Promise<typeof import("./spec-schema.js")> | undefined;
 
 /** A validated spec: memory in bytes, defaults filled in. */
-export type ValidSpec = Omit<z.output<SpecSchema>, "network" | "runCommand" | "labels" | "env" | "mounts"> & {
+export type ValidSpec = Omit<
+  z.output<typeof import("./spec-schema.js")["specSchema"]>,
+  "network" | "runCommand" | "labels" | "env" | "mounts"
+> & {
   network: "none" | "bridge";
   runCommand: boolean;
   labels: Record<string, string>;
@@ -32,8 +29,9 @@ export type ValidSpec = Omit<z.output<SpecSchema>, "network" | "runCommand" | "l
 
 /** Validates a spec at the edge; InvalidSandboxSpecError says every problem at once. */
 export async function validateSpec(spec: SandboxSpec): Promise<ValidSpec> {
-  const { Spec, prettifyError } = await loadSchema();
-  const parsed = Spec.safeParse(spec);
+  schema ??= import("./spec-schema.js");
+  const { specSchema, prettifyError } = await schema;
+  const parsed = specSchema.safeParse(spec);
   if (!parsed.success) throw new InvalidSandboxSpecError(`invalid sandbox spec: ${prettifyError(parsed.error)}`);
   const s = parsed.data;
   return {

@@ -360,8 +360,11 @@ describe("a vm sandbox with network bridge on TAP (Tether's bridge)", { skip: ta
     sandboxes?.close();
     await scratch?.remove();
     outside?.kill("SIGKILL");
-    execFileSync("ip", ["netns", "del", netns], { stdio: "ignore" });
+    // The veth first: deleting it takes its peer out of the namespace. Deleting the
+    // namespace first removes the pair too, but asynchronously, so a `link del` after
+    // it races the kernel (CI lost that race once).
     execFileSync("ip", ["link", "del", veth], { stdio: "ignore" });
+    execFileSync("ip", ["netns", "del", netns], { stdio: "ignore" });
     // Tether's bridge and chains: gone unless a VM is on them (another test's, which cleans up last).
     await removeBridge();
   });

@@ -15,22 +15,25 @@ export const COCOON_DEFAULT_VSOCK_PORT = 1024;
 
 /**
  * Node flags a tetherd runs with on Node `nodeMajor`: the young generation's semi-spaces
- * fixed at 8 MiB. Bigger than V8's 1 MiB start, so loading the agent takes fewer scavenges
- * (about 3 ms of a 60 ms start); capped, because under load Node 24 grows them to 32 MiB
- * each and never gives the pages back (anon RSS after a thousand commands: 110 MiB, 78
- * with the cap).
+ * fixed at V8's smallest, 1 MiB. Every socket read is a fresh 64 KiB buffer; small
+ * semi-spaces scavenge them (and free their memory) before it counts towards a full GC,
+ * and under load Node 24 would grow them to 32 MiB each and never give the pages back.
+ * Measured on the bundle's Node 24 against 8 MiB (the value before): a 1 GiB tunnel ran 6
+ * full GCs instead of 16 and 1 GiB of output 13 instead of 22; tunnel throughput 0.40-0.52x
+ * loopback against 0.32-0.36x, the agent's RSS after it 95-100 MiB against 147-155; after a
+ * thousand commands USS 67-80 MiB against 87-91. The price is the start: loading takes more
+ * scavenges, 0-6 ms more to the first health (medians of 21, three alternations; 90-100 ms
+ * of CPU either way).
  *
- * On Node 20 the old generation may also reach 64 MiB before its first full GC: every
- * socket read is a new 64 KiB buffer, counted against that limit, and with the limit V8
- * derives from the agent's 9 MiB heap Node 20 ran a full GC every ~30 MB of tunnel or output
- * bytes (34 per GiB, half the agent's CPU for a tunnel). Node 24 (the bundle's) runs as many
- * full GCs with the flag as without (30 and 34 over the tunnel bench), and the flag costs
- * every start about 20 ms there, as on Node 20: V8 refuses the code cache Node ships for its
- * own modules when this flag differs, so http2, http and crypto are compiled from source.
- * Node 22 is not measured and gets Node 24's flags.
+ * On Node 20 the old generation may also reach 64 MiB before its first full GC. With the
+ * limit V8 derives from the agent's 9 MiB heap, Node 20 ran a full GC every ~30 MB of output
+ * whatever the semi-spaces (37 per GiB of output with 1 MiB ones, none with the flag). Node
+ * 24 gains nothing from it, and the flag costs every start about 20 ms: V8 refuses the code
+ * cache Node ships for its own modules when this flag differs, so http2, http and crypto
+ * are compiled from source. Node 22 is not measured and gets Node 24's flags.
  */
 export function tetherdNodeFlags(nodeMajor: number): readonly string[] {
-  const youngGeneration = ["--min-semi-space-size=8", "--max-semi-space-size=8"];
+  const youngGeneration = ["--min-semi-space-size=1", "--max-semi-space-size=1"];
   return nodeMajor <= 20 ? [...youngGeneration, "--initial-old-space-size=64"] : youngGeneration;
 }
 

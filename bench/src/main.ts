@@ -4,9 +4,9 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { type AgentProcess, spawnAgentProcess } from "@tether/agent";
-import { DockerBackend } from "@tether/host";
 import { Agent } from "@tether/sdk";
 import { measureBackends } from "./backends.js";
+import { spawnBundledAgent, startBundledAgent } from "./bundled-agent.js";
 import { measureConcurrentCreates } from "./creates.js";
 import { measureDensity } from "./density.js";
 import { type DockerContainer, startBusybox } from "./docker.js";
@@ -17,7 +17,7 @@ import { measureServerScale } from "./server-scale.js";
 import { measureSpawners } from "./spawner.js";
 import { type Timing, timeRuns } from "./stats.js";
 import { measureTerminal } from "./terminal.js";
-import { measureTunnels } from "./tunnel.js";
+import { BUNDLED_AGENT_LABEL, HOST_AGENT_LABEL, measureTunnels } from "./tunnel.js";
 import { measureVm } from "./vm.js";
 
 const EXEC_RUNS = Number(process.env.BENCH_EXEC_RUNS ?? 300);
@@ -35,21 +35,15 @@ const log = (text: string) => process.stderr.write(`bench: ${text}\n`);
 /** How long a fresh agent is left alone before its memory counts as idle (startup garbage settles). */
 const IDLE_SETTLE_MS = 1500;
 
-/**
- * The idle memory of what ships in sandboxes: the bundle's tetherd on the bundle's own Node,
- * started on this host through the bundle's loader as a container starts it.
- */
+/** The idle memory of what ships in sandboxes (see spawnBundledAgent). */
 async function bundledIdleRss(dir: string): Promise<{ rss: number; rssAnon: number }> {
-  const bundle = await new DockerBackend().bundle();
-  const tetherd = bundle.command.map((arg) =>
-    arg.startsWith(`${bundle.mountPoint}/`) ? path.join(bundle.dir, arg.slice(bundle.mountPoint.length)) : arg,
-  );
-  const agent = await spawnAgentProcess(
-    ["--no-tcp", "--socket", path.join(dir, "bundled.sock"), "--log-level", "info"],
-    {
-      tetherd,
-    },
-  );
+  const agent = await spawnBundledAgent([
+    "--no-tcp",
+    "--socket",
+    path.join(dir, "bundled.sock"),
+    "--log-level",
+    "info",
+  ]);
   try {
     await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
     return { rss: agent.rss(), rssAnon: agent.rssAnon() };
@@ -289,7 +283,14 @@ async function main(): Promise<void> {
 
     const spawners = await measureSpawners(log);
     rows.push(...spawners.rows);
-    const tunnels = await measureTunnels(unix, agent, log);
+    const bundledForTunnels = await startBundledAgent(dir, "bundled-tunnel");
+    const tunnels = await measureTunnels(
+      [
+        { label: HOST_AGENT_LABEL, client: unix, agent },
+        { label: BUNDLED_AGENT_LABEL, client: bundledForTunnels.client, agent: bundledForTunnels.agent },
+      ],
+      log,
+    ).finally(() => bundledForTunnels.stop());
     rows.push(...tunnels.rows);
     const backends = await measureBackends(log);
     rows.push(...backends.rows);

@@ -21,11 +21,38 @@ export interface TunnelRun {
 }
 
 export interface TunnelResults {
-  tether: TunnelRun & { agentCpuSecondsPerGiB: number };
+  /** One per agent measured, by its label. */
+  tether: (TunnelRun & { label: string; agentCpuSecondsPerGiB: number })[];
   loopback: TunnelRun;
+  /** Through a bare Node relay process (see startRelay). */
+  relay: TunnelRun;
   ssh: TunnelRun | null;
   sshSkipped: string | null;
   rows: Row[];
+}
+
+/** An agent to send through, and what to call it in the rows. */
+export interface TunnelAgent {
+  label: string;
+  client: Agent;
+  agent: AgentProcess;
+}
+
+/** The agent as a test or the local backend runs it: tetherd on the Node running this. */
+export const HOST_AGENT_LABEL = `tetherd on this host's Node ${process.versions.node}`;
+/** The agent as sandboxes run it (see spawnBundledAgent). */
+export const BUNDLED_AGENT_LABEL = "the bundle's tetherd, as in sandboxes";
+
+/** The goal for a tunnel against a plain loopback connection to the same sink (issue #13). */
+const LOOPBACK_GOAL = 0.5;
+
+/** What a helper child first writes on stdout; rejects if it exits first (a broken script). */
+async function firstOutput(child: ChildProcess, name: string): Promise<string> {
+  const exited = once(child, "exit").then(([code]) => {
+    throw new Error(`${name} exited (${code}) before it was ready`);
+  });
+  const [chunk] = (await Promise.race([once(child.stdout as NodeJS.ReadableStream, "data"), exited])) as [Buffer];
+  return chunk.toString();
 }
 
 /**
@@ -40,8 +67,38 @@ const server = require("node:net").createServer({ allowHalfOpen: true }, (s) => 
 });
 server.listen(0, "127.0.0.1", () => process.stdout.write(server.address().port + "\\n"));`;
   const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
-  const [line] = (await once(child.stdout as NodeJS.ReadableStream, "data")) as [Buffer];
-  return { port: Number(line.toString().trim()), stop: () => child.kill("SIGKILL") };
+  const line = await firstOutput(child, "the sink");
+  return { port: Number(line.trim()), stop: () => child.kill("SIGKILL") };
+}
+
+/**
+ * The floor for any relay written in Node: a process of its own that accepts on a unix
+ * socket and pipes each connection to the sink over TCP and back, nothing else (no HTTP,
+ * no token), on the Node running this with its default flags. A tunnel does the same
+ * hops (client to agent over its unix socket, agent to the port over TCP) plus HTTP/2.
+ */
+async function startRelay(sinkPort: number): Promise<{ socket: string; stop(): void }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "tether-bench-relay-"));
+  const socket = path.join(dir, "relay.sock");
+  const script = `
+const net = require("node:net");
+net.createServer({ allowHalfOpen: true }, (client) => {
+  const target = net.connect({ port: ${sinkPort}, host: "127.0.0.1", allowHalfOpen: true });
+  client.pipe(target).on("error", () => client.destroy());
+  target.pipe(client).on("error", () => target.destroy());
+}).listen(${JSON.stringify(socket)}, () => process.stdout.write("listening\\n"));`;
+  const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+  await firstOutput(child, "the relay").catch((err) => {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  });
+  return {
+    socket,
+    stop: () => {
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** Sends `TUNNEL_BYTES` zero bytes through `stream` (honouring backpressure), half-closes, waits for the sink's count. */
@@ -69,6 +126,12 @@ async function send(stream: Duplex): Promise<TunnelRun> {
 
 async function connectTcp(port: number): Promise<net.Socket> {
   const socket = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+  await once(socket, "connect");
+  return socket;
+}
+
+async function connectUnix(socketPath: string): Promise<net.Socket> {
+  const socket = net.connect({ path: socketPath, allowHalfOpen: true });
   await once(socket, "connect");
   return socket;
 }
@@ -177,69 +240,86 @@ async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
 }
 
 /**
- * Tunnel throughput: `TUNNEL_BYTES` to a sink through `agent.tunnel` (over the agent's
- * unix socket), beside a direct loopback connection and `ssh -L` to the same sink.
+ * Tunnel throughput: `TUNNEL_BYTES` to a sink through `agent.tunnel` (over each agent's
+ * unix socket), beside a direct loopback connection and `ssh -L` to the same sink, taken
+ * in turn so that the machine's load of the moment falls on all of them alike.
  */
-export async function measureTunnels(
-  client: Agent,
-  agent: AgentProcess,
-  log: (text: string) => void,
-): Promise<TunnelResults> {
+export async function measureTunnels(agents: TunnelAgent[], log: (text: string) => void): Promise<TunnelResults> {
   const sink = await startSink();
+  const relay = await startRelay(sink.port);
   const ssh = await startSshForward(sink.port);
   const sshSkipped = "skipped" in ssh ? ssh.skipped : null;
   if (sshSkipped) log(`ssh -L row skipped: ${sshSkipped}`);
   try {
     log(`tunnel throughput: ${TUNNEL_BYTES} bytes to a sink, best of ${TUNNEL_RUNS}`);
-    const tetherRuns: (TunnelRun & { agentCpuSecondsPerGiB: number })[] = [];
+    const tetherRuns = agents.map(() => [] as (TunnelRun & { agentCpuSecondsPerGiB: number })[]);
     const loopbackRuns: TunnelRun[] = [];
+    const relayRuns: TunnelRun[] = [];
     const sshRuns: TunnelRun[] = [];
     for (let i = 0; i < TUNNEL_RUNS; i++) {
-      const cpu = agent.cpuSeconds();
-      const run = await send(await client.tunnel(sink.port));
-      tetherRuns.push({ ...run, agentCpuSecondsPerGiB: (agent.cpuSeconds() - cpu) / (run.bytes / (1 << 30)) });
+      for (const [n, { client, agent }] of agents.entries()) {
+        const cpu = agent.cpuSeconds();
+        const run = await send(await client.tunnel(sink.port));
+        tetherRuns[n].push({ ...run, agentCpuSecondsPerGiB: (agent.cpuSeconds() - cpu) / (run.bytes / (1 << 30)) });
+      }
       loopbackRuns.push(await send(await connectTcp(sink.port)));
+      relayRuns.push(await send(await connectUnix(relay.socket)));
       if (!("skipped" in ssh)) sshRuns.push(await send(await connectTcp(ssh.port)));
     }
-    const tether = best(tetherRuns) as TunnelResults["tether"];
+    const tether = agents.map(({ label }, n) => ({
+      label,
+      ...(best(tetherRuns[n]) as TunnelRun & { agentCpuSecondsPerGiB: number }),
+    }));
     const loopback = best(loopbackRuns);
+    const relayBest = best(relayRuns);
     const sshBest = sshRuns.length > 0 ? best(sshRuns) : null;
-    const rows: Row[] = [
+    const rows: Row[] = tether.flatMap((run): Row[] => [
       {
-        metric: "tunnel throughput (unix) vs loopback",
+        metric: `tunnel throughput (unix), ${run.label}, vs loopback`,
         unit: "MB/s",
-        tether: tether.mbPerSecond,
+        tether: run.mbPerSecond,
         baseline: loopback.mbPerSecond,
         baselineName: "loopback",
-        ratio: tether.mbPerSecond / loopback.mbPerSecond,
+        ratio: run.mbPerSecond / loopback.mbPerSecond,
+        target: `>= ${LOOPBACK_GOAL}x loopback`,
+        met: run.mbPerSecond >= LOOPBACK_GOAL * loopback.mbPerSecond,
+      },
+      {
+        metric: `tunnel throughput, ${run.label}, vs a bare Node relay`,
+        unit: "MB/s",
+        tether: run.mbPerSecond,
+        baseline: relayBest.mbPerSecond,
+        baselineName: "node relay",
+        ratio: run.mbPerSecond / relayBest.mbPerSecond,
         target: "",
         met: null,
       },
       {
-        metric: "tunnel throughput vs ssh -L",
+        metric: `tunnel throughput, ${run.label}, vs ssh -L`,
         unit: "MB/s",
-        tether: tether.mbPerSecond,
+        tether: run.mbPerSecond,
         baseline: sshBest?.mbPerSecond ?? null,
         baselineName: "ssh -L",
-        ratio: sshBest ? tether.mbPerSecond / sshBest.mbPerSecond : null,
+        ratio: sshBest ? run.mbPerSecond / sshBest.mbPerSecond : null,
         target: ">= ssh -L",
-        met: sshBest ? tether.mbPerSecond >= sshBest.mbPerSecond : null,
+        met: sshBest ? run.mbPerSecond >= sshBest.mbPerSecond : null,
         ...(sshSkipped ? { note: sshSkipped } : {}),
       },
       {
-        metric: "agent CPU per GiB through a tunnel",
+        metric: `agent CPU per GiB through a tunnel, ${run.label}`,
         unit: "s",
-        tether: tether.agentCpuSecondsPerGiB,
+        tether: run.agentCpuSecondsPerGiB,
         baseline: null,
         baselineName: "",
         ratio: null,
         target: "",
         met: null,
       },
-    ];
-    return { tether, loopback, ssh: sshBest, sshSkipped, rows };
+    ]);
+    return { tether, loopback, relay: relayBest, ssh: sshBest, sshSkipped, rows };
   } finally {
     if (!("skipped" in ssh)) ssh.stop();
+    relay.stop();
     sink.stop();
   }
 }

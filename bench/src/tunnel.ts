@@ -246,7 +246,10 @@ async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
  */
 export async function measureTunnels(agents: TunnelAgent[], log: (text: string) => void): Promise<TunnelResults> {
   const sink = await startSink();
-  const relay = await startRelay(sink.port);
+  const relay = await startRelay(sink.port).catch((err) => {
+    sink.stop();
+    throw err;
+  });
   const ssh = await startSshForward(sink.port);
   const sshSkipped = "skipped" in ssh ? ssh.skipped : null;
   if (sshSkipped) log(`ssh -L row skipped: ${sshSkipped}`);

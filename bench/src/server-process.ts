@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { TemplateDefaults } from "@tether/server";
+import { readyLine } from "./child-output.js";
 
 /** A template the server child is started with. */
 export interface ChildTemplate {
@@ -34,10 +34,7 @@ export async function startServerProcess(home: string, templates: ChildTemplate[
   );
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   try {
-    const line = await new Promise<string>((resolve, reject) => {
-      createInterface({ input: child.stdout as NodeJS.ReadableStream }).once("line", resolve);
-      child.once("exit", (code) => reject(new Error(`the server exited (${code}) before listening`)));
-    });
+    const line = await readyLine(child, "the server");
     const { url, key } = JSON.parse(line) as { url: string; key: string };
     return {
       url,

@@ -22,6 +22,7 @@ import { type AgentProcess, spawnAgentProcess } from "@tether/agent";
 import { Sandboxes } from "@tether/host";
 import { Filesystem } from "@tether/protocol/filesystem";
 import { Agent, type ConnectionOptions } from "@tether/sdk";
+import { readyLine } from "./child-output.js";
 import { BUSYBOX_IMAGE } from "./docker.js";
 import { writeResults } from "./report.js";
 import { summarize, type Timing } from "./stats.js";
@@ -176,13 +177,8 @@ async function killedClient(target: Target, afterMs: number): Promise<void> {
     { stdio: ["ignore", "pipe", "inherit"] },
   );
   try {
-    const [line] = (await Promise.race([
-      once(child.stdout as NodeJS.ReadableStream, "data"),
-      once(child, "exit").then(() => {
-        throw new Error("the client exited before it was busy");
-      }),
-    ])) as [Buffer];
-    if (!line.toString().startsWith("busy")) throw new Error(`the client said ${line}`);
+    const line = await readyLine(child, "the client");
+    if (!line.startsWith("busy")) throw new Error(`the client said ${line}`);
     await sleep(afterMs);
   } finally {
     const exited = once(child, "exit");

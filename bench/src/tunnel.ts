@@ -7,6 +7,7 @@ import path from "node:path";
 import type { Duplex } from "node:stream";
 import type { AgentProcess } from "@tether/agent";
 import type { Agent } from "@tether/sdk";
+import { readyLine } from "./child-output.js";
 import type { Row } from "./report.js";
 
 const TUNNEL_BYTES = Number(process.env.BENCH_TUNNEL_BYTES ?? 1 << 30);
@@ -46,15 +47,6 @@ export const BUNDLED_AGENT_LABEL = "the bundle's tetherd, as in sandboxes";
 /** The goal for a tunnel against a plain loopback connection to the same sink (issue #13). */
 const LOOPBACK_GOAL = 0.5;
 
-/** What a helper child first writes on stdout; rejects if it exits first (a broken script). */
-async function firstOutput(child: ChildProcess, name: string): Promise<string> {
-  const exited = once(child, "exit").then(([code]) => {
-    throw new Error(`${name} exited (${code}) before it was ready`);
-  });
-  const [chunk] = (await Promise.race([once(child.stdout as NodeJS.ReadableStream, "data"), exited])) as [Buffer];
-  return chunk.toString();
-}
-
 /**
  * A sink in its own process (so the sender's CPU is not shared with it): counts what each
  * connection sends and answers the count when the sender half-closes.
@@ -67,7 +59,7 @@ const server = require("node:net").createServer({ allowHalfOpen: true }, (s) => 
 });
 server.listen(0, "127.0.0.1", () => process.stdout.write(server.address().port + "\\n"));`;
   const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
-  const line = await firstOutput(child, "the sink");
+  const line = await readyLine(child, "the sink");
   return { port: Number(line.trim()), stop: () => child.kill("SIGKILL") };
 }
 
@@ -88,7 +80,7 @@ net.createServer({ allowHalfOpen: true }, (client) => {
   target.pipe(client).on("error", () => target.destroy());
 }).listen(${JSON.stringify(socket)}, () => process.stdout.write("listening\\n"));`;
   const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
-  await firstOutput(child, "the relay").catch((err) => {
+  await readyLine(child, "the relay").catch((err) => {
     rmSync(dir, { recursive: true, force: true });
     throw err;
   });

@@ -1,8 +1,8 @@
 import { constants } from "node:fs";
-import { access, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { access, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { Sandboxes, tetherHome } from "@tether/host";
+import { makeHome, Sandboxes, tetherHome } from "@tether/host";
 
 /** A Sandboxes facade for `tether run` without an image, and what to clean up after. */
 export interface EmbeddedSandboxes {
@@ -34,11 +34,12 @@ export async function embeddedSandboxes(): Promise<EmbeddedSandboxes> {
 }
 
 /** Whether the tether home exists (made 0700 if not) and this user may write it. */
-export function homeIsWritable(home: string): Promise<boolean> {
-  return mkdir(home, { recursive: true, mode: 0o700 })
-    .then(() => access(home, constants.W_OK))
-    .then(
-      () => true,
-      () => false,
-    );
+export async function homeIsWritable(home: string): Promise<boolean> {
+  try {
+    makeHome(home);
+    await access(home, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -1,10 +1,20 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
-import { CliHome, type Outcome, TETHER } from "./support/cli.js";
+import { CliHome, type Outcome, runTether, TETHER } from "./support/cli.js";
 
 /** What a TETHER_HOME in trouble does to tether: a supervisor killed, a damaged registry, a full disk. */
 
@@ -66,6 +76,21 @@ describe("a local sandbox whose supervisor dies", () => {
     assert.ok(await gone(supervisor.agentPid), `the agent ${supervisor.agentPid} should be gone`);
     assert.ok(await gone(command), `the command ${command} should be gone`);
     assert.ok(!existsSync(dir));
+  });
+});
+
+describe("a TETHER_HOME that cannot be made", () => {
+  // Under /proc, Node 20's recursive mkdir looped for ever: ls and serve hung there.
+  test("ls, create and serve say why and exit 125, under /proc and under a file alike", async () => {
+    const file = path.join(h.home, "not-a-dir");
+    writeFileSync(file, "x");
+    for (const home of [`/proc/tether-home-${process.pid}`, path.join(file, "home")]) {
+      for (const args of [["ls"], ["create", "--backend", "local", "--", "true"], ["serve", "--port", "0"]]) {
+        const r = await runTether(args, { env: { TETHER_HOME: home }, timeoutMs: 20_000 });
+        assert.equal(r.code, 125, `${args[0]} in ${home}: ${r.stderr}`);
+        assert.match(r.stderr, new RegExp(`TETHER_HOME ${home} cannot be used: (ENOENT|ENOTDIR)`), r.stderr);
+      }
+    }
   });
 });
 

@@ -72,6 +72,17 @@ export class SandboxNotRunningError extends TetherHostError {
 /** Building a derived image (user image + agent bundle) failed. */
 export class ImagePrepareError extends TetherHostError {}
 
+/** TETHER_HOME cannot be made, or is not a directory this user may write. */
+export class HomeUnusableError extends TetherHostError {
+  constructor(
+    readonly home: string,
+    readonly reason: string,
+    options?: ErrorOptions,
+  ) {
+    super(`TETHER_HOME ${home} cannot be used: ${reason} (set TETHER_HOME to a directory you may write)`, options);
+  }
+}
+
 /** The registry database cannot be opened, migrated or written. */
 export class RegistryError extends TetherHostError {}
 

@@ -72,6 +72,7 @@ export { SharedTransferDir, TransferRefusedError } from "./copy/shared-dir.js";
 export {
   BackendUnavailableError,
   EngineUnavailableError,
+  HomeUnusableError,
   ImageNotFoundError,
   ImagePrepareError,
   InvalidCopyError,
@@ -83,7 +84,7 @@ export {
   SandboxStartError,
   TetherHostError,
 } from "./errors.js";
-export { tetherHome } from "./home.js";
+export { makeHome, tetherHome } from "./home.js";
 export type { Expired } from "./lifecycle/expiry.js";
 export { DEFAULT_GC_AGE_MS, type GcOptions, type GcReport } from "./lifecycle/gc.js";
 export { INTERRUPTED_CREATE, type ReconcileReport, VANISHED } from "./lifecycle/reconcile.js";

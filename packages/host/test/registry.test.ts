@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
-import { InvalidSandboxSpecError, Registry, RegistryError } from "../src/index.js";
+import { HomeUnusableError, InvalidSandboxSpecError, makeHome, Registry, RegistryError } from "../src/index.js";
 import { MIGRATIONS } from "../src/registry/migrations.js";
 import { scratchHome } from "./support/backends.js";
 
@@ -141,5 +142,46 @@ describe("registry", () => {
     assert.equal(db.pragma("integrity_check", { simple: true }), "ok");
     db.close();
     registry.close();
+  });
+});
+
+describe("a TETHER_HOME that cannot be made", () => {
+  test("missing parents are made, each 0700; an existing home is left as it is", () => {
+    const home = path.join(scratch.home, "made", "a", "b");
+    makeHome(home);
+    makeHome(home);
+    for (const dir of [path.join(scratch.home, "made"), path.join(scratch.home, "made", "a"), home]) {
+      assert.equal(statSync(dir).mode & 0o777, 0o700, dir);
+    }
+  });
+
+  test("under a file, or a file itself: HomeUnusableError naming the home and why, from makeHome and the registry", () => {
+    const file = path.join(scratch.home, "a-file");
+    writeFileSync(file, "x");
+    for (const home of [path.join(file, "home"), file]) {
+      assert.throws(
+        () => makeHome(home),
+        (err: unknown) => {
+          assert.ok(err instanceof HomeUnusableError, String(err));
+          assert.equal(err.home, home);
+          assert.match(err.message, /ENOTDIR|not a directory/);
+          return true;
+        },
+      );
+      assert.throws(() => new Registry(home), HomeUnusableError);
+    }
+  });
+
+  // Node 20's recursive mkdir retried /proc/<name> and /proc for ever here (mkdir there answers
+  // ENOENT although /proc exists): `tether ls` with such a home hung.
+  test("under /proc: refused at once, not a hang", {
+    skip: statSync("/proc", { throwIfNoEntry: false }) ? undefined : "no /proc",
+  }, () => {
+    const home = `/proc/tether-home-${process.pid}/x`;
+    assert.throws(
+      () => makeHome(home),
+      (err: unknown) => err instanceof HomeUnusableError && /ENOENT/.test(err.message),
+    );
+    assert.throws(() => new Registry(home), HomeUnusableError);
   });
 });

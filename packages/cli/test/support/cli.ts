@@ -24,6 +24,8 @@ export interface TetherOptions {
   input?: string | Buffer;
   env?: Record<string, string>;
   onStdout?: (text: string, kill: (s: NodeJS.Signals) => void) => void;
+  /** Killed (SIGKILL) if still running after this long: for a command that must not hang. */
+  timeoutMs?: number;
 }
 
 /** Runs the real `tether` bin as a child process (env over ours), collecting what it printed. */
@@ -42,8 +44,13 @@ export function runTether(args: string[], options: TetherOptions = {}): Promise<
     child.stderr.setEncoding("utf8").on("data", (t: string) => {
       stderr += t;
     });
+    const timer =
+      options.timeoutMs === undefined ? undefined : setTimeout(() => child.kill("SIGKILL"), options.timeoutMs);
     child.on("error", reject);
-    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
     child.stdin.on("error", () => {});
     child.stdin.end(options.input ?? "");
   });

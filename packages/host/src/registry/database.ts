@@ -1,18 +1,9 @@
-import {
-  accessSync,
-  constants,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  renameSync,
-  rmSync,
-  statfsSync,
-} from "node:fs";
+import { accessSync, constants, copyFileSync, existsSync, mkdtempSync, renameSync, rmSync, statfsSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { RegistryDamagedError, RegistryError } from "../errors.js";
+import { makeHome } from "../home.js";
 import { MIGRATIONS, type Migration } from "./migrations.js";
 
 /** How long a writer waits for another `tether` process's transaction before giving up. */
@@ -24,7 +15,7 @@ const BUSY_TIMEOUT_MS = 15_000;
  * then brings the schema up to date.
  */
 export function openDatabase(file: string, migrations: readonly Migration[] = MIGRATIONS): Database.Database {
-  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  makeHome(path.dirname(file));
   let db: Database.Database;
   try {
     db = new Database(file, { timeout: BUSY_TIMEOUT_MS });

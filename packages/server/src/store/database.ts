@@ -1,6 +1,5 @@
-import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { REGISTRY_FILE } from "@tether/host";
+import { makeHome, REGISTRY_FILE } from "@tether/host";
 import Database from "better-sqlite3";
 
 /** One step of the server's own schema, applied once, in order. */
@@ -56,7 +55,7 @@ const SERVER_MIGRATIONS: readonly ServerMigration[] = [
 
 /** Opens the registry database of a TETHER_HOME for the server's tables, migrating them. */
 export function openServerDatabase(home: string): Database.Database {
-  mkdirSync(home, { recursive: true, mode: 0o700 });
+  makeHome(home);
   const db = new Database(path.join(home, REGISTRY_FILE), { timeout: 15_000 });
   db.pragma("busy_timeout = 15000");
   db.pragma("journal_mode = WAL");

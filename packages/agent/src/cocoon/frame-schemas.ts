@@ -1,9 +1,6 @@
-import * as z from "zod/mini";
-import en from "zod/v4/locales/en.js";
+import { z } from "../zod.js";
 
-// The frames' schemas, in zod's small build imported by name (its English messages are the
-// full build's): frames.ts loads this module on a session's first frame.
-z.config(en());
+// The frames' schemas: frames.ts loads this module (and zod) on a session's first frame.
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 

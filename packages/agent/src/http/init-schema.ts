@@ -1,10 +1,6 @@
-import * as z from "zod/mini";
-import en from "zod/v4/locales/en.js";
+import { z } from "../zod.js";
 
-// The /init body's schema, in zod's small build imported by name (its English messages are
-// the full build's): env.ts loads this module on the first /init, which a VM's every resume
-// and fork makes, so that call parses tens of KB instead of the full zod's 760.
-z.config(en());
+// The /init body's schema: env.ts loads this module (and zod) on the first /init.
 
 export const initSchema = z.object({
   envVars: z.optional(z.record(z.string(), z.string())),
@@ -14,4 +10,4 @@ export const initSchema = z.object({
   timestamp: z.optional(z.string()),
 });
 
-export { prettifyError } from "zod/mini";
+export { prettifyError } from "../zod.js";

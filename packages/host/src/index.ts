@@ -36,6 +36,7 @@ export {
   SANDBOX_STATES,
 } from "./backends/backend.js";
 export { BwrapBackend, type BwrapBackendOptions, findBwrap, probeBwrap } from "./backends/bwrap/bwrap-backend.js";
+export { parseBytes } from "./backends/bytes.js";
 export { DockerBackend, type DockerBackendOptions } from "./backends/docker/docker-backend.js";
 export { detectEngine, type Engine, type EngineKind, type EngineStrategy } from "./backends/docker/engine.js";
 export { type LogLine, logLines } from "./backends/docker/log-stream.js";
@@ -53,7 +54,6 @@ export {
   ProcessBackend,
   type ProcessBackendOptions,
 } from "./backends/process/process-backend.js";
-export { parseBytes } from "./backends/spec.js";
 export { QmpClient, QmpCommandError, QmpConnectionError } from "./backends/vm/qmp.js";
 export {
   removeBridge,

@@ -3,7 +3,7 @@ import * as z from "zod/mini";
 import en from "zod/v4/locales/en.js";
 import { isValidSandboxId } from "../sandbox-dir.js";
 import { RESERVED_LABEL_PREFIX } from "./backend.js";
-import { parseBytes } from "./spec.js";
+import { parseBytes } from "./bytes.js";
 
 // The spec's schema in zod's small build, imported by name: most `tether` commands never check
 // a spec, so spec.ts imports this module on the first one. The full build (757 KB bundled)

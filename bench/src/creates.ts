@@ -24,6 +24,12 @@ export interface ConcurrentCreates {
   tetherWarm: number;
   /** Wall time until all `docker run -d` exited (ms). */
   dockerRun: number;
+  /** The same docker run again, between the two library rows. */
+  dockerRunBesideLibrary: number;
+  /** N concurrent `Sandboxes.create` in one process (our library, as an SDK user calls it), in another fresh home (ms). */
+  libraryFresh: number;
+  /** The same again in that home. */
+  libraryWarm: number;
 }
 
 /** Starts `argv` `n` times at once; resolves with the wall time until all exited, and their stdout lines. */
@@ -48,10 +54,26 @@ async function concurrently(n: number, argv: string[], env: NodeJS.ProcessEnv): 
   return { ms: Number(process.hrtime.bigint() - start) / 1e6, out };
 }
 
+/** N concurrent `Sandboxes.create` in this process; resolves with the wall time until all were ready. */
+async function concurrentlyInProcess(
+  n: number,
+  sandboxes: Sandboxes,
+  label: string,
+): Promise<{ ms: number; ids: string[] }> {
+  const [key, value] = label.split("=");
+  const start = process.hrtime.bigint();
+  const made = await Promise.all(
+    Array.from({ length: n }, () => sandboxes.create(BUSYBOX_IMAGE, { labels: { [key]: value } })),
+  );
+  return { ms: Number(process.hrtime.bigint() - start) / 1e6, ids: made.map((s) => s.id) };
+}
+
 /**
  * N concurrent `tether create` CLI processes (each its own process, as N users or scripts
  * would start them) beside N concurrent `docker run -d` of the same image: the first in
- * a fresh TETHER_HOME, then again in the same home.
+ * a fresh TETHER_HOME, then again in the same home. Then the same creates through our
+ * library in one process (`Sandboxes.create`, as the SDK's users make them), where no
+ * Node process starts per create: what the CLI's processes cost shows as the difference.
  */
 export async function measureConcurrentCreates(
   log: (text: string) => void,
@@ -59,43 +81,62 @@ export async function measureConcurrentCreates(
   const status = await dockerStatus();
   if (!status.available) return { skipped: `docker: ${status.reason}` };
   const home = mkdtempSync(path.join(os.tmpdir(), "tether-bench-creates-"));
+  const libraryHome = mkdtempSync(path.join(os.tmpdir(), "tether-bench-creates-lib-"));
+  const library = new Sandboxes({ home: libraryHome });
   const env = { ...process.env, TETHER_HOME: home };
   const label = `tether-bench.creates=${process.pid}`;
   const containers: string[] = [];
   const sandboxIds: string[] = [];
+  const libraryIds: string[] = [];
   try {
     log(`${CONCURRENT} concurrent tether create (fresh TETHER_HOME, then warm) and docker run -d`);
     const create = [process.execPath, TETHER_CLI, "create", "--label", label, BUSYBOX_IMAGE];
     const fresh = await concurrently(CONCURRENT, create, env);
     sandboxIds.push(...fresh.out);
-    const docker = await concurrently(
-      CONCURRENT,
-      ["docker", "run", "-d", "--label", label, "--network", "none", BUSYBOX_IMAGE, "sleep", "3600"],
-      process.env,
-    );
-    containers.push(...docker.out);
+    const dockerRun = async () => {
+      const docker = await concurrently(
+        CONCURRENT,
+        ["docker", "run", "-d", "--label", label, "--network", "none", BUSYBOX_IMAGE, "sleep", "3600"],
+        process.env,
+      );
+      containers.push(...docker.out);
+      return docker.ms;
+    };
+    // Each pair of rows has its own docker run, taken between its two: a shared machine's load moves in minutes.
+    const docker = await dockerRun();
     const warm = await concurrently(CONCURRENT, create, env);
     sandboxIds.push(...warm.out);
+    log(`${CONCURRENT} concurrent Sandboxes.create in this process (fresh TETHER_HOME, then warm)`);
+    const libraryFresh = await concurrentlyInProcess(CONCURRENT, library, label);
+    libraryIds.push(...libraryFresh.ids);
+    const dockerBeside = await dockerRun();
+    const libraryWarm = await concurrentlyInProcess(CONCURRENT, library, label);
+    libraryIds.push(...libraryWarm.ids);
     const results: ConcurrentCreates = {
       concurrent: CONCURRENT,
       tetherFresh: fresh.ms,
       tetherWarm: warm.ms,
-      dockerRun: docker.ms,
+      dockerRun: docker,
+      dockerRunBesideLibrary: dockerBeside,
+      libraryFresh: libraryFresh.ms,
+      libraryWarm: libraryWarm.ms,
     };
-    const row = (metric: string, ms: number): Row => ({
+    const row = (metric: string, ms: number, baseline: number): Row => ({
       metric,
       unit: "ms",
       tether: ms,
-      baseline: docker.ms,
+      baseline,
       baselineName: "docker run -d",
-      ratio: ms / docker.ms,
+      ratio: ms / baseline,
       target: "<= 1.5x docker",
-      met: ms <= 1.5 * docker.ms,
+      met: ms <= 1.5 * baseline,
     });
     return {
       rows: [
-        row(`${CONCURRENT} concurrent tether create, fresh home`, fresh.ms),
-        row(`${CONCURRENT} concurrent tether create, warm`, warm.ms),
+        row(`${CONCURRENT} concurrent tether create, fresh home`, fresh.ms, docker),
+        row(`${CONCURRENT} concurrent tether create, warm`, warm.ms, docker),
+        row(`${CONCURRENT} concurrent Sandboxes.create in one process, fresh home`, libraryFresh.ms, dockerBeside),
+        row(`${CONCURRENT} concurrent Sandboxes.create in one process, warm`, libraryWarm.ms, dockerBeside),
       ],
       results,
     };
@@ -103,6 +144,9 @@ export async function measureConcurrentCreates(
     const sandboxes = new Sandboxes({ home });
     for (const id of sandboxIds) await sandboxes.remove(id).catch(() => {});
     sandboxes.close();
+    for (const id of libraryIds) await library.remove(id).catch(() => {});
+    library.close();
+    rmSync(libraryHome, { recursive: true, force: true });
     if (containers.length > 0) await run("docker", ["rm", "-f", ...containers]).catch(() => {});
     rmSync(home, { recursive: true, force: true });
   }

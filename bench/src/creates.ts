@@ -55,17 +55,18 @@ async function concurrently(n: number, argv: string[], env: NodeJS.ProcessEnv): 
 }
 
 /** N concurrent `Sandboxes.create` in this process; resolves with the wall time until all were ready. */
-async function concurrentlyInProcess(
-  n: number,
-  sandboxes: Sandboxes,
-  label: string,
-): Promise<{ ms: number; ids: string[] }> {
+async function concurrentlyInProcess(n: number, sandboxes: Sandboxes, label: string): Promise<number> {
   const [key, value] = label.split("=");
   const start = process.hrtime.bigint();
-  const made = await Promise.all(
-    Array.from({ length: n }, () => sandboxes.create(BUSYBOX_IMAGE, { labels: { [key]: value } })),
-  );
-  return { ms: Number(process.hrtime.bigint() - start) / 1e6, ids: made.map((s) => s.id) };
+  await Promise.all(Array.from({ length: n }, () => sandboxes.create(BUSYBOX_IMAGE, { labels: { [key]: value } })));
+  return Number(process.hrtime.bigint() - start) / 1e6;
+}
+
+/** Removes every sandbox of a bench's own home (what a failed create left too), then the home. */
+async function removeHome(sandboxes: Sandboxes): Promise<void> {
+  for (const s of await sandboxes.list().catch(() => [])) await sandboxes.remove(s.id).catch(() => {});
+  sandboxes.close();
+  rmSync(sandboxes.home, { recursive: true, force: true });
 }
 
 /**
@@ -86,13 +87,10 @@ export async function measureConcurrentCreates(
   const env = { ...process.env, TETHER_HOME: home };
   const label = `tether-bench.creates=${process.pid}`;
   const containers: string[] = [];
-  const sandboxIds: string[] = [];
-  const libraryIds: string[] = [];
   try {
     log(`${CONCURRENT} concurrent tether create (fresh TETHER_HOME, then warm) and docker run -d`);
     const create = [process.execPath, TETHER_CLI, "create", "--label", label, BUSYBOX_IMAGE];
     const fresh = await concurrently(CONCURRENT, create, env);
-    sandboxIds.push(...fresh.out);
     const dockerRun = async () => {
       const docker = await concurrently(
         CONCURRENT,
@@ -105,21 +103,18 @@ export async function measureConcurrentCreates(
     // Each pair of rows has its own docker run, taken between its two: a shared machine's load moves in minutes.
     const docker = await dockerRun();
     const warm = await concurrently(CONCURRENT, create, env);
-    sandboxIds.push(...warm.out);
     log(`${CONCURRENT} concurrent Sandboxes.create in this process (fresh TETHER_HOME, then warm)`);
     const libraryFresh = await concurrentlyInProcess(CONCURRENT, library, label);
-    libraryIds.push(...libraryFresh.ids);
     const dockerBeside = await dockerRun();
     const libraryWarm = await concurrentlyInProcess(CONCURRENT, library, label);
-    libraryIds.push(...libraryWarm.ids);
     const results: ConcurrentCreates = {
       concurrent: CONCURRENT,
       tetherFresh: fresh.ms,
       tetherWarm: warm.ms,
       dockerRun: docker,
       dockerRunBesideLibrary: dockerBeside,
-      libraryFresh: libraryFresh.ms,
-      libraryWarm: libraryWarm.ms,
+      libraryFresh,
+      libraryWarm,
     };
     const row = (metric: string, ms: number, baseline: number): Row => ({
       metric,
@@ -135,19 +130,14 @@ export async function measureConcurrentCreates(
       rows: [
         row(`${CONCURRENT} concurrent tether create, fresh home`, fresh.ms, docker),
         row(`${CONCURRENT} concurrent tether create, warm`, warm.ms, docker),
-        row(`${CONCURRENT} concurrent Sandboxes.create in one process, fresh home`, libraryFresh.ms, dockerBeside),
-        row(`${CONCURRENT} concurrent Sandboxes.create in one process, warm`, libraryWarm.ms, dockerBeside),
+        row(`${CONCURRENT} concurrent Sandboxes.create in one process, fresh home`, libraryFresh, dockerBeside),
+        row(`${CONCURRENT} concurrent Sandboxes.create in one process, warm`, libraryWarm, dockerBeside),
       ],
       results,
     };
   } finally {
-    const sandboxes = new Sandboxes({ home });
-    for (const id of sandboxIds) await sandboxes.remove(id).catch(() => {});
-    sandboxes.close();
-    for (const id of libraryIds) await library.remove(id).catch(() => {});
-    library.close();
-    rmSync(libraryHome, { recursive: true, force: true });
+    await removeHome(new Sandboxes({ home }));
+    await removeHome(library);
     if (containers.length > 0) await run("docker", ["rm", "-f", ...containers]).catch(() => {});
-    rmSync(home, { recursive: true, force: true });
   }
 }

@@ -45,12 +45,12 @@ const POLL_INTERVAL_MS = 10;
  * containers took to start, on the CPU those were starting on.
  */
 const WATCHED_ABSENT_POLL_INTERVAL_MS = 50;
-/** How often to ask the engine whether the sandbox still lives (dearer than a stat). */
+/** How often to ask the engine whether the sandbox still lives (dearer than a look at the socket). */
 const ALIVE_CHECK_INTERVAL_MS = 200;
 
 /**
  * Polls until the agent answers health (returns undefined), `stillAlive` says the sandbox
- * died, or `timeoutMs` passes. Until the socket file appears only a stat is spent per
+ * died, or `timeoutMs` passes. Until the socket file appears only an existence check is spent per
  * poll (the host directory is fresh, or its stale socket was removed before a restart).
  * A watch on the socket's directory ends each wait early when something there changes.
  */

@@ -1,11 +1,12 @@
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { dockerStatus, Sandboxes } from "@tether/host";
+import { removeHome } from "./bench-home.js";
 import { BUSYBOX_IMAGE } from "./docker.js";
 import type { Row } from "./report.js";
 
@@ -60,13 +61,6 @@ async function concurrentlyInProcess(n: number, sandboxes: Sandboxes, label: str
   const start = process.hrtime.bigint();
   await Promise.all(Array.from({ length: n }, () => sandboxes.create(BUSYBOX_IMAGE, { labels: { [key]: value } })));
   return Number(process.hrtime.bigint() - start) / 1e6;
-}
-
-/** Removes every sandbox of a bench's own home (what a failed create left too), then the home. */
-async function removeHome(sandboxes: Sandboxes): Promise<void> {
-  for (const s of await sandboxes.list().catch(() => [])) await sandboxes.remove(s.id).catch(() => {});
-  sandboxes.close();
-  rmSync(sandboxes.home, { recursive: true, force: true });
 }
 
 /**

@@ -1,9 +1,10 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Sandboxes } from "@tether/host";
 import { Sandbox, Tether } from "@tether/sdk";
 import Docker from "dockerode";
+import { removeHome } from "./bench-home.js";
 import type { Row } from "./report.js";
 import { type ServerProcess, startServerProcess } from "./server-process.js";
 
@@ -133,9 +134,6 @@ export async function measureServerScale(
   } finally {
     await Promise.all(made.map((s) => s.kill().catch(() => {})));
     await server?.stop();
-    const sandboxes = new Sandboxes({ home });
-    for (const s of await sandboxes.list()) await sandboxes.remove(s.id).catch(() => {});
-    sandboxes.close();
-    rmSync(home, { recursive: true, force: true });
+    await removeHome(new Sandboxes({ home }));
   }
 }

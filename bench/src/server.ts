@@ -1,9 +1,10 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Sandboxes } from "@tether/host";
 import Docker from "dockerode";
 import { Sandbox } from "e2b";
+import { removeHome } from "./bench-home.js";
 import type { Row } from "./report.js";
 import { type ServerProcess, startServerProcess } from "./server-process.js";
 import { summarize, type Timing } from "./stats.js";
@@ -218,8 +219,6 @@ export async function measureServer(
     return { rows, results };
   } finally {
     await server?.stop();
-    for (const s of await sandboxes.list()) await sandboxes.remove(s.id).catch(() => {});
-    sandboxes.close();
-    rmSync(home, { recursive: true, force: true });
+    await removeHome(sandboxes);
   }
 }

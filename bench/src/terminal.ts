@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Sandboxes } from "@tether/host";
@@ -6,6 +6,7 @@ import { startServer } from "@tether/server";
 import Docker from "dockerode";
 import { pino } from "pino";
 import WebSocket from "ws";
+import { removeHome } from "./bench-home.js";
 import type { Row } from "./report.js";
 import { summarize, type Timing } from "./stats.js";
 
@@ -153,8 +154,6 @@ export async function measureTerminal(
     return { rows, results };
   } finally {
     await server.close();
-    for (const s of await sandboxes.list()) await sandboxes.remove(s.id).catch(() => {});
-    sandboxes.close();
-    rmSync(home, { recursive: true, force: true });
+    await removeHome(sandboxes);
   }
 }

@@ -1,9 +1,10 @@
 import { execFile } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { dockerStatus, Sandboxes, VmBackend, vmStatus } from "@tether/host";
+import { removeHome } from "./bench-home.js";
 import { BUSYBOX_IMAGE } from "./docker.js";
 import type { Row } from "./report.js";
 import { summarize, type Timing } from "./stats.js";
@@ -150,8 +151,6 @@ export async function measureVm(
     ];
     return { rows, results };
   } finally {
-    for (const info of await sandboxes.list().catch(() => [])) await sandboxes.remove(info.id).catch(() => {});
-    sandboxes.close();
-    rmSync(home, { recursive: true, force: true });
+    await removeHome(sandboxes);
   }
 }
